@@ -1,0 +1,59 @@
+# bitbucket-webhook-operator: build, test and try it locally.
+# `make demo` and `make test` are the two commands a newcomer needs.
+
+SHELL := /bin/bash
+.SHELLFLAGS := -euo pipefail -c
+
+# The Kubernetes control plane the tests and the demo run on, built from Go modules.
+KUBE_VERSION ?= v1.37.2
+ETCD_VERSION ?= v3.6.16
+export KUBE_VERSION ETCD_VERSION
+
+CARGO ?= cargo
+CLUSTER_DIR ?= $(CURDIR)/.cluster
+CONTROLPLANE = $(shell bash hack/build-controlplane.sh 2>/dev/null | tail -n1)
+
+.PHONY: all build crds envtest cluster cluster-down lint test unit-test integration-test demo clean-cluster help
+
+all: build
+
+help:
+	@echo "make demo          start a local control plane, install the CRDs and examples, show them"
+	@echo "make test          lint, unit and integration tests (builds the control plane once)"
+	@echo "make build         build the operator and the simulator"
+	@echo "make crds          regenerate crds/ from the Rust types"
+	@echo "make envtest       build etcd, kube-apiserver and kubectl $(KUBE_VERSION) from Go modules (cached)"
+	@echo "make cluster       start etcd + kube-apiserver in the background; cluster-down stops them"
+
+build:
+	$(CARGO) build --workspace
+
+crds:
+	$(CARGO) run --quiet -- crds --out-dir crds
+
+envtest:
+	@bash hack/build-controlplane.sh
+
+cluster: envtest
+	@$(CARGO) build --quiet -p testenv
+	@BBWO_CONTROLPLANE_DIR=$(CONTROLPLANE) target/debug/testenv up $(CLUSTER_DIR)
+
+cluster-down:
+	@$(CARGO) build --quiet -p testenv
+	@target/debug/testenv down $(CLUSTER_DIR)
+
+lint:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+unit-test:
+	$(CARGO) test --workspace --lib --bins
+
+integration-test: envtest
+	BBWO_CONTROLPLANE_DIR=$(CONTROLPLANE) $(CARGO) test --workspace --tests
+
+test: lint envtest
+	BBWO_CONTROLPLANE_DIR=$(CONTROLPLANE) $(CARGO) test --workspace
+
+demo: envtest
+	@bash hack/demo.sh

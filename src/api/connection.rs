@@ -1,0 +1,196 @@
+//! `BitbucketConnection` (namespaced) and `ClusterBitbucketConnection` (cluster-scoped):
+//! which Bitbucket to talk to, with which credentials and request budget.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, LabelSelector, Time};
+use kube::{CustomResource, KubeSchema};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::shared::conditions_schema;
+
+/// How to reach one Bitbucket and authenticate to it. Serves Webhooks in its own namespace.
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[kube(
+    group = "bitbucket.hooks.dev",
+    version = "v1alpha1",
+    kind = "BitbucketConnection",
+    doc = "How to reach one Bitbucket and authenticate to it, for the Webhooks of its own namespace.",
+    namespaced,
+    status = "ConnectionStatus",
+    shortname = "bbconn",
+    category = "bitbucket",
+    printcolumn = r#"{"name":"Flavor","type":"string","jsonPath":".spec.flavor"}"#,
+    printcolumn = r#"{"name":"Base URL","type":"string","jsonPath":".spec.baseURL"}"#,
+    printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#,
+    printcolumn = r#"{"name":"Reason","type":"string","priority":1,"jsonPath":".status.conditions[?(@.type==\"Ready\")].reason"}"#
+)]
+#[x_kube(validation = Rule::new("self.flavor == 'Cloud' || has(self.baseURL)").message("baseURL is required for the DataCenter and PostWebhooks flavors (for example https://bitbucket.example.com)").reason(Reason::FieldValueRequired))]
+#[serde(rename_all = "camelCase")]
+pub struct BitbucketConnectionSpec {
+    #[serde(flatten)]
+    pub connection: ConnectionSpec,
+}
+
+/// Like BitbucketConnection, but cluster-scoped and usable from many namespaces.
+/// Its credential Secrets live in the operator's own namespace.
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[kube(
+    group = "bitbucket.hooks.dev",
+    version = "v1alpha1",
+    kind = "ClusterBitbucketConnection",
+    doc = "How to reach one Bitbucket and authenticate to it, for Webhooks in the namespaces it allows.",
+    status = "ConnectionStatus",
+    shortname = "cbbconn",
+    category = "bitbucket",
+    printcolumn = r#"{"name":"Flavor","type":"string","jsonPath":".spec.flavor"}"#,
+    printcolumn = r#"{"name":"Base URL","type":"string","jsonPath":".spec.baseURL"}"#,
+    printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#,
+    printcolumn = r#"{"name":"Reason","type":"string","priority":1,"jsonPath":".status.conditions[?(@.type==\"Ready\")].reason"}"#
+)]
+#[x_kube(validation = Rule::new("self.flavor == 'Cloud' || has(self.baseURL)").message("baseURL is required for the DataCenter and PostWebhooks flavors (for example https://bitbucket.example.com)").reason(Reason::FieldValueRequired))]
+#[serde(rename_all = "camelCase")]
+pub struct ClusterBitbucketConnectionSpec {
+    #[serde(flatten)]
+    pub connection: ConnectionSpec,
+
+    /// Namespaces whose Webhooks may use this connection. Empty or absent: none.
+    /// "{}" selects every namespace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allowed_namespaces: Option<LabelSelector>,
+
+    /// Glob patterns ("acme/*", "PROJ/api-*") of the repositories Webhooks may manage
+    /// through this connection. Absent: every repository.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 256), inner(length(min = 1, max = 255)))]
+    pub allowed_repositories: Option<Vec<String>>,
+}
+
+/// Fields shared by both connection kinds.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ConnectionSpec {
+    /// Which Bitbucket API this is: "Cloud" (bitbucket.org, REST 2.0), "DataCenter"
+    /// (built-in webhooks of Bitbucket Data Center / Server) or "PostWebhooks" (Data
+    /// Center with the "Post Webhooks for Bitbucket" app).
+    pub flavor: Flavor,
+
+    /// The API root. Cloud defaults to https://api.bitbucket.org/2.0; Data Center and
+    /// Post Webhooks need the server's address, for example https://bitbucket.example.com.
+    #[serde(rename = "baseURL", default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 2048))]
+    #[x_kube(validation = Rule::new("isURL(self) && url(self).getScheme() in ['http', 'https'] && url(self).getHostname() != ''").message("baseURL must be an absolute http:// or https:// URL with a host").reason(Reason::FieldValueInvalid))]
+    pub base_url: Option<String>,
+
+    /// The credential the operator uses. It must be allowed to administer the
+    /// repositories' webhooks (repository admin).
+    pub auth: Auth,
+
+    /// TLS settings for self-hosted servers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<Tls>,
+
+    /// The request budget every call through this connection shares.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate_limit: Option<RateLimit>,
+}
+
+/// Which Bitbucket API a connection talks to.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, JsonSchema)]
+pub enum Flavor {
+    Cloud,
+    DataCenter,
+    PostWebhooks,
+}
+
+/// Credentials, read from a Secret.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Auth {
+    /// "Bearer": the Secret's key "token" is an access token. "Basic": the keys
+    /// "username" and "password" (Cloud: Atlassian account email and API token).
+    #[serde(rename = "type")]
+    pub type_: AuthType,
+    /// The Secret holding the credential: in the connection's namespace, or the
+    /// operator's namespace for a ClusterBitbucketConnection.
+    pub secret_ref: SecretName,
+}
+
+/// How the operator authenticates.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum AuthType {
+    Bearer,
+    Basic,
+}
+
+/// A Secret by name.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SecretName {
+    /// Name of the Secret.
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
+}
+
+/// TLS settings for talking to the Bitbucket API.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Tls {
+    /// A Secret with extra PEM CA certificates to trust (a private CA).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_bundle_secret_ref: Option<SecretKey>,
+    /// Do not verify the server's certificate. Only for testing: credentials travel to
+    /// whoever answers.
+    #[serde(default)]
+    pub insecure_skip_verify: bool,
+}
+
+/// A key within a Secret.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SecretKey {
+    /// Name of the Secret.
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
+    /// Key within the Secret.
+    #[serde(default = "default_ca_key")]
+    #[schemars(length(min = 1, max = 253))]
+    pub key: String,
+}
+
+fn default_ca_key() -> String {
+    "ca.crt".to_owned()
+}
+
+/// The request budget of one connection.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RateLimit {
+    /// Bitbucket API requests per hour that every Webhook of this connection shares.
+    /// The operator never exceeds it. Bitbucket Cloud allows 1,000 webhook requests per
+    /// hour per credential; the default leaves headroom for people and other tools.
+    #[serde(default = "default_requests_per_hour")]
+    #[schemars(range(min = 1, max = 1_000_000))]
+    pub requests_per_hour: i32,
+}
+
+fn default_requests_per_hour() -> i32 {
+    900
+}
+
+/// Observed state of a connection.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ConnectionStatus {
+    /// The metadata.generation this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// When the credentials were last verified against Bitbucket.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_verified_time: Option<Time>,
+    /// Ready: the credentials were verified with one cheap call.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(schema_with = "conditions_schema")]
+    pub conditions: Vec<Condition>,
+}

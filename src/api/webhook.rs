@@ -1,0 +1,285 @@
+//! The `Webhook` custom resource: one webhook on one Bitbucket repository.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use kube::{CustomResource, KubeSchema};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::shared::{conditions_schema, default_true};
+
+/// Desired state of a Bitbucket repository webhook.
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[kube(
+    group = "bitbucket.hooks.dev",
+    version = "v1alpha1",
+    kind = "Webhook",
+    doc = "A Bitbucket repository webhook the operator keeps in sync with Bitbucket.",
+    namespaced,
+    status = "WebhookStatus",
+    shortname = "bbhook",
+    category = "bitbucket",
+    printcolumn = r#"{"name":"Repository","type":"string","jsonPath":".spec.repository"}"#,
+    printcolumn = r#"{"name":"URL","type":"string","jsonPath":".spec.url"}"#,
+    printcolumn = r#"{"name":"Active","type":"boolean","jsonPath":".spec.active"}"#,
+    printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
+    printcolumn = r#"{"name":"Delivery","type":"string","jsonPath":".status.delivery.health"}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#,
+    printcolumn = r#"{"name":"Reason","type":"string","priority":1,"jsonPath":".status.conditions[?(@.type==\"Ready\")].reason"}"#,
+    printcolumn = r#"{"name":"Webhook ID","type":"string","priority":1,"jsonPath":".status.webhookId"}"#
+)]
+#[serde(rename_all = "camelCase")]
+pub struct WebhookSpec {
+    /// The BitbucketConnection (same namespace) or ClusterBitbucketConnection that says
+    /// which Bitbucket to talk to and with which credentials.
+    pub connection_ref: ConnectionRef,
+
+    /// The repository the webhook belongs to: "workspace/repo_slug" on Bitbucket Cloud,
+    /// "PROJECT/repo_slug" on Bitbucket Data Center (a personal project is "~USER/slug").
+    #[schemars(length(min = 3, max = 255))]
+    #[x_kube(validation = Rule::new(r"self.matches('^~?[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9._-]+$')").message("repository must look like \"workspace/repo_slug\" (Cloud) or \"PROJECT/repo_slug\" (Data Center)").reason(Reason::FieldValueInvalid))]
+    pub repository: String,
+
+    /// The webhook's name as Bitbucket shows it (Cloud "description", Data Center "name").
+    /// Defaults to "<namespace>/<name>" of this object.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 255))]
+    pub title: Option<String>,
+
+    /// Where Bitbucket delivers events: an absolute http:// or https:// URL. It must not
+    /// carry credentials; use `secretRef` to sign deliveries instead.
+    #[schemars(length(min = 1, max = 2048))]
+    #[x_kube(validation = Rule::new("isURL(self) && url(self).getScheme() in ['http', 'https'] && url(self).getHostname() != ''").message("url must be an absolute http:// or https:// URL with a host").reason(Reason::FieldValueInvalid))]
+    #[x_kube(validation = Rule::new("!self.matches('^[a-zA-Z][a-zA-Z0-9+.-]*://[^/?#]*@')").message("url must not contain a user name or password; sign deliveries with secretRef instead").reason(Reason::FieldValueForbidden))]
+    pub url: String,
+
+    /// The events that trigger a delivery, in the vocabulary of the connection's flavor:
+    /// Cloud "repo:push", "pullrequest:created", ...; Data Center "repo:refs_changed",
+    /// "pr:opened", ...; Post Webhooks "ABSTRACT_REPOSITORY_REFS_CHANGED",
+    /// "PULL_REQUEST_OPENED", .... The operator checks the names against the flavor's
+    /// catalogue and suggests the right name for one from another flavor. Defaults to
+    /// the flavor's push event ("repo:push", "repo:refs_changed" or
+    /// "ABSTRACT_REPOSITORY_REFS_CHANGED"). Each event may appear only once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(
+        length(min = 1, max = 64),
+        inner(regex(pattern = r"^([a-z_]+(:[a-z_]+)+|[A-Z][A-Z_]*)$"))
+    )]
+    #[schemars(extend("x-kubernetes-list-type" = "set"))]
+    pub events: Option<Vec<String>>,
+
+    /// Whether Bitbucket sends deliveries. An inactive webhook stays configured but silent.
+    #[serde(default = "default_true")]
+    pub active: bool,
+
+    /// Let Bitbucket deliver to an https:// URL whose certificate it cannot verify
+    /// (self-signed, expired, wrong host). Emits a Warning event while true.
+    #[serde(default)]
+    pub skip_cert_verification: bool,
+
+    /// The Secret key holding the HMAC secret Bitbucket signs deliveries with
+    /// (the X-Hub-Signature header). Without it deliveries are unsigned.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_ref: Option<WebhookSecretRef>,
+
+    /// What happens on Bitbucket when this object is deleted: "Delete" removes the
+    /// webhook, "Orphan" leaves it in place.
+    #[serde(default)]
+    pub deletion_policy: DeletionPolicy,
+
+    /// Whether an existing webhook on the repository with the same URL is taken over
+    /// instead of creating a second one: "IfMatchingURL" (default) or "Never".
+    #[serde(default)]
+    pub adoption: AdoptionPolicy,
+
+    /// What to do when the webhook was changed in Bitbucket: "Enforce" puts it back,
+    /// "Report" only sets Synced=False with reason Drifted.
+    #[serde(default)]
+    pub drift_policy: DriftPolicy,
+
+    /// "Manage" creates, updates and deletes the webhook; "ObserveOnly" never writes to
+    /// Bitbucket and only reports what is there.
+    #[serde(default)]
+    pub management_policy: ManagementPolicy,
+}
+
+/// A reference to the connection a Webhook uses.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ConnectionRef {
+    /// "BitbucketConnection" (in the Webhook's namespace, the default) or
+    /// "ClusterBitbucketConnection".
+    #[serde(default)]
+    pub kind: ConnectionKind,
+    /// Name of the connection object.
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
+}
+
+/// Which kind of connection object a Webhook references.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default, JsonSchema)]
+pub enum ConnectionKind {
+    #[default]
+    BitbucketConnection,
+    ClusterBitbucketConnection,
+}
+
+/// Where the webhook's signing secret lives.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct WebhookSecretRef {
+    /// Name of a Secret in the Webhook's namespace.
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
+    /// Key within the Secret whose value is the HMAC secret (at most 128 characters).
+    #[serde(default = "default_secret_key")]
+    #[schemars(length(min = 1, max = 253))]
+    pub key: String,
+    /// Create the Secret with a random value when it does not exist.
+    #[serde(default)]
+    pub generate: bool,
+}
+
+fn default_secret_key() -> String {
+    "secret".to_owned()
+}
+
+/// What happens on Bitbucket when a Webhook object is deleted.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default, JsonSchema)]
+pub enum DeletionPolicy {
+    #[default]
+    Delete,
+    Orphan,
+}
+
+/// Whether a matching webhook that already exists in Bitbucket is adopted.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default, JsonSchema)]
+pub enum AdoptionPolicy {
+    #[default]
+    #[serde(rename = "IfMatchingURL")]
+    IfMatchingUrl,
+    Never,
+}
+
+/// How changes made in Bitbucket are handled.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default, JsonSchema)]
+pub enum DriftPolicy {
+    #[default]
+    Enforce,
+    Report,
+}
+
+/// Whether the operator writes to Bitbucket at all.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default, JsonSchema)]
+pub enum ManagementPolicy {
+    #[default]
+    Manage,
+    ObserveOnly,
+}
+
+/// Observed state of the webhook, written by the operator.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct WebhookStatus {
+    /// The metadata.generation this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// Bitbucket's identifier of the webhook: the Cloud uuid ("{...}") or the Data Center id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub webhook_id: Option<String>,
+    /// A page in Bitbucket where a person can look at the repository's webhooks.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    /// When the webhook was last compared with Bitbucket.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_sync_time: Option<Time>,
+    /// Whether deliveries reach their target.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delivery: Option<DeliveryStatus>,
+    /// Ready, Synced and Delivering, in the kstatus convention.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(schema_with = "conditions_schema")]
+    pub conditions: Vec<Condition>,
+}
+
+/// Delivery health as reported by Bitbucket and the optional endpoint probe.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DeliveryStatus {
+    /// Healthy, Degraded, Failing or Unknown.
+    #[serde(default)]
+    pub health: DeliveryHealth,
+    /// When a delivery last succeeded (2xx).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_success_time: Option<Time>,
+    /// When a delivery last failed (non-2xx answer, or no answer).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_failure_time: Option<Time>,
+    /// Bitbucket's description of the last failed delivery.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
+    /// Successful deliveries in the window.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub successes: Option<i64>,
+    /// Deliveries answered with a non-2xx status in the window.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failures: Option<i64>,
+    /// Deliveries that got no answer (connection, TLS, timeout) in the window.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub errors: Option<i64>,
+    /// The period the counts cover, as Bitbucket reports it (for example "168h").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub window: Option<String>,
+    /// The last endpoint probe, when probing is on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<EndpointStatus>,
+    /// The last on-demand test delivery (bitbucket.hooks.dev/test-requested).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_test: Option<TestDeliveryStatus>,
+}
+
+/// Overall delivery health.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default, JsonSchema)]
+pub enum DeliveryHealth {
+    Healthy,
+    Degraded,
+    Failing,
+    #[default]
+    Unknown,
+}
+
+/// What the endpoint probe saw.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct EndpointStatus {
+    /// Whether the URL answered at all.
+    pub reachable: bool,
+    /// The HTTP status of the answer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status_code: Option<i32>,
+    /// Time to the answer, in milliseconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub latency_ms: Option<i64>,
+    /// When the target's TLS certificate expires (https only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_expires_at: Option<Time>,
+    /// When the probe ran.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checked_at: Option<Time>,
+}
+
+/// The outcome of the last test delivery Bitbucket made on request.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TestDeliveryStatus {
+    /// The annotation value the test answered.
+    pub request: String,
+    /// The HTTP status the target answered, if it answered.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status_code: Option<i32>,
+    /// A short description of the outcome.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    /// When the test ran.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub time: Option<Time>,
+}

@@ -1,0 +1,3 @@
+//! bitbucket-webhook-operator: Bitbucket webhooks as Kubernetes custom resources.
+
+pub mod api;
