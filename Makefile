@@ -35,12 +35,10 @@ envtest:
 	@bash hack/build-controlplane.sh
 
 cluster: envtest
-	@$(CARGO) build --quiet -p testenv
-	@BBWO_CONTROLPLANE_DIR=$(CONTROLPLANE) target/debug/testenv up $(CLUSTER_DIR)
+	@BBWO_CONTROLPLANE_DIR=$(CONTROLPLANE) $(CARGO) run --quiet -p testenv -- up $(CLUSTER_DIR)
 
 cluster-down:
-	@$(CARGO) build --quiet -p testenv
-	@target/debug/testenv down $(CLUSTER_DIR)
+	@$(CARGO) run --quiet -p testenv -- down $(CLUSTER_DIR)
 
 lint:
 	$(CARGO) fmt --all -- --check

@@ -11,17 +11,19 @@ cluster_dir=${CLUSTER_DIR:-$PWD/.cluster}
 
 echo "==> building"
 cargo build --quiet -p testenv -p bitbucket-webhook-operator
+testenv() { cargo run --quiet -p testenv -- "$@"; }
+operator() { cargo run --quiet -p bitbucket-webhook-operator -- "$@"; }
 
 echo "==> starting etcd + kube-apiserver"
-target/debug/testenv down "$cluster_dir" >/dev/null 2>&1 || true
-target/debug/testenv up "$cluster_dir"
+testenv down "$cluster_dir" >/dev/null 2>&1 || true
+testenv up "$cluster_dir"
 export KUBECONFIG=$cluster_dir/kubeconfig
 if [ "${DEMO_ONESHOT:-}" = 1 ]; then
-  trap 'target/debug/testenv down "$cluster_dir"' EXIT
+  trap 'testenv down "$cluster_dir"' EXIT
 fi
 
 echo "==> installing the CRDs"
-target/debug/bitbucket-webhook-operator crds | kubectl apply --server-side -f -
+operator crds | kubectl apply --server-side -f -
 kubectl wait --for condition=Established crd --all --timeout=60s
 
 echo "==> applying examples/ in namespace demo"
