@@ -105,24 +105,84 @@ pub const POST_WEBHOOKS_EVENTS: &[(&str, &str)] = &[
 
 /// The same happening under each backend's name: (Cloud, Data Center, Post Webhooks).
 const EQUIVALENTS: &[(Option<&str>, Option<&str>, Option<&str>)] = &[
-    (Some("repo:push"), Some("repo:refs_changed"), Some("ABSTRACT_REPOSITORY_REFS_CHANGED")),
-    (Some("pullrequest:created"), Some("pr:opened"), Some("PULL_REQUEST_OPENED")),
-    (Some("pullrequest:updated"), Some("pr:modified"), Some("PULL_REQUEST_UPDATED")),
-    (Some("pullrequest:push"), Some("pr:from_ref_updated"), Some("PULL_REQUEST_RESCOPED")),
-    (Some("pullrequest:fulfilled"), Some("pr:merged"), Some("PULL_REQUEST_MERGED")),
-    (Some("pullrequest:rejected"), Some("pr:declined"), Some("PULL_REQUEST_DECLINED")),
+    (
+        Some("repo:push"),
+        Some("repo:refs_changed"),
+        Some("ABSTRACT_REPOSITORY_REFS_CHANGED"),
+    ),
+    (
+        Some("pullrequest:created"),
+        Some("pr:opened"),
+        Some("PULL_REQUEST_OPENED"),
+    ),
+    (
+        Some("pullrequest:updated"),
+        Some("pr:modified"),
+        Some("PULL_REQUEST_UPDATED"),
+    ),
+    (
+        Some("pullrequest:push"),
+        Some("pr:from_ref_updated"),
+        Some("PULL_REQUEST_RESCOPED"),
+    ),
+    (
+        Some("pullrequest:fulfilled"),
+        Some("pr:merged"),
+        Some("PULL_REQUEST_MERGED"),
+    ),
+    (
+        Some("pullrequest:rejected"),
+        Some("pr:declined"),
+        Some("PULL_REQUEST_DECLINED"),
+    ),
     (None, Some("pr:deleted"), Some("PULL_REQUEST_DELETED")),
-    (Some("pullrequest:approved"), Some("pr:reviewer:approved"), None),
-    (Some("pullrequest:unapproved"), Some("pr:reviewer:unapproved"), None),
-    (Some("pullrequest:changes_request_created"), Some("pr:reviewer:needs_work"), None),
-    (Some("pullrequest:comment_created"), Some("pr:comment:added"), Some("PULL_REQUEST_COMMENT")),
-    (Some("pullrequest:comment_updated"), Some("pr:comment:edited"), None),
-    (Some("pullrequest:comment_deleted"), Some("pr:comment:deleted"), None),
-    (Some("repo:commit_comment_created"), Some("repo:comment:added"), None),
+    (
+        Some("pullrequest:approved"),
+        Some("pr:reviewer:approved"),
+        None,
+    ),
+    (
+        Some("pullrequest:unapproved"),
+        Some("pr:reviewer:unapproved"),
+        None,
+    ),
+    (
+        Some("pullrequest:changes_request_created"),
+        Some("pr:reviewer:needs_work"),
+        None,
+    ),
+    (
+        Some("pullrequest:comment_created"),
+        Some("pr:comment:added"),
+        Some("PULL_REQUEST_COMMENT"),
+    ),
+    (
+        Some("pullrequest:comment_updated"),
+        Some("pr:comment:edited"),
+        None,
+    ),
+    (
+        Some("pullrequest:comment_deleted"),
+        Some("pr:comment:deleted"),
+        None,
+    ),
+    (
+        Some("repo:commit_comment_created"),
+        Some("repo:comment:added"),
+        None,
+    ),
     (Some("repo:updated"), Some("repo:modified"), None),
     (Some("repo:fork"), Some("repo:forked"), None),
-    (Some("repo:commit_status_created"), None, Some("BUILD_STATUS_SET")),
-    (None, Some("mirror:repo_synchronized"), Some("REPOSITORY_MIRROR_SYNCHRONIZED")),
+    (
+        Some("repo:commit_status_created"),
+        None,
+        Some("BUILD_STATUS_SET"),
+    ),
+    (
+        None,
+        Some("mirror:repo_synchronized"),
+        Some("REPOSITORY_MIRROR_SYNCHRONIZED"),
+    ),
     (Some("project:updated"), Some("project:modified"), None),
 ];
 
@@ -180,7 +240,9 @@ pub enum EventCheck {
         suggestion: Option<&'static str>,
     },
     /// Unknown everywhere; `suggestion` is the closest name of this backend.
-    Unknown { suggestion: Option<&'static str> },
+    Unknown {
+        suggestion: Option<&'static str>,
+    },
 }
 
 impl EventCheck {
@@ -192,7 +254,10 @@ impl EventCheck {
         };
         match self {
             EventCheck::Known => None,
-            EventCheck::OtherBackend { backend: other, suggestion } => Some(format!(
+            EventCheck::OtherBackend {
+                backend: other,
+                suggestion,
+            } => Some(format!(
                 "event {event} is a {} event, not a {} one{}",
                 other.name(),
                 backend.name(),
@@ -215,7 +280,12 @@ pub fn check_event(backend: Backend, event: &str) -> EventCheck {
     if events(backend).contains(&event) {
         return EventCheck::Known;
     }
-    let column = |b: Backend, row: &(Option<&'static str>, Option<&'static str>, Option<&'static str>)| match b {
+    let column = |b: Backend,
+                  row: &(
+        Option<&'static str>,
+        Option<&'static str>,
+        Option<&'static str>,
+    )| match b {
         Backend::Cloud => row.0,
         Backend::DataCenter => row.1,
         Backend::PostWebhooks => row.2,
@@ -226,7 +296,10 @@ pub fn check_event(backend: Backend, event: &str) -> EventCheck {
                 .iter()
                 .find(|row| column(other, row) == Some(event))
                 .and_then(|row| column(backend, row));
-            return EventCheck::OtherBackend { backend: other, suggestion };
+            return EventCheck::OtherBackend {
+                backend: other,
+                suggestion,
+            };
         }
     }
     let suggestion = events(backend)
@@ -252,9 +325,16 @@ mod tests {
     #[test]
     fn every_equivalent_is_in_its_catalogue() {
         for (cloud, dc, pw) in EQUIVALENTS {
-            for (backend, name) in [(Backend::Cloud, cloud), (Backend::DataCenter, dc), (Backend::PostWebhooks, pw)] {
+            for (backend, name) in [
+                (Backend::Cloud, cloud),
+                (Backend::DataCenter, dc),
+                (Backend::PostWebhooks, pw),
+            ] {
                 if let Some(name) = name {
-                    assert!(events(backend).contains(name), "{name} is not a {backend:?} event");
+                    assert!(
+                        events(backend).contains(name),
+                        "{name} is not a {backend:?} event"
+                    );
                 }
             }
         }
@@ -265,11 +345,16 @@ mod tests {
         let check = check_event(Backend::DataCenter, "repo:push");
         assert_eq!(
             check,
-            EventCheck::OtherBackend { backend: Backend::Cloud, suggestion: Some("repo:refs_changed") }
+            EventCheck::OtherBackend {
+                backend: Backend::Cloud,
+                suggestion: Some("repo:refs_changed")
+            }
         );
         assert_eq!(
             check.message("repo:push", Backend::DataCenter).as_deref(),
-            Some("event repo:push is a Cloud event, not a DataCenter one (did you mean repo:refs_changed?)")
+            Some(
+                "event repo:push is a Cloud event, not a DataCenter one (did you mean repo:refs_changed?)"
+            )
         );
     }
 
@@ -279,24 +364,53 @@ mod tests {
             EventCheck::OtherBackend { suggestion, .. } => suggestion,
             other => panic!("{e} on {b:?}: {other:?}"),
         };
-        assert_eq!(suggestion(Backend::Cloud, "pr:opened"), Some("pullrequest:created"));
-        assert_eq!(suggestion(Backend::PostWebhooks, "repo:refs_changed"), Some("ABSTRACT_REPOSITORY_REFS_CHANGED"));
-        assert_eq!(suggestion(Backend::DataCenter, "PULL_REQUEST_MERGED"), Some("pr:merged"));
-        assert_eq!(suggestion(Backend::PostWebhooks, "pr:reviewer:approved"), None);
+        assert_eq!(
+            suggestion(Backend::Cloud, "pr:opened"),
+            Some("pullrequest:created")
+        );
+        assert_eq!(
+            suggestion(Backend::PostWebhooks, "repo:refs_changed"),
+            Some("ABSTRACT_REPOSITORY_REFS_CHANGED")
+        );
+        assert_eq!(
+            suggestion(Backend::DataCenter, "PULL_REQUEST_MERGED"),
+            Some("pr:merged")
+        );
+        assert_eq!(
+            suggestion(Backend::PostWebhooks, "pr:reviewer:approved"),
+            None
+        );
     }
 
     #[test]
     fn typos_get_the_closest_name() {
-        assert_eq!(check_event(Backend::Cloud, "repo:pushh"), EventCheck::Unknown { suggestion: Some("repo:push") });
-        assert_eq!(check_event(Backend::Cloud, "nothing:like:it"), EventCheck::Unknown { suggestion: None });
+        assert_eq!(
+            check_event(Backend::Cloud, "repo:pushh"),
+            EventCheck::Unknown {
+                suggestion: Some("repo:push")
+            }
+        );
+        assert_eq!(
+            check_event(Backend::Cloud, "nothing:like:it"),
+            EventCheck::Unknown { suggestion: None }
+        );
         assert_eq!(check_event(Backend::Cloud, "repo:push"), EventCheck::Known);
     }
 
     #[test]
     fn post_webhooks_keys_and_mappings() {
         assert_eq!(post_webhooks_event_key("BRANCH_CREATED"), Some("repo:push"));
-        assert_eq!(post_webhooks_event_key("PULL_REQUEST_MERGED"), Some("pullrequest:fulfilled"));
-        assert_eq!(post_webhooks_type_for("pr:opened"), Some("PULL_REQUEST_OPENED"));
-        assert_eq!(data_center_event_for("ABSTRACT_REPOSITORY_REFS_CHANGED"), Some("repo:refs_changed"));
+        assert_eq!(
+            post_webhooks_event_key("PULL_REQUEST_MERGED"),
+            Some("pullrequest:fulfilled")
+        );
+        assert_eq!(
+            post_webhooks_type_for("pr:opened"),
+            Some("PULL_REQUEST_OPENED")
+        );
+        assert_eq!(
+            data_center_event_for("ABSTRACT_REPOSITORY_REFS_CHANGED"),
+            Some("repo:refs_changed")
+        );
     }
 }

@@ -420,10 +420,15 @@ pub struct ParseError {
 impl Delivery {
     /// Parses a body by the backend that sent it and its `X-Event-Key` header.
     pub fn parse(backend: Backend, event_key: &str, body: &[u8]) -> Result<Delivery, ParseError> {
-        let err = |source| ParseError { event: event_key.to_owned(), source };
+        let err = |source| ParseError {
+            event: event_key.to_owned(),
+            source,
+        };
         let typed = match (backend, event_key) {
             (_, PING_EVENT) => Delivery::Ping(serde_json::from_slice(body).map_err(err)?),
-            (Backend::Cloud, "repo:push") => Delivery::CloudPush(serde_json::from_slice(body).map_err(err)?),
+            (Backend::Cloud, "repo:push") => {
+                Delivery::CloudPush(serde_json::from_slice(body).map_err(err)?)
+            }
             (Backend::Cloud, key) if key.starts_with("pullrequest:") => {
                 Delivery::CloudPullRequest(serde_json::from_slice(body).map_err(err)?)
             }
@@ -433,7 +438,9 @@ impl Delivery {
             (Backend::DataCenter, key) if key.starts_with("pr:") => {
                 Delivery::DcPullRequest(serde_json::from_slice(body).map_err(err)?)
             }
-            (Backend::PostWebhooks, "repo:push") => Delivery::PwPush(serde_json::from_slice(body).map_err(err)?),
+            (Backend::PostWebhooks, "repo:push") => {
+                Delivery::PwPush(serde_json::from_slice(body).map_err(err)?)
+            }
             (Backend::PostWebhooks, "build:status") => {
                 Delivery::PwBuildStatus(serde_json::from_slice(body).map_err(err)?)
             }
@@ -462,7 +469,9 @@ pub struct Example<'a> {
 }
 
 fn split(repository: &str) -> (&str, &str) {
-    repository.split_once('/').unwrap_or((repository, repository))
+    repository
+        .split_once('/')
+        .unwrap_or((repository, repository))
 }
 
 impl Example<'_> {
@@ -472,7 +481,9 @@ impl Example<'_> {
         let to_value = |v: Result<Value, serde_json::Error>| v.unwrap_or(Value::Null);
         match backend {
             _ if event == PING_EVENT => serde_json::json!({ "test": true }),
-            Backend::Cloud if event == "repo:push" => to_value(serde_json::to_value(self.cloud_push())),
+            Backend::Cloud if event == "repo:push" => {
+                to_value(serde_json::to_value(self.cloud_push()))
+            }
             Backend::Cloud if event.starts_with("pullrequest:") => {
                 to_value(serde_json::to_value(self.cloud_pull_request()))
             }
@@ -525,7 +536,10 @@ impl Example<'_> {
         let state = |hash: &str| CloudRef {
             kind: "branch".to_owned(),
             name: "main".to_owned(),
-            target: CloudCommit { hash: hash.to_owned(), message: Some("a change\n".to_owned()) },
+            target: CloudCommit {
+                hash: hash.to_owned(),
+                message: Some("a change\n".to_owned()),
+            },
         };
         CloudPushPayload {
             actor: self.cloud_account(),
@@ -534,7 +548,10 @@ impl Example<'_> {
                 changes: vec![CloudChange {
                     new: Some(state(self.hash)),
                     old: Some(state("0000000000000000000000000000000000000000")),
-                    commits: vec![CloudCommit { hash: self.hash.to_owned(), message: Some("a change\n".to_owned()) }],
+                    commits: vec![CloudCommit {
+                        hash: self.hash.to_owned(),
+                        message: Some("a change\n".to_owned()),
+                    }],
                     ..CloudChange::default()
                 }],
             },
@@ -543,8 +560,13 @@ impl Example<'_> {
 
     pub fn cloud_pull_request(&self) -> CloudPullRequestPayload {
         let side = |branch: &str| CloudPullRequestEndpoint {
-            branch: CloudBranchName { name: branch.to_owned() },
-            commit: Some(CloudCommit { hash: self.hash.chars().take(12).collect(), message: None }),
+            branch: CloudBranchName {
+                name: branch.to_owned(),
+            },
+            commit: Some(CloudCommit {
+                hash: self.hash.chars().take(12).collect(),
+                message: None,
+            }),
             repository: Some(self.cloud_repository()),
         };
         CloudPullRequestPayload {
@@ -584,7 +606,11 @@ impl Example<'_> {
             id: 1,
             name: slug.to_owned(),
             scm_id: "git".to_owned(),
-            project: DcProject { key: project.to_owned(), id: 1, name: project.to_owned() },
+            project: DcProject {
+                key: project.to_owned(),
+                id: 1,
+                name: project.to_owned(),
+            },
             public: false,
         }
     }
@@ -653,7 +679,10 @@ impl Example<'_> {
         let (project, slug) = split(self.repository);
         PwRepository {
             scm_id: "git".to_owned(),
-            project: PwProject { key: project.to_owned(), name: project.to_owned() },
+            project: PwProject {
+                key: project.to_owned(),
+                name: project.to_owned(),
+            },
             slug: slug.to_owned(),
             public: false,
             owner_name: project.to_owned(),
@@ -665,7 +694,11 @@ impl Example<'_> {
         let state = |hash: &str| PwRefState {
             kind: "branch".to_owned(),
             name: "main".to_owned(),
-            target: PwTarget { kind: "commit".to_owned(), hash: hash.to_owned(), commit_message: "a change".to_owned() },
+            target: PwTarget {
+                kind: "commit".to_owned(),
+                hash: hash.to_owned(),
+                commit_message: "a change".to_owned(),
+            },
         };
         PwPushPayload {
             actor: self.pw_actor(),
@@ -718,16 +751,36 @@ mod tests {
     fn atlassian_samples_parse_into_the_models() {
         let cases = [
             (Backend::Cloud, "repo:push", "cloud-repo-push.json"),
-            (Backend::Cloud, "pullrequest:created", "cloud-pullrequest-created.json"),
-            (Backend::DataCenter, "repo:refs_changed", "dc-repo-refs-changed.json"),
+            (
+                Backend::Cloud,
+                "pullrequest:created",
+                "cloud-pullrequest-created.json",
+            ),
+            (
+                Backend::DataCenter,
+                "repo:refs_changed",
+                "dc-repo-refs-changed.json",
+            ),
             (Backend::DataCenter, "pr:opened", "dc-pr-opened.json"),
-            (Backend::DataCenter, "pr:reviewer:needs_work", "dc-pr-reviewer-needs-work.json"),
+            (
+                Backend::DataCenter,
+                "pr:reviewer:needs_work",
+                "dc-pr-reviewer-needs-work.json",
+            ),
         ];
         for (backend, event, file) in cases {
-            let delivery = Delivery::parse(backend, event, &sample(file)).unwrap_or_else(|e| panic!("{file}: {e}"));
-            assert!(!matches!(delivery, Delivery::Other(_)), "{file} parsed untyped");
+            let delivery = Delivery::parse(backend, event, &sample(file))
+                .unwrap_or_else(|e| panic!("{file}: {e}"));
+            assert!(
+                !matches!(delivery, Delivery::Other(_)),
+                "{file} parsed untyped"
+            );
         }
-        let Ok(Delivery::DcRefsChanged(p)) = Delivery::parse(Backend::DataCenter, "repo:refs_changed", &sample("dc-repo-refs-changed.json")) else {
+        let Ok(Delivery::DcRefsChanged(p)) = Delivery::parse(
+            Backend::DataCenter,
+            "repo:refs_changed",
+            &sample("dc-repo-refs-changed.json"),
+        ) else {
             panic!("typed refs_changed");
         };
         assert_eq!(p.repository.project.key, "~gopher");
@@ -736,14 +789,31 @@ mod tests {
 
     #[test]
     fn examples_round_trip_through_the_parser() {
-        let example = Example { repository: "PLAT/api", user: "ci-bot", date: "2026-11-23T10:00:00+0000", hash: "0123456789abcdef0123456789abcdef01234567" };
+        let example = Example {
+            repository: "PLAT/api",
+            user: "ci-bot",
+            date: "2026-11-23T10:00:00+0000",
+            hash: "0123456789abcdef0123456789abcdef01234567",
+        };
         let cases = [
             (Backend::Cloud, "repo:push", "repo:push"),
             (Backend::Cloud, "pullrequest:created", "pullrequest:created"),
-            (Backend::DataCenter, "repo:refs_changed", "repo:refs_changed"),
+            (
+                Backend::DataCenter,
+                "repo:refs_changed",
+                "repo:refs_changed",
+            ),
             (Backend::DataCenter, "pr:merged", "pr:merged"),
-            (Backend::PostWebhooks, "ABSTRACT_REPOSITORY_REFS_CHANGED", "repo:push"),
-            (Backend::PostWebhooks, "PULL_REQUEST_OPENED", "pullrequest:created"),
+            (
+                Backend::PostWebhooks,
+                "ABSTRACT_REPOSITORY_REFS_CHANGED",
+                "repo:push",
+            ),
+            (
+                Backend::PostWebhooks,
+                "PULL_REQUEST_OPENED",
+                "pullrequest:created",
+            ),
             (Backend::PostWebhooks, "BUILD_STATUS_SET", "build:status"),
         ];
         for (backend, event, key) in cases {
@@ -751,7 +821,11 @@ mod tests {
             let parsed = Delivery::parse(backend, key, &body).expect("parses");
             assert!(!matches!(parsed, Delivery::Other(_)), "{backend:?} {event}");
         }
-        let body = serde_json::to_vec(&example.payload(Backend::DataCenter, PING_EVENT)).expect("serializes");
-        assert!(matches!(Delivery::parse(Backend::DataCenter, PING_EVENT, &body), Ok(Delivery::Ping(_))));
+        let body = serde_json::to_vec(&example.payload(Backend::DataCenter, PING_EVENT))
+            .expect("serializes");
+        assert!(matches!(
+            Delivery::parse(Backend::DataCenter, PING_EVENT, &body),
+            Ok(Delivery::Ping(_))
+        ));
     }
 }

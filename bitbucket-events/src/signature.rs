@@ -32,11 +32,14 @@ pub fn sign(secret: &[u8], body: &[u8]) -> String {
 /// Checks a received header value in constant time.
 pub fn verify(secret: &[u8], body: &[u8], header: Option<&str>) -> Result<(), SignatureError> {
     let header = header.ok_or(SignatureError::Missing)?;
-    let hex_digest = header.strip_prefix("sha256=").ok_or(SignatureError::Malformed)?;
+    let hex_digest = header
+        .strip_prefix("sha256=")
+        .ok_or(SignatureError::Malformed)?;
     let expected = hex::decode(hex_digest).map_err(|_| SignatureError::Malformed)?;
     let mut mac = mac(secret);
     mac.update(body);
-    mac.verify_slice(&expected).map_err(|_| SignatureError::Mismatch)
+    mac.verify_slice(&expected)
+        .map_err(|_| SignatureError::Mismatch)
 }
 
 #[cfg(test)]
@@ -56,10 +59,22 @@ mod tests {
     fn verify_accepts_only_the_right_secret_and_body() {
         let header = sign(b"s3cret", b"{}");
         assert_eq!(verify(b"s3cret", b"{}", Some(&header)), Ok(()));
-        assert_eq!(verify(b"other", b"{}", Some(&header)), Err(SignatureError::Mismatch));
-        assert_eq!(verify(b"s3cret", b"{ }", Some(&header)), Err(SignatureError::Mismatch));
+        assert_eq!(
+            verify(b"other", b"{}", Some(&header)),
+            Err(SignatureError::Mismatch)
+        );
+        assert_eq!(
+            verify(b"s3cret", b"{ }", Some(&header)),
+            Err(SignatureError::Mismatch)
+        );
         assert_eq!(verify(b"s3cret", b"{}", None), Err(SignatureError::Missing));
-        assert_eq!(verify(b"s3cret", b"{}", Some("sha1=abc")), Err(SignatureError::Malformed));
-        assert_eq!(verify(b"s3cret", b"{}", Some("sha256=zz")), Err(SignatureError::Malformed));
+        assert_eq!(
+            verify(b"s3cret", b"{}", Some("sha1=abc")),
+            Err(SignatureError::Malformed)
+        );
+        assert_eq!(
+            verify(b"s3cret", b"{}", Some("sha256=zz")),
+            Err(SignatureError::Malformed)
+        );
     }
 }

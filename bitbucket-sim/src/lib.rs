@@ -1,7 +1,108 @@
 //! `bitbucket-sim`: an in-memory Bitbucket for tests, benchmarks and the demo.
 //!
-//! Skeleton only. The simulator (Cloud 2.0, Data Center, the Post Webhooks app and the
-//! `/_sim/` control API) is issue 3; nothing in the operator depends on this crate.
+//! One port serves Bitbucket Cloud REST 2.0 (`/2.0/...`), Data Center
+//! (`/rest/api/latest/...`), the Post Webhooks app (`/rest/webhook/2.0/...`) and the
+//! simulator's own control API (`/_sim/...`, see [`control`]). It really delivers:
+//! `POST /_sim/events` sends signed payloads to every matching hook. Nothing in the
+//! operator depends on this crate.
+//!
+//! Where Atlassian's documents are silent the simulator makes a choice and says so in
+//! `docs/simulator.md`.
 
-/// What the binary says while the simulator does not exist.
-pub const NOT_YET: &str = "bitbucket-sim is a skeleton: the simulator is not implemented yet";
+// Handlers return `Result<_, Response>`: the error is the answer, built once.
+#![allow(clippy::result_large_err)]
+
+pub mod access;
+pub mod cloud;
+pub mod control;
+pub mod datacenter;
+pub mod delivery;
+pub mod http;
+pub mod middleware;
+pub mod postwebhooks;
+pub mod state;
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use axum::Router;
+
+/// The simulator: its state and the HTTP clients it delivers with.
+pub struct Sim {
+    state: Mutex<State>,
+    pub(crate) deliverer: delivery::Deliverer,
+    /// Whether the simulator itself serves https (for links it writes).
+    pub(crate) tls: bool,
+}
+
+pub use state::State;
+
+impl Sim {
+    /// A simulator with no repositories, tokens or hooks.
+    pub fn new(tls: bool) -> Result<Arc<Sim>, String> {
+        Ok(Arc::new(Sim {
+            state: Mutex::new(State::default()),
+            deliverer: delivery::Deliverer::new()?,
+            tls,
+        }))
+    }
+
+    /// The state, even if a handler panicked while holding it (the simulator keeps serving).
+    pub fn lock(&self) -> MutexGuard<'_, State> {
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+/// Every route of the simulator.
+pub fn router(sim: Arc<Sim>) -> Router {
+    let api = Router::new()
+        .merge(cloud::routes())
+        .merge(datacenter::routes())
+        .merge(postwebhooks::routes())
+        .layer(axum::middleware::from_fn_with_state(
+            sim.clone(),
+            middleware::faults_and_counts,
+        ));
+    api.merge(control::routes()).with_state(sim)
+}
+
+/// Installs the rustls crypto provider once per process (reqwest and the TLS server
+/// need one, and more than one is compiled in).
+pub fn install_crypto_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
+/// A simulator serving plain http on a loopback port, for tests in this process.
+pub struct Running {
+    pub sim: Arc<Sim>,
+    pub addr: SocketAddr,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Running {
+    /// `http://127.0.0.1:PORT`.
+    pub fn base_url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Starts a simulator on a free loopback port in the current tokio runtime.
+pub async fn start() -> std::io::Result<Running> {
+    install_crypto_provider();
+    let sim = Sim::new(false).map_err(std::io::Error::other)?;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    let app = router(sim.clone());
+    let task = tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    Ok(Running { sim, addr, task })
+}

@@ -72,7 +72,8 @@ fn down(dir: &Path) -> Result<(), String> {
         stop(pid);
     }
     if dir.exists() {
-        std::fs::remove_dir_all(dir).map_err(|e| format!("cannot remove {}: {e}", dir.display()))?;
+        std::fs::remove_dir_all(dir)
+            .map_err(|e| format!("cannot remove {}: {e}", dir.display()))?;
     }
     println!("cluster stopped; removed {}", dir.display());
     Ok(())

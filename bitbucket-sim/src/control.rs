@@ -1,0 +1,220 @@
+//! The simulator's test-control API under `/_sim/`, part of its contract (PRODUCT.md):
+//!
+//! | call | does |
+//! |---|---|
+//! | `POST /_sim/repositories` `{"flavor","repository","admins","readers"}` | creates a repository and who may do what (extension: `"ownerAdmins"`, the workspace owners / project admins) |
+//! | `POST /_sim/tokens` `{"token","user"}` | registers a credential |
+//! | `POST /_sim/events` `{"repository","event"}` | emits an event; answers with each delivery's outcome |
+//! | `PUT /_sim/faults` `{"errorRate","status","latencyMs","rateLimitPerHour","routes"}` | injects faults (extensions: `"count"`, `"retryAfter"`); `DELETE` clears them |
+//! | `GET /_sim/requests` | counts of API calls received, by method, route and status (extension: `DELETE` resets them) |
+//! | `GET /_sim/hooks` | every hook on every repository, for assertions |
+//! | `DELETE /_sim/state` | back to empty |
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::{Json, State as AxumState};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post, put};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::Sim;
+use crate::delivery::{self, EmitRequest};
+use crate::state::{Faults, Platform, Scope, State};
+
+type Shared = AxumState<Arc<Sim>>;
+
+pub fn routes() -> Router<Arc<Sim>> {
+    Router::new()
+        .route("/_sim/repositories", post(create_repository))
+        .route("/_sim/tokens", post(create_token))
+        .route("/_sim/events", post(emit))
+        .route(
+            "/_sim/faults",
+            put(set_faults).delete(clear_faults).get(get_faults),
+        )
+        .route("/_sim/requests", get(requests).delete(reset_requests))
+        .route("/_sim/hooks", get(hooks))
+        .route("/_sim/state", axum::routing::delete(reset))
+}
+
+fn bad(message: impl Into<String>) -> Response {
+    (
+        StatusCode::BAD_REQUEST,
+        Json(json!({ "error": message.into() })),
+    )
+        .into_response()
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct NewRepository {
+    flavor: String,
+    repository: String,
+    #[serde(default)]
+    admins: Vec<String>,
+    #[serde(default)]
+    readers: Vec<String>,
+    #[serde(default)]
+    owner_admins: Vec<String>,
+}
+
+async fn create_repository(s: Shared, Json(req): Json<NewRepository>) -> Response {
+    let platform = match req.flavor.as_str() {
+        "Cloud" => Platform::Cloud,
+        "DataCenter" | "PostWebhooks" => Platform::Server,
+        other => {
+            return bad(format!(
+                "unknown flavor {other}: Cloud, DataCenter or PostWebhooks"
+            ));
+        }
+    };
+    let Some((owner, slug)) = req.repository.split_once('/') else {
+        return bad("repository must be owner/slug");
+    };
+    if owner.is_empty() || slug.is_empty() || slug.contains('/') {
+        return bad("repository must be owner/slug");
+    }
+    let owner = if platform == Platform::Server {
+        owner.to_ascii_uppercase()
+    } else {
+        owner.to_owned()
+    };
+    let name = format!("{owner}/{slug}");
+    let mut state = s.lock();
+    let repo = state
+        .repositories
+        .entry((platform, name.clone()))
+        .or_default();
+    repo.admins.extend(req.admins);
+    repo.readers.extend(req.readers);
+    let owner_entry = state.owners.entry((platform, owner)).or_default();
+    owner_entry.admins.extend(req.owner_admins);
+    (StatusCode::CREATED, Json(json!({ "repository": name }))).into_response()
+}
+
+#[derive(Deserialize)]
+struct NewToken {
+    token: String,
+    user: String,
+}
+
+async fn create_token(s: Shared, Json(req): Json<NewToken>) -> Response {
+    if req.token.is_empty() || req.user.is_empty() {
+        return bad("token and user must not be empty");
+    }
+    s.lock().tokens.insert(req.token, req.user.clone());
+    (StatusCode::CREATED, Json(json!({ "user": req.user }))).into_response()
+}
+
+async fn emit(s: Shared, Json(req): Json<EmitRequest>) -> Response {
+    match delivery::emit(&s, &req).await {
+        Ok(deliveries) => Json(json!({ "deliveries": deliveries })).into_response(),
+        Err(e) => bad(e),
+    }
+}
+
+async fn set_faults(s: Shared, Json(faults): Json<Faults>) -> Response {
+    if !(0.0..=1.0).contains(&faults.error_rate) {
+        return bad("errorRate must be between 0 and 1");
+    }
+    let mut state = s.lock();
+    state.faults = faults;
+    state.rate_windows.clear();
+    Json(json!(state.faults)).into_response()
+}
+
+async fn get_faults(s: Shared) -> Response {
+    Json(json!(s.lock().faults)).into_response()
+}
+
+async fn clear_faults(s: Shared) -> Response {
+    let mut state = s.lock();
+    state.faults = Faults::default();
+    state.rate_windows.clear();
+    StatusCode::NO_CONTENT.into_response()
+}
+
+async fn requests(s: Shared) -> Response {
+    let state = s.lock();
+    let rows: Vec<Value> = state
+        .requests
+        .iter()
+        .map(|((method, route, status), count)| {
+            json!({ "method": method, "route": route, "status": status, "count": count })
+        })
+        .collect();
+    let total: u64 = state.requests.values().sum();
+    Json(json!({ "total": total, "requests": rows })).into_response()
+}
+
+async fn reset_requests(s: Shared) -> Response {
+    s.lock().requests.clear();
+    StatusCode::NO_CONTENT.into_response()
+}
+
+/// Every hook with its flavor, scope and (for assertions) its secret.
+pub fn all_hooks(state: &State) -> Vec<Value> {
+    let mut out = Vec::new();
+    let scopes = state
+        .repositories
+        .keys()
+        .map(|(p, n)| (*p, Scope::Repository(n.clone())))
+        .chain(
+            state
+                .owners
+                .keys()
+                .map(|(p, n)| (*p, Scope::Owner(n.clone()))),
+        );
+    for (platform, scope) in scopes {
+        for hook in state.hooks(platform, &scope).into_iter().flatten() {
+            let (flavor, id) = match platform {
+                Platform::Cloud => ("Cloud", hook.uuid.clone()),
+                Platform::Server => ("DataCenter", hook.id.to_string()),
+            };
+            out.push(json!({
+                "flavor": flavor,
+                "scope": match scope { Scope::Repository(_) => "repository", Scope::Owner(_) => "owner" },
+                "repository": scope.name(),
+                "id": id,
+                "title": hook.title,
+                "url": hook.url,
+                "active": hook.active,
+                "events": hook.events,
+                "secret": hook.secret,
+                "skipCertVerification": hook.skip_cert_verification,
+            }));
+        }
+    }
+    for c in &state.post_webhooks {
+        let repository = match (&c.project_key, &c.repository_slug) {
+            (Some(p), Some(s)) => format!("{p}/{s}"),
+            (Some(p), None) => p.clone(),
+            _ => String::new(),
+        };
+        out.push(json!({
+            "flavor": "PostWebhooks",
+            "scope": if c.repository_slug.is_some() { "repository" } else if c.project_key.is_some() { "owner" } else { "global" },
+            "repository": repository,
+            "id": c.id.to_string(),
+            "title": c.name,
+            "url": c.url,
+            "active": c.enabled,
+            "events": c.event_types,
+            "secret": Value::Null,
+            "skipCertVerification": c.ignore_certs,
+        }));
+    }
+    out
+}
+
+async fn hooks(s: Shared) -> Response {
+    Json(json!(all_hooks(&s.lock()))).into_response()
+}
+
+async fn reset(s: Shared) -> Response {
+    *s.lock() = State::default();
+    StatusCode::NO_CONTENT.into_response()
+}

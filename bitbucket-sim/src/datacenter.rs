@@ -1,0 +1,614 @@
+//! Bitbucket Data Center built-in webhooks (`/rest/api/latest`): repository and project
+//! webhooks, test deliveries, the latest invocation and delivery statistics.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State as AxumState};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use bitbucket_events::catalogue::DATA_CENTER_EVENTS;
+use jiff::Timestamp;
+use serde_json::{Value, json};
+
+use crate::Sim;
+use crate::access::{self, Denied};
+use crate::delivery::Outgoing;
+use crate::http::{dc_error, parse_body, valid_target_url};
+use crate::state::{Hook, Invocation, Outcome, Platform, Scope, Stats};
+
+type Shared = AxumState<Arc<Sim>>;
+type Params = Query<HashMap<String, String>>;
+
+const REPO: &str = "/rest/api/latest/projects/{projectKey}/repos/{repositorySlug}/webhooks";
+const PROJECT: &str = "/rest/api/latest/projects/{projectKey}/webhooks";
+
+pub fn routes() -> Router<Arc<Sim>> {
+    Router::new()
+        .route(
+            "/rest/api/latest/application-properties",
+            get(application_properties),
+        )
+        .route(REPO, get(list_repo).post(create_repo))
+        .route(&format!("{REPO}/test"), post(test_repo))
+        .route(
+            &format!("{REPO}/{{webhookId}}"),
+            get(get_repo).put(update_repo).delete(delete_repo),
+        )
+        .route(&format!("{REPO}/{{webhookId}}/latest"), get(latest_repo))
+        .route(
+            &format!("{REPO}/{{webhookId}}/statistics"),
+            get(statistics_repo),
+        )
+        .route(
+            &format!("{REPO}/{{webhookId}}/statistics/summary"),
+            get(summary_repo),
+        )
+        .route(PROJECT, get(list_project).post(create_project))
+        .route(&format!("{PROJECT}/test"), post(test_project))
+        .route(
+            &format!("{PROJECT}/{{webhookId}}"),
+            get(get_project).put(update_project).delete(delete_project),
+        )
+        .route(
+            &format!("{PROJECT}/{{webhookId}}/latest"),
+            get(latest_project),
+        )
+        .route(
+            &format!("{PROJECT}/{{webhookId}}/statistics"),
+            get(statistics_project),
+        )
+        .route(
+            &format!("{PROJECT}/{{webhookId}}/statistics/summary"),
+            get(summary_project),
+        )
+}
+
+/// Which operation a request is, so the repository and project routes share one body.
+enum Op<'a> {
+    List(&'a HashMap<String, String>),
+    Create(&'a [u8]),
+    Get(&'a str, &'a HashMap<String, String>),
+    Update(&'a str, &'a [u8]),
+    Delete(&'a str),
+    Latest(&'a str, &'a HashMap<String, String>),
+    Statistics(&'a str, &'a HashMap<String, String>),
+}
+
+fn repo_scope(sim: &Sim, project: &str, slug: &str) -> Scope {
+    Scope::Repository(sim.lock().server_repository_name(project, slug))
+}
+
+macro_rules! repo_handlers {
+    ($($name:ident => |$q:ident, $b:ident, $id:ident| $op:expr;)*) => {$(
+        #[allow(unused_variables)]
+        async fn $name(
+            s: Shared,
+            Path(p): Path<HashMap<String, String>>,
+            h: HeaderMap,
+            $q: Params,
+            $b: Bytes,
+        ) -> Response {
+            let project = p.get("projectKey").cloned().unwrap_or_default();
+            let scope = match p.get("repositorySlug") {
+                Some(slug) => repo_scope(&s, &project, slug),
+                None => Scope::Owner(project.to_ascii_uppercase()),
+            };
+            let $id = p.get("webhookId").cloned().unwrap_or_default();
+            handle(&s, &h, scope, $op).await
+        }
+    )*};
+}
+
+repo_handlers! {
+    list_repo => |q, b, id| Op::List(&q);
+    create_repo => |q, b, id| Op::Create(&b);
+    get_repo => |q, b, id| Op::Get(&id, &q);
+    update_repo => |q, b, id| Op::Update(&id, &b);
+    delete_repo => |q, b, id| Op::Delete(&id);
+    latest_repo => |q, b, id| Op::Latest(&id, &q);
+    statistics_repo => |q, b, id| Op::Statistics(&id, &q);
+    summary_repo => |q, b, id| Op::Statistics(&id, &q);
+    list_project => |q, b, id| Op::List(&q);
+    create_project => |q, b, id| Op::Create(&b);
+    get_project => |q, b, id| Op::Get(&id, &q);
+    update_project => |q, b, id| Op::Update(&id, &b);
+    delete_project => |q, b, id| Op::Delete(&id);
+    latest_project => |q, b, id| Op::Latest(&id, &q);
+    statistics_project => |q, b, id| Op::Statistics(&id, &q);
+    summary_project => |q, b, id| Op::Statistics(&id, &q);
+}
+
+pub(crate) fn denied(d: Denied, scope: &Scope) -> Response {
+    match d {
+        Denied::NotFound => match scope {
+            Scope::Repository(name) => dc_error(
+                StatusCode::NOT_FOUND,
+                &format!("Repository {name} does not exist."),
+                "com.atlassian.bitbucket.repository.NoSuchRepositoryException",
+            ),
+            Scope::Owner(key) => dc_error(
+                StatusCode::NOT_FOUND,
+                &format!("Project {key} does not exist."),
+                "com.atlassian.bitbucket.project.NoSuchProjectException",
+            ),
+        },
+        Denied::InvalidCredentials => dc_error(
+            StatusCode::UNAUTHORIZED,
+            "Authentication failed. Please check your credentials and try again.",
+            "com.atlassian.bitbucket.auth.IncorrectPasswordAuthenticationException",
+        ),
+        // Data Center answers 401, not 403, for missing permissions.
+        Denied::Anonymous | Denied::NotAdmin => dc_error(
+            StatusCode::UNAUTHORIZED,
+            &match scope {
+                Scope::Repository(name) => {
+                    format!(
+                        "You are not permitted to access this resource: REPO_ADMIN on {name} is required"
+                    )
+                }
+                Scope::Owner(key) => {
+                    format!(
+                        "You are not permitted to access this resource: PROJECT_ADMIN on {key} is required"
+                    )
+                }
+            },
+            "com.atlassian.bitbucket.AuthorisationException",
+        ),
+    }
+}
+
+fn millis(t: Timestamp) -> i64 {
+    t.as_millisecond()
+}
+
+fn render_invocation(i: &Invocation, scope: &Scope) -> Value {
+    json!({
+        "id": i.id,
+        "event": i.event,
+        "eventScope": { "type": match scope { Scope::Repository(_) => "repository", Scope::Owner(_) => "project" }, "id": scope.name() },
+        "duration": (i.finish.as_millisecond() - i.start.as_millisecond()),
+        "start": millis(i.start),
+        "finish": millis(i.finish),
+        "request": { "url": i.url, "method": "POST" },
+        "result": { "outcome": i.outcome, "description": i.description },
+    })
+}
+
+/// The live statistics shape: last success / failure / error and counts in the window.
+pub fn render_statistics(stats: &Stats, scope: &Scope, event: Option<&str>) -> Value {
+    let last = |o| {
+        stats
+            .last(Some(o), event)
+            .map(|i| render_invocation(i, scope))
+    };
+    let now = Timestamp::now();
+    let start = stats.window_start.unwrap_or(now);
+    json!({
+        "lastSuccess": last(Outcome::Success),
+        "lastFailure": last(Outcome::Failure),
+        "lastError": last(Outcome::Error),
+        "counts": {
+            "successes": stats.successes,
+            "failures": stats.failures,
+            "errors": stats.errors,
+            "window": { "start": millis(start), "duration": (now.as_millisecond() - start.as_millisecond()) },
+        },
+    })
+}
+
+/// A webhook as Data Center renders it. Live servers return `configuration.secret` in clear.
+pub fn render(hook: &Hook, scope: &Scope, with_statistics: bool) -> Value {
+    let mut configuration = serde_json::Map::new();
+    if let Some(secret) = &hook.secret {
+        configuration.insert("secret".into(), json!(secret));
+    }
+    let mut body = json!({
+        "id": hook.id,
+        "name": hook.title,
+        "createdDate": millis(hook.created),
+        "updatedDate": millis(hook.updated),
+        "events": hook.events,
+        "configuration": configuration,
+        "url": hook.url,
+        "active": hook.active,
+        "scopeType": match scope { Scope::Repository(_) => "repository", Scope::Owner(_) => "project" },
+        "sslVerificationRequired": !hook.skip_cert_verification,
+    });
+    if let Some((username, _)) = &hook.credentials {
+        body["credentials"] = json!({ "username": username });
+    }
+    if with_statistics {
+        body["statistics"] = render_statistics(&hook.stats, scope, None);
+    }
+    body
+}
+
+/// Data Center's page: `start`/`limit` (default 25), `size`, `isLastPage`, `nextPageStart`.
+pub fn page(values: Vec<Value>, params: &HashMap<String, String>) -> Value {
+    let start = params
+        .get("start")
+        .and_then(|s| s.parse::<usize>().ok())
+        .unwrap_or(0);
+    let limit = params
+        .get("limit")
+        .and_then(|s| s.parse::<usize>().ok())
+        .unwrap_or(25)
+        .clamp(1, 1000);
+    let total = values.len();
+    let items: Vec<Value> = values.into_iter().skip(start).take(limit).collect();
+    let last = start + items.len() >= total;
+    let mut body = json!({
+        "size": items.len(), "limit": limit, "isLastPage": last, "start": start, "values": items,
+    });
+    if !last {
+        body["nextPageStart"] = json!(start + limit);
+    }
+    body
+}
+
+fn bad_request(message: &str) -> Response {
+    dc_error(
+        StatusCode::BAD_REQUEST,
+        message,
+        "com.atlassian.bitbucket.validation.ArgumentValidationException",
+    )
+}
+
+struct Input {
+    name: Option<String>,
+    url: Option<String>,
+    active: Option<bool>,
+    events: Option<Vec<String>>,
+    /// Some(None): `configuration` sent without a secret.
+    secret: Option<Option<String>>,
+    ssl_verification_required: Option<bool>,
+    credentials: Option<Option<(String, String)>>,
+}
+
+/// Reads a webhook body. `Err(Ok(msg))` is a 400, `Err(Err(msg))` a 500 (an empty secret
+/// makes live servers fail that way).
+fn parse_input(body: &Value) -> Result<Input, Result<String, String>> {
+    let string = |key: &str| match body.get(key) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s.clone())),
+        Some(_) => Err(Ok(format!("{key}: expected a string"))),
+    };
+    let boolean = |key: &str| match body.get(key) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Bool(b)) => Ok(Some(*b)),
+        Some(_) => Err(Ok(format!("{key}: expected a boolean"))),
+    };
+    let events = match body.get("events") {
+        None | Some(Value::Null) => None,
+        Some(Value::Array(items)) => Some(
+            items
+                .iter()
+                .map(|e| {
+                    e.as_str()
+                        .map(str::to_owned)
+                        .ok_or(Ok("events: expected strings".to_owned()))
+                })
+                .collect::<Result<Vec<_>, _>>()?,
+        ),
+        Some(_) => return Err(Ok("events: expected a list".to_owned())),
+    };
+    let secret = match body.get("configuration") {
+        None | Some(Value::Null) => None,
+        Some(Value::Object(config)) => match config.get("secret") {
+            None | Some(Value::Null) => Some(None),
+            Some(Value::String(s)) if s.is_empty() => {
+                return Err(Err(
+                    "java.lang.IllegalArgumentException: secret must not be empty".to_owned(),
+                ));
+            }
+            Some(Value::String(s)) => Some(Some(s.clone())),
+            Some(_) => return Err(Ok("configuration.secret: expected a string".to_owned())),
+        },
+        Some(_) => return Err(Ok("configuration: expected an object".to_owned())),
+    };
+    let credentials = match body.get("credentials") {
+        None => None,
+        Some(Value::Null) => Some(None),
+        Some(c) => Some(Some((
+            c.get("username")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_owned(),
+            c.get("password")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_owned(),
+        ))),
+    };
+    let input = Input {
+        name: string("name")?,
+        url: string("url")?,
+        active: boolean("active")?,
+        events,
+        secret,
+        ssl_verification_required: boolean("sslVerificationRequired")?,
+        credentials,
+    };
+    if let Some(url) = &input.url
+        && !valid_target_url(url)
+    {
+        return Err(Ok(format!("url: {url} is not a valid URL")));
+    }
+    if let Some(events) = &input.events {
+        if events.is_empty() {
+            return Err(Ok("events: at least one event is required".to_owned()));
+        }
+        let unknown: Vec<&str> = events
+            .iter()
+            .map(String::as_str)
+            .filter(|e| !DATA_CENTER_EVENTS.contains(e))
+            .collect();
+        if !unknown.is_empty() {
+            return Err(Ok(format!("Invalid event(s): {}", unknown.join(", "))));
+        }
+    }
+    if input.name.as_deref().is_some_and(|n| n.trim().is_empty()) {
+        return Err(Ok("name: the webhook name must not be blank".to_owned()));
+    }
+    Ok(input)
+}
+
+fn input_error(e: Result<String, String>) -> Response {
+    match e {
+        Ok(message) => bad_request(&message),
+        Err(message) => dc_error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            &message,
+            "java.lang.IllegalArgumentException",
+        ),
+    }
+}
+
+fn no_such_webhook(id: &str) -> Response {
+    dc_error(
+        StatusCode::NOT_FOUND,
+        &format!("No webhook with id {id} exists."),
+        "com.atlassian.bitbucket.webhook.NoSuchWebhookException",
+    )
+}
+
+async fn handle(sim: &Sim, headers: &HeaderMap, scope: Scope, op: Op<'_>) -> Response {
+    let mut state = sim.lock();
+    if let Err(d) = access::admin(&state, headers, Platform::Server, &scope) {
+        return denied(d, &scope);
+    }
+    let flag = |q: &HashMap<String, String>, k: &str| q.get(k).is_some_and(|v| v == "true");
+    let find = |hooks: Option<&Vec<Hook>>, id: &str| -> Option<Hook> {
+        let id: u64 = id.parse().ok()?;
+        hooks?.iter().find(|h| h.id == id).cloned()
+    };
+    match op {
+        Op::List(q) => {
+            let hooks = state
+                .hooks(Platform::Server, &scope)
+                .cloned()
+                .unwrap_or_default();
+            let event = q.get("event");
+            let values = hooks
+                .iter()
+                .filter(|h| event.is_none_or(|e| h.events.contains(e)))
+                .map(|h| render(h, &scope, flag(q, "statistics")))
+                .collect();
+            axum::Json(page(values, q)).into_response()
+        }
+        Op::Create(body) => {
+            let input = match parse_body(body).map_err(Ok).and_then(|b| parse_input(&b)) {
+                Ok(i) => i,
+                Err(e) => return input_error(e),
+            };
+            let (Some(name), Some(url), Some(events)) = (input.name, input.url, input.events)
+            else {
+                return bad_request("name, url and events are required");
+            };
+            let now = Timestamp::now();
+            let hook = Hook {
+                id: state.next_id(),
+                uuid: String::new(),
+                title: name,
+                url,
+                active: input.active.unwrap_or(true),
+                events,
+                secret: input.secret.flatten(),
+                skip_cert_verification: !input.ssl_verification_required.unwrap_or(true),
+                history_enabled: false,
+                credentials: input.credentials.flatten(),
+                created: now,
+                updated: now,
+                stats: Stats::default(),
+            };
+            let rendered = render(&hook, &scope, false);
+            if let Some(hooks) = state.hooks_mut(Platform::Server, &scope) {
+                hooks.push(hook);
+            }
+            // Data Center answers a create with 200, not 201.
+            axum::Json(rendered).into_response()
+        }
+        Op::Get(id, q) => match find(state.hooks(Platform::Server, &scope), id) {
+            Some(h) => axum::Json(render(&h, &scope, flag(q, "statistics"))).into_response(),
+            None => no_such_webhook(id),
+        },
+        Op::Update(id, body) => {
+            let input = match parse_body(body).map_err(Ok).and_then(|b| parse_input(&b)) {
+                Ok(i) => i,
+                Err(e) => return input_error(e),
+            };
+            let parsed: Option<u64> = id.parse().ok();
+            let Some(hook) = state
+                .hooks_mut(Platform::Server, &scope)
+                .and_then(|hooks| hooks.iter_mut().find(|h| Some(h.id) == parsed))
+            else {
+                return no_such_webhook(id);
+            };
+            if let Some(v) = input.name {
+                hook.title = v;
+            }
+            if let Some(v) = input.url {
+                hook.url = v;
+            }
+            if let Some(v) = input.active {
+                hook.active = v;
+            }
+            if let Some(v) = input.events {
+                hook.events = v;
+            }
+            // `configuration` replaces the configuration; without it the secret stays.
+            if let Some(v) = input.secret {
+                hook.secret = v;
+            }
+            if let Some(v) = input.ssl_verification_required {
+                hook.skip_cert_verification = !v;
+            }
+            if let Some(v) = input.credentials {
+                hook.credentials = v;
+            }
+            hook.updated = Timestamp::now();
+            axum::Json(render(hook, &scope, false)).into_response()
+        }
+        Op::Delete(id) => {
+            let parsed: Option<u64> = id.parse().ok();
+            let Some(hooks) = state.hooks_mut(Platform::Server, &scope) else {
+                return no_such_webhook(id);
+            };
+            let before = hooks.len();
+            hooks.retain(|h| Some(h.id) != parsed);
+            if hooks.len() == before {
+                return no_such_webhook(id);
+            }
+            StatusCode::NO_CONTENT.into_response()
+        }
+        Op::Latest(id, q) => {
+            let Some(hook) = find(state.hooks(Platform::Server, &scope), id) else {
+                return no_such_webhook(id);
+            };
+            let outcome = match q.get("outcome").map(String::as_str) {
+                Some("SUCCESS") => Some(Outcome::Success),
+                Some("FAILURE") => Some(Outcome::Failure),
+                Some("ERROR") => Some(Outcome::Error),
+                Some(other) => {
+                    return bad_request(&format!(
+                        "outcome: {other} is not SUCCESS, FAILURE or ERROR"
+                    ));
+                }
+                None => None,
+            };
+            match hook.stats.last(outcome, q.get("event").map(String::as_str)) {
+                Some(i) => axum::Json(render_invocation(i, &scope)).into_response(),
+                // No invocation yet: 204, not 404.
+                None => StatusCode::NO_CONTENT.into_response(),
+            }
+        }
+        Op::Statistics(id, q) => match find(state.hooks(Platform::Server, &scope), id) {
+            Some(h) => axum::Json(render_statistics(
+                &h.stats,
+                &scope,
+                q.get("event").map(String::as_str),
+            ))
+            .into_response(),
+            None => no_such_webhook(id),
+        },
+    }
+}
+
+async fn test_repo(
+    s: Shared,
+    Path(p): Path<HashMap<String, String>>,
+    h: HeaderMap,
+    q: Params,
+) -> Response {
+    let project = p.get("projectKey").cloned().unwrap_or_default();
+    let slug = p.get("repositorySlug").cloned().unwrap_or_default();
+    let scope = repo_scope(&s, &project, &slug);
+    test(&s, &h, scope, &q).await
+}
+
+async fn test_project(s: Shared, Path(project): Path<String>, h: HeaderMap, q: Params) -> Response {
+    test(&s, &h, Scope::Owner(project.to_ascii_uppercase()), &q).await
+}
+
+/// `POST .../webhooks/test`: one `diagnostics:ping` to `url` (or the webhook's URL),
+/// signed with the webhook's secret when `webhookId` names one; the target's answer.
+async fn test(
+    sim: &Sim,
+    headers: &HeaderMap,
+    scope: Scope,
+    q: &HashMap<String, String>,
+) -> Response {
+    let (url, secret, verify) = {
+        let state = sim.lock();
+        if let Err(d) = access::admin(&state, headers, Platform::Server, &scope) {
+            return denied(d, &scope);
+        }
+        let hook = match q.get("webhookId") {
+            Some(id) => {
+                let parsed: Option<u64> = id.parse().ok();
+                match state
+                    .hooks(Platform::Server, &scope)
+                    .and_then(|hs| hs.iter().find(|h| Some(h.id) == parsed))
+                {
+                    Some(h) => Some(h.clone()),
+                    None => return no_such_webhook(id),
+                }
+            }
+            None => None,
+        };
+        let Some(url) = q
+            .get("url")
+            .cloned()
+            .or_else(|| hook.as_ref().map(|h| h.url.clone()))
+        else {
+            return bad_request("url or webhookId is required");
+        };
+        if !valid_target_url(&url) {
+            return bad_request(&format!("url: {url} is not a valid URL"));
+        }
+        let verify = q
+            .get("sslVerificationRequired")
+            .map(|v| v != "false")
+            .unwrap_or_else(|| hook.as_ref().is_none_or(|h| !h.skip_cert_verification));
+        (url, hook.and_then(|h| h.secret), verify)
+    };
+    let outgoing = Outgoing::data_center(
+        bitbucket_events::payload::PING_EVENT,
+        &json!({ "test": true }),
+        secret.as_deref(),
+    );
+    let request = json!({ "url": url, "method": "POST", "headers": outgoing.header_map_json(), "body": outgoing.body_text() });
+    let attempt = sim.deliverer.send(&url, &outgoing, verify).await;
+    let body = match attempt.status {
+        Some(status) => json!({
+            "request": request,
+            "response": { "status": status, "headers": attempt.response_headers, "body": attempt.response_body },
+        }),
+        None => json!({ "request": request, "exception": { "message": attempt.error } }),
+    };
+    axum::Json(body).into_response()
+}
+
+/// `GET /rest/api/latest/application-properties`: public, but authenticated callers get
+/// `X-AUSERNAME` (the operator's cheap credential check) and bad credentials a 401.
+async fn application_properties(s: Shared, headers: HeaderMap) -> Response {
+    let state = s.lock();
+    let user = match access::authenticated(&state, &headers) {
+        Ok(user) => user,
+        Err(d) => return denied(d, &Scope::Owner(String::new())),
+    };
+    let mut response = axum::Json(json!({
+        "version": "9.4.0", "buildNumber": "9004000", "buildDate": "1730000000000", "displayName": "Bitbucket",
+    }))
+    .into_response();
+    if let Some(p) = user
+        && let Ok(v) = HeaderValue::from_str(&p.user)
+    {
+        response.headers_mut().insert("X-AUSERNAME", v);
+    }
+    response
+}

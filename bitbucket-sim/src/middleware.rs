@@ -1,0 +1,118 @@
+//! Around every API request: injected faults, the per-credential hourly limit, and the
+//! request counts `GET /_sim/requests` reports.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::extract::{MatchedPath, Request, State as AxumState};
+use axum::http::{HeaderValue, StatusCode};
+use axum::middleware::Next;
+use axum::response::Response;
+
+use crate::Sim;
+use crate::http::{cloud_error, credential_key, dc_error};
+use crate::state::Faults;
+
+enum Verdict {
+    Pass,
+    Fail {
+        status: StatusCode,
+        message: &'static str,
+    },
+}
+
+fn applies(faults: &Faults, method: &str, route: &str, path: &str) -> bool {
+    faults.routes.is_empty()
+        || faults.routes.iter().any(|r| {
+            r == route
+                || *r == format!("{method} {route}")
+                || (r.starts_with('/') && path.starts_with(r.as_str()))
+        })
+}
+
+pub async fn faults_and_counts(
+    AxumState(sim): AxumState<Arc<Sim>>,
+    req: Request,
+    next: Next,
+) -> Response {
+    let method = req.method().to_string();
+    let path = req.uri().path().to_owned();
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|m| m.as_str().to_owned())
+        .unwrap_or_else(|| path.clone());
+    let key = credential_key(req.headers());
+
+    let (verdict, latency, retry_after) = {
+        let mut state = sim.lock();
+        let faults = state.faults.clone();
+        let mut verdict = Verdict::Pass;
+        let matches = applies(&faults, &method, &route, &path);
+        if matches && let Some(limit) = faults.rate_limit_per_hour {
+            let now = Instant::now();
+            let window = state.rate_windows.entry(key).or_default();
+            while window
+                .front()
+                .is_some_and(|t| now.duration_since(*t) > Duration::from_secs(3600))
+            {
+                window.pop_front();
+            }
+            if window.len() >= limit as usize {
+                verdict = Verdict::Fail {
+                    status: StatusCode::TOO_MANY_REQUESTS,
+                    message: "Rate limit for this resource has been exceeded",
+                };
+            } else {
+                window.push_back(now);
+            }
+        }
+        if matches && matches!(verdict, Verdict::Pass) && faults.error_rate > 0.0 {
+            let remaining = faults.count.unwrap_or(u32::MAX);
+            if remaining > 0 && rand::random::<f64>() < faults.error_rate {
+                if let Some(count) = state.faults.count.as_mut() {
+                    *count -= 1;
+                }
+                let status = faults
+                    .status
+                    .and_then(|s| StatusCode::from_u16(s).ok())
+                    .unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
+                verdict = Verdict::Fail {
+                    status,
+                    message: "Injected fault",
+                };
+            }
+        }
+        (
+            verdict,
+            if matches { faults.latency_ms } else { 0 },
+            faults.retry_after,
+        )
+    };
+
+    if latency > 0 {
+        tokio::time::sleep(Duration::from_millis(latency)).await;
+    }
+    let response = match verdict {
+        Verdict::Pass => next.run(req).await,
+        Verdict::Fail { status, message } => {
+            let mut response = if path.starts_with("/2.0/") {
+                cloud_error(status, message, None)
+            } else {
+                dc_error(status, message, "com.atlassian.bitbucket.ServiceException")
+            };
+            if let Some(seconds) = retry_after
+                && let Ok(v) = HeaderValue::from_str(&seconds.to_string())
+            {
+                response.headers_mut().insert("Retry-After", v);
+            }
+            response
+        }
+    };
+    let status = response.status().as_u16();
+    *sim.lock()
+        .requests
+        .entry((method, route, status))
+        .or_default() += 1;
+    response
+}

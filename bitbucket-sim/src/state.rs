@@ -1,0 +1,271 @@
+//! The simulator's in-memory Bitbucket: repositories, who may do what, hooks and their
+//! delivery history, request counts and injected faults.
+
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::time::Instant;
+
+use bitbucket_events::Backend;
+use jiff::Timestamp;
+use serde::{Deserialize, Serialize};
+
+/// Bitbucket Cloud, or one Data Center server (built-in webhooks and the Post Webhooks
+/// app share its repositories).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+pub enum Platform {
+    Cloud,
+    Server,
+}
+
+impl Platform {
+    pub fn of(backend: Backend) -> Platform {
+        match backend {
+            Backend::Cloud => Platform::Cloud,
+            Backend::DataCenter | Backend::PostWebhooks => Platform::Server,
+        }
+    }
+}
+
+/// How many invocations each Data Center hook remembers.
+const HISTORY: usize = 100;
+
+/// The outcome of one delivery attempt, in Data Center's words.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub enum Outcome {
+    #[serde(rename = "SUCCESS")]
+    Success,
+    #[serde(rename = "FAILURE")]
+    Failure,
+    #[serde(rename = "ERROR")]
+    Error,
+}
+
+/// One delivery, as Data Center's statistics report it.
+#[derive(Clone, Debug)]
+pub struct Invocation {
+    pub id: u64,
+    pub event: String,
+    pub start: Timestamp,
+    pub finish: Timestamp,
+    pub url: String,
+    pub outcome: Outcome,
+    pub description: String,
+}
+
+/// Delivery history of a hook.
+#[derive(Clone, Debug, Default)]
+pub struct Stats {
+    pub invocations: VecDeque<Invocation>,
+    pub successes: u64,
+    pub failures: u64,
+    pub errors: u64,
+    pub window_start: Option<Timestamp>,
+}
+
+impl Stats {
+    pub fn record(&mut self, invocation: Invocation) {
+        match invocation.outcome {
+            Outcome::Success => self.successes += 1,
+            Outcome::Failure => self.failures += 1,
+            Outcome::Error => self.errors += 1,
+        }
+        self.window_start.get_or_insert(invocation.start);
+        if self.invocations.len() == HISTORY {
+            self.invocations.pop_front();
+        }
+        self.invocations.push_back(invocation);
+    }
+
+    pub fn last(&self, outcome: Option<Outcome>, event: Option<&str>) -> Option<&Invocation> {
+        self.invocations
+            .iter()
+            .rev()
+            .find(|i| outcome.is_none_or(|o| i.outcome == o) && event.is_none_or(|e| i.event == e))
+    }
+}
+
+/// A Cloud webhook subscription or a Data Center webhook.
+#[derive(Clone, Debug)]
+pub struct Hook {
+    /// Data Center id; also used as the simulator's id for Cloud hooks.
+    pub id: u64,
+    /// Cloud uuid with braces.
+    pub uuid: String,
+    pub title: String,
+    pub url: String,
+    pub active: bool,
+    pub events: Vec<String>,
+    pub secret: Option<String>,
+    pub skip_cert_verification: bool,
+    /// Cloud only: accepted and echoed by live Cloud.
+    pub history_enabled: bool,
+    /// Data Center only: basic-auth user for the target (the password is write-only).
+    pub credentials: Option<(String, String)>,
+    pub created: Timestamp,
+    pub updated: Timestamp,
+    pub stats: Stats,
+}
+
+/// A Post Webhooks configuration.
+#[derive(Clone, Debug)]
+pub struct PwConfig {
+    pub id: u64,
+    pub name: String,
+    pub enabled: bool,
+    pub url: String,
+    pub event_types: Vec<String>,
+    pub ignore_certs: bool,
+    pub project_key: Option<String>,
+    pub repository_slug: Option<String>,
+    pub http_method: String,
+    pub enable_authentication: bool,
+    pub authentication_type: Option<String>,
+    pub auth_username: Option<String>,
+    pub auth_password: Option<String>,
+}
+
+/// A repository and who may do what with it.
+#[derive(Clone, Debug, Default)]
+pub struct Repository {
+    pub admins: HashSet<String>,
+    pub readers: HashSet<String>,
+    pub hooks: Vec<Hook>,
+}
+
+/// A Cloud workspace or a Data Center project: its own hooks and admins.
+#[derive(Clone, Debug, Default)]
+pub struct Owner {
+    pub admins: HashSet<String>,
+    pub hooks: Vec<Hook>,
+}
+
+/// Where hooks live: on a repository ("owner/slug") or on its workspace / project.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Scope {
+    Repository(String),
+    Owner(String),
+}
+
+impl Scope {
+    /// The repository or owner name.
+    pub fn name(&self) -> &str {
+        match self {
+            Scope::Repository(n) | Scope::Owner(n) => n,
+        }
+    }
+}
+
+/// Faults injected with `PUT /_sim/faults`.
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Faults {
+    /// Share of matching requests answered with `status` (0.0 to 1.0).
+    #[serde(default)]
+    pub error_rate: f64,
+    /// The status of injected errors; 503 when absent.
+    #[serde(default)]
+    pub status: Option<u16>,
+    /// Delay added to every matching request.
+    #[serde(default)]
+    pub latency_ms: u64,
+    /// Requests per credential per rolling hour; over it, 429.
+    #[serde(default)]
+    pub rate_limit_per_hour: Option<u32>,
+    /// Route templates ("GET /2.0/repositories/{workspace}/{repo_slug}/hooks") or path
+    /// prefixes ("/rest/api") the faults apply to; all API routes when empty.
+    #[serde(default)]
+    pub routes: Vec<String>,
+    /// Simulator extension: inject the error into only the next `count` matching requests.
+    #[serde(default)]
+    pub count: Option<u32>,
+    /// Simulator extension: a `Retry-After` header (seconds) on injected errors and 429s.
+    #[serde(default)]
+    pub retry_after: Option<u64>,
+}
+
+/// The whole simulated Bitbucket.
+#[derive(Default)]
+pub struct State {
+    /// (platform, "owner/slug") -> repository.
+    pub repositories: BTreeMap<(Platform, String), Repository>,
+    /// (platform, workspace or project key) -> hooks and admins at that level.
+    pub owners: BTreeMap<(Platform, String), Owner>,
+    pub post_webhooks: Vec<PwConfig>,
+    /// token -> user name.
+    pub tokens: HashMap<String, String>,
+    pub next_id: u64,
+    pub faults: Faults,
+    /// Requests seen per credential, for `rateLimitPerHour`.
+    pub rate_windows: HashMap<String, VecDeque<Instant>>,
+    /// (method, route template, status) -> count.
+    pub requests: BTreeMap<(String, String, u16), u64>,
+}
+
+impl State {
+    pub fn next_id(&mut self) -> u64 {
+        self.next_id += 1;
+        self.next_id
+    }
+
+    pub fn repository(&self, platform: Platform, name: &str) -> Option<&Repository> {
+        self.repositories.get(&(platform, name.to_owned()))
+    }
+
+    pub fn repository_mut(&mut self, platform: Platform, name: &str) -> Option<&mut Repository> {
+        self.repositories.get_mut(&(platform, name.to_owned()))
+    }
+
+    /// Whether the scope exists, and the tokens that administer it.
+    pub fn admins(&self, platform: Platform, scope: &Scope) -> Option<&HashSet<String>> {
+        match scope {
+            Scope::Repository(name) => self.repository(platform, name).map(|r| &r.admins),
+            Scope::Owner(name) => self
+                .owners
+                .get(&(platform, name.clone()))
+                .map(|o| &o.admins),
+        }
+    }
+
+    /// Whether the token may read the scope at all (admin or reader).
+    pub fn can_read(&self, platform: Platform, scope: &Scope, token: &str) -> bool {
+        match scope {
+            Scope::Repository(name) => self
+                .repository(platform, name)
+                .is_some_and(|r| r.admins.contains(token) || r.readers.contains(token)),
+            Scope::Owner(_) => self
+                .admins(platform, scope)
+                .is_some_and(|a| a.contains(token)),
+        }
+    }
+
+    pub fn hooks(&self, platform: Platform, scope: &Scope) -> Option<&Vec<Hook>> {
+        match scope {
+            Scope::Repository(name) => self.repository(platform, name).map(|r| &r.hooks),
+            Scope::Owner(name) => self.owners.get(&(platform, name.clone())).map(|o| &o.hooks),
+        }
+    }
+
+    pub fn hooks_mut(&mut self, platform: Platform, scope: &Scope) -> Option<&mut Vec<Hook>> {
+        match scope {
+            Scope::Repository(name) => self.repository_mut(platform, name).map(|r| &mut r.hooks),
+            Scope::Owner(name) => self
+                .owners
+                .get_mut(&(platform, name.clone()))
+                .map(|o| &mut o.hooks),
+        }
+    }
+
+    /// The user a token belongs to.
+    pub fn user(&self, token: &str) -> Option<&str> {
+        self.tokens.get(token).map(String::as_str)
+    }
+
+    /// Data Center repository keys compare the project key case-insensitively.
+    pub fn server_repository_name(&self, project: &str, slug: &str) -> String {
+        let wanted = format!("{project}/{slug}");
+        self.repositories
+            .keys()
+            .find(|(p, name)| *p == Platform::Server && name.eq_ignore_ascii_case(&wanted))
+            .map(|(_, name)| name.clone())
+            .unwrap_or(wanted)
+    }
+}
