@@ -1,3 +1,4 @@
 //! bitbucket-webhook-operator: Bitbucket webhooks as Kubernetes custom resources.
 
 pub mod api;
+pub mod bitbucket;

@@ -13,6 +13,7 @@
 #![allow(clippy::result_large_err)]
 
 pub mod access;
+pub mod client;
 pub mod cloud;
 pub mod control;
 pub mod datacenter;
@@ -20,6 +21,7 @@ pub mod delivery;
 pub mod http;
 pub mod middleware;
 pub mod postwebhooks;
+pub mod receiver;
 pub mod state;
 
 use std::net::SocketAddr;
@@ -85,6 +87,11 @@ impl Running {
     /// `http://127.0.0.1:PORT`.
     pub fn base_url(&self) -> String {
         format!("http://{}", self.addr)
+    }
+
+    /// A client of this simulator's control API.
+    pub fn control(&self) -> client::SimClient {
+        client::SimClient::new(&self.base_url())
     }
 }
 

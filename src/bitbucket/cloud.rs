@@ -1,0 +1,232 @@
+//! Bitbucket Cloud REST 2.0: `/repositories/{workspace}/{repo_slug}/hooks`.
+
+use async_trait::async_trait;
+use reqwest::{Method, Url};
+use secrecy::ExposeSecret;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::transport::{Call, Transport};
+use super::{
+    Deleted, DeliveryStats, Error, HookSpec, Identity, RemoteHook, RepoRef, Result, SecretChange,
+    SecretState, TestResult, WebhookBackend, repository_not_found,
+};
+use crate::api::Flavor;
+
+#[derive(Debug)]
+pub struct CloudClient {
+    transport: Transport,
+}
+
+#[derive(Deserialize)]
+struct Page<T> {
+    values: Vec<T>,
+    next: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct Subscription {
+    uuid: String,
+    url: String,
+    #[serde(default)]
+    description: String,
+    #[serde(default)]
+    active: bool,
+    #[serde(default)]
+    events: Vec<String>,
+    #[serde(default)]
+    secret_set: bool,
+    #[serde(default)]
+    skip_cert_verification: bool,
+}
+
+impl From<Subscription> for RemoteHook {
+    fn from(s: Subscription) -> RemoteHook {
+        RemoteHook {
+            id: s.uuid,
+            title: s.description,
+            url: s.url,
+            active: s.active,
+            events: s.events,
+            secret: if s.secret_set {
+                SecretState::Set
+            } else {
+                SecretState::Unset
+            },
+            skip_cert_verification: s.skip_cert_verification,
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct HookEvent {
+    event: String,
+}
+
+#[derive(Deserialize)]
+struct User {
+    #[serde(default)]
+    username: Option<String>,
+    #[serde(default)]
+    display_name: Option<String>,
+    #[serde(default)]
+    uuid: Option<String>,
+}
+
+impl CloudClient {
+    pub fn new(transport: Transport) -> CloudClient {
+        CloudClient { transport }
+    }
+
+    fn hooks_url(&self, repo: &RepoRef) -> Url {
+        self.transport
+            .url(&["repositories", &repo.owner, &repo.slug, "hooks"])
+    }
+
+    fn hook_url(&self, repo: &RepoRef, id: &str) -> Url {
+        self.transport
+            .url(&["repositories", &repo.owner, &repo.slug, "hooks", id])
+    }
+
+    /// Follows `next` links (same server only) until the last page.
+    async fn all_pages<T: serde::de::DeserializeOwned>(&self, first: Url) -> Result<Vec<T>> {
+        let mut values = Vec::new();
+        let mut url = Some(first);
+        while let Some(current) = url.take() {
+            let page: Page<T> = self.transport.json(Call::get(current)).await?;
+            values.extend(page.values);
+            if let Some(next) = page.next {
+                let next = Url::parse(&next).map_err(|e| Error::Unexpected {
+                    message: format!("bad next link: {e}"),
+                })?;
+                if !self.transport.same_origin(&next) {
+                    return Err(Error::Unexpected {
+                        message: format!(
+                            "the next page link points at another server ({})",
+                            next.origin().ascii_serialization()
+                        ),
+                    });
+                }
+                url = Some(next);
+            }
+        }
+        Ok(values)
+    }
+
+    fn body(spec: &HookSpec, creating: bool) -> Value {
+        let mut body = json!({
+            "description": spec.title,
+            "url": spec.url,
+            "active": spec.active,
+            "events": spec.events,
+            "skip_cert_verification": spec.skip_cert_verification,
+        });
+        match &spec.secret {
+            SecretChange::Set(secret) => body["secret"] = json!(secret.expose_secret()),
+            // Omitting the secret keeps it; null removes it.
+            SecretChange::Remove if !creating => body["secret"] = Value::Null,
+            SecretChange::Remove | SecretChange::Keep => {}
+        }
+        body
+    }
+}
+
+#[async_trait]
+impl WebhookBackend for CloudClient {
+    fn flavor(&self) -> Flavor {
+        Flavor::Cloud
+    }
+
+    async fn verify_credentials(&self) -> Result<Identity> {
+        let user: User = self
+            .transport
+            .json(Call::get(self.transport.url(&["user"])))
+            .await?;
+        let user = user
+            .username
+            .or(user.display_name)
+            .or(user.uuid)
+            .unwrap_or_default();
+        Ok(Identity { user })
+    }
+
+    async fn list_hooks(&self, repo: &RepoRef) -> Result<Vec<RemoteHook>> {
+        let mut url = self.hooks_url(repo);
+        url.query_pairs_mut().append_pair("pagelen", "100");
+        let subs: Vec<Subscription> = self
+            .all_pages(url)
+            .await
+            .map_err(|e| repository_not_found(repo, e))?;
+        Ok(subs.into_iter().map(RemoteHook::from).collect())
+    }
+
+    async fn create_hook(&self, repo: &RepoRef, spec: &HookSpec) -> Result<RemoteHook> {
+        let body = Self::body(spec, true);
+        let call = Call {
+            method: Method::POST,
+            url: self.hooks_url(repo),
+            body: Some(&body),
+            idempotent: false,
+        };
+        let sub: Subscription = self
+            .transport
+            .json(call)
+            .await
+            .map_err(|e| repository_not_found(repo, e))?;
+        Ok(sub.into())
+    }
+
+    async fn update_hook(&self, repo: &RepoRef, id: &str, spec: &HookSpec) -> Result<RemoteHook> {
+        let body = Self::body(spec, false);
+        let call = Call {
+            method: Method::PUT,
+            url: self.hook_url(repo, id),
+            body: Some(&body),
+            idempotent: true,
+        };
+        let sub: Subscription = self.transport.json(call).await?;
+        Ok(sub.into())
+    }
+
+    async fn delete_hook(&self, repo: &RepoRef, id: &str) -> Result<Deleted> {
+        let call = Call {
+            method: Method::DELETE,
+            url: self.hook_url(repo, id),
+            body: None,
+            idempotent: true,
+        };
+        match self.transport.send(call).await {
+            Ok(_) => Ok(Deleted::Removed),
+            Err(Error::NotFound { .. }) => Ok(Deleted::AlreadyGone),
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn delivery_stats(&self, _repo: &RepoRef, _id: &str) -> Result<Option<DeliveryStats>> {
+        // Cloud has no public delivery history.
+        Ok(None)
+    }
+
+    async fn test_delivery(&self, _repo: &RepoRef, _id: &str) -> Result<TestResult> {
+        Err(Error::Unsupported {
+            what: "an on-demand test delivery",
+            backend: "Bitbucket Cloud",
+        })
+    }
+
+    async fn event_catalogue(&self) -> Result<Vec<String>> {
+        let mut url = self.transport.url(&["hook_events", "repository"]);
+        url.query_pairs_mut().append_pair("pagelen", "100");
+        let events: Vec<HookEvent> = self.all_pages(url).await?;
+        Ok(events.into_iter().map(|e| e.event).collect())
+    }
+
+    fn webhooks_page(&self, repo: &RepoRef) -> String {
+        let base = self.transport.base();
+        let site = match base.host_str() {
+            Some("api.bitbucket.org") => "https://bitbucket.org".to_owned(),
+            _ => base.origin().ascii_serialization(),
+        };
+        format!("{site}/{}/{}/admin/webhooks", repo.owner, repo.slug)
+    }
+}

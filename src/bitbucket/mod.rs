@@ -1,0 +1,211 @@
+//! Typed clients for the three Bitbucket webhook APIs behind one trait,
+//! [`WebhookBackend`]: what the reconciler needs and nothing else.
+
+pub mod budget;
+mod cloud;
+pub mod credentials;
+mod datacenter;
+pub mod error;
+mod postwebhooks;
+pub mod transport;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use jiff::Timestamp;
+use secrecy::SecretString;
+
+pub use budget::Budget;
+pub use credentials::Credentials;
+pub use error::{Error, Result};
+pub use transport::{RetryPolicy, TlsOptions};
+
+use crate::api::Flavor;
+use transport::Transport;
+
+/// Bitbucket Cloud's API root, the default `baseURL` of a Cloud connection.
+pub const CLOUD_API: &str = "https://api.bitbucket.org/2.0";
+
+/// A repository: Cloud "workspace/slug" or Data Center "PROJECT/slug".
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct RepoRef {
+    pub owner: String,
+    pub slug: String,
+}
+
+impl RepoRef {
+    pub fn parse(text: &str) -> Option<RepoRef> {
+        let (owner, slug) = text.split_once('/')?;
+        if owner.is_empty() || slug.is_empty() || slug.contains('/') {
+            return None;
+        }
+        Some(RepoRef {
+            owner: owner.to_owned(),
+            slug: slug.to_owned(),
+        })
+    }
+}
+
+impl std::fmt::Display for RepoRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.owner, self.slug)
+    }
+}
+
+/// What Bitbucket reports about a hook's secret.
+#[derive(Clone, Debug)]
+pub enum SecretState {
+    /// No secret (or the backend has none: Post Webhooks).
+    Unset,
+    /// A secret is set but write-only (Cloud `secret_set`).
+    Set,
+    /// The secret itself, as Data Center returns it.
+    Known(SecretString),
+}
+
+/// A webhook as Bitbucket has it.
+#[derive(Clone, Debug)]
+pub struct RemoteHook {
+    /// Cloud uuid ("{...}"), Data Center or Post Webhooks id.
+    pub id: String,
+    pub title: String,
+    pub url: String,
+    pub active: bool,
+    pub events: Vec<String>,
+    pub secret: SecretState,
+    pub skip_cert_verification: bool,
+}
+
+/// What to do with the hook's secret on create or update.
+#[derive(Clone, Debug)]
+pub enum SecretChange {
+    Keep,
+    Set(SecretString),
+    Remove,
+}
+
+/// The desired hook, as the reconciler sends it.
+#[derive(Clone, Debug)]
+pub struct HookSpec {
+    pub title: String,
+    pub url: String,
+    pub active: bool,
+    pub events: Vec<String>,
+    pub secret: SecretChange,
+    pub skip_cert_verification: bool,
+}
+
+/// Whether a delete found something to delete.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Deleted {
+    Removed,
+    /// Bitbucket answered 404: the hook (or its repository) is already gone.
+    AlreadyGone,
+}
+
+/// One delivery in Data Center's statistics.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Invocation {
+    pub at: Timestamp,
+    pub event: String,
+    /// SUCCESS, FAILURE (non-2xx answer) or ERROR (no answer).
+    pub outcome: String,
+    pub description: String,
+}
+
+/// Data Center's delivery statistics of one hook.
+#[derive(Clone, Debug, PartialEq, Default)]
+pub struct DeliveryStats {
+    pub successes: u64,
+    pub failures: u64,
+    pub errors: u64,
+    pub window: Option<Duration>,
+    pub last_success: Option<Invocation>,
+    pub last_failure: Option<Invocation>,
+    pub last_error: Option<Invocation>,
+}
+
+/// The answer to an on-demand test delivery.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TestResult {
+    /// The target's HTTP status, if it answered.
+    pub status: Option<u16>,
+    /// What happened, in a sentence.
+    pub message: String,
+}
+
+/// Who the credentials belong to.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Identity {
+    pub user: String,
+}
+
+/// The webhook operations of one Bitbucket API.
+#[async_trait]
+pub trait WebhookBackend: Send + Sync + std::fmt::Debug {
+    fn flavor(&self) -> Flavor;
+    /// One cheap authenticated call: are the credentials accepted?
+    async fn verify_credentials(&self) -> Result<Identity>;
+    /// Every hook of the repository (all pages).
+    async fn list_hooks(&self, repo: &RepoRef) -> Result<Vec<RemoteHook>>;
+    async fn create_hook(&self, repo: &RepoRef, spec: &HookSpec) -> Result<RemoteHook>;
+    async fn update_hook(&self, repo: &RepoRef, id: &str, spec: &HookSpec) -> Result<RemoteHook>;
+    async fn delete_hook(&self, repo: &RepoRef, id: &str) -> Result<Deleted>;
+    /// Delivery statistics, where the backend reports them (Data Center only).
+    async fn delivery_stats(&self, repo: &RepoRef, id: &str) -> Result<Option<DeliveryStats>>;
+    /// Asks Bitbucket to send one test delivery (Data Center only).
+    async fn test_delivery(&self, repo: &RepoRef, id: &str) -> Result<TestResult>;
+    /// The event names this backend accepts.
+    async fn event_catalogue(&self) -> Result<Vec<String>>;
+    /// A page where a person can see the repository's webhooks.
+    fn webhooks_page(&self, repo: &RepoRef) -> String;
+}
+
+/// Everything needed to talk to one Bitbucket.
+#[derive(Clone, Debug)]
+pub struct ConnectionConfig {
+    pub flavor: Flavor,
+    /// None: Cloud's public API.
+    pub base_url: Option<String>,
+    pub credentials: Credentials,
+    pub tls: TlsOptions,
+    pub budget: Arc<Budget>,
+    pub retry: RetryPolicy,
+}
+
+/// The client for a connection's flavor.
+pub fn connect(config: ConnectionConfig) -> Result<Arc<dyn WebhookBackend>> {
+    let base = match (&config.base_url, config.flavor) {
+        (Some(url), _) => url.clone(),
+        (None, Flavor::Cloud) => CLOUD_API.to_owned(),
+        (None, flavor) => {
+            return Err(Error::Invalid {
+                message: format!("baseURL is required for the {flavor:?} flavor"),
+            });
+        }
+    };
+    let transport = Transport::new(
+        config.flavor,
+        &base,
+        config.credentials,
+        &config.tls,
+        config.budget,
+        config.retry,
+    )?;
+    Ok(match config.flavor {
+        Flavor::Cloud => Arc::new(cloud::CloudClient::new(transport)),
+        Flavor::DataCenter => Arc::new(datacenter::DataCenterClient::new(transport)),
+        Flavor::PostWebhooks => Arc::new(postwebhooks::PostWebhooksClient::new(transport)),
+    })
+}
+
+/// A NotFound on a repository-level call means the repository is missing.
+pub(crate) fn repository_not_found(repo: &RepoRef, e: Error) -> Error {
+    match e {
+        Error::NotFound { message } => Error::NotFound {
+            message: format!("repository {repo}: {message}"),
+        },
+        other => other,
+    }
+}

@@ -1,0 +1,578 @@
+//! The Bitbucket clients against `bitbucket-sim`, for each backend: every operation,
+//! pagination, each error class, rate limits, retries and the request budget.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bitbucket_sim::Running;
+use bitbucket_sim::client::SimClient;
+use bitbucket_webhook_operator::api::Flavor;
+use bitbucket_webhook_operator::bitbucket::{
+    Budget, ConnectionConfig, Credentials, Deleted, Error, HookSpec, RepoRef, RetryPolicy,
+    SecretChange, SecretState, TlsOptions, WebhookBackend, connect,
+};
+use serde_json::json;
+
+const ADMIN: &str = "admin-token";
+const READER: &str = "reader-token";
+const FLAVORS: [Flavor; 3] = [Flavor::Cloud, Flavor::DataCenter, Flavor::PostWebhooks];
+
+struct Setup {
+    sim: Running,
+    ctl: SimClient,
+    flavor: Flavor,
+    repo: RepoRef,
+}
+
+fn flavor_name(flavor: Flavor) -> &'static str {
+    match flavor {
+        Flavor::Cloud => "Cloud",
+        Flavor::DataCenter => "DataCenter",
+        Flavor::PostWebhooks => "PostWebhooks",
+    }
+}
+
+async fn setup(flavor: Flavor) -> Setup {
+    let sim = bitbucket_sim::start().await.expect("simulator starts");
+    let ctl = sim.control();
+    ctl.token(ADMIN, "alice").await.expect("token");
+    ctl.token(READER, "bob").await.expect("token");
+    let repo = match flavor {
+        Flavor::Cloud => "acme/api",
+        _ => "PLAT/api",
+    };
+    ctl.repository(flavor_name(flavor), repo, &[ADMIN], &[READER])
+        .await
+        .expect("repository");
+    Setup {
+        sim,
+        ctl,
+        flavor,
+        repo: RepoRef::parse(repo).expect("repo"),
+    }
+}
+
+fn fast_retries() -> RetryPolicy {
+    RetryPolicy {
+        max_retries: 3,
+        min_delay: Duration::from_millis(10),
+        max_delay: Duration::from_secs(2),
+    }
+}
+
+impl Setup {
+    fn client_with(&self, token: &str, budget: Budget) -> Arc<dyn WebhookBackend> {
+        let base = match self.flavor {
+            Flavor::Cloud => format!("{}/2.0", self.sim.base_url()),
+            _ => self.sim.base_url(),
+        };
+        // Cloud and Post Webhooks with Bearer tokens, Data Center with Basic.
+        let credentials = match self.flavor {
+            Flavor::DataCenter => Credentials::Basic {
+                username: if token == READER {
+                    "bob".into()
+                } else {
+                    "alice".into()
+                },
+                password: token.to_owned().into(),
+            },
+            _ => Credentials::Bearer(token.to_owned().into()),
+        };
+        connect(ConnectionConfig {
+            flavor: self.flavor,
+            base_url: Some(base),
+            credentials,
+            tls: TlsOptions::default(),
+            budget: Arc::new(budget),
+            retry: fast_retries(),
+        })
+        .expect("client")
+    }
+
+    fn client(&self, token: &str) -> Arc<dyn WebhookBackend> {
+        self.client_with(token, Budget::per_hour(100_000))
+    }
+
+    /// A part of the list route's template, for request counts.
+    fn list_route(&self) -> &'static str {
+        match self.flavor {
+            Flavor::PostWebhooks => "configurations",
+            _ => "hooks",
+        }
+    }
+
+    fn events(&self) -> Vec<String> {
+        match self.flavor {
+            Flavor::Cloud => vec!["repo:push".into(), "pullrequest:created".into()],
+            Flavor::DataCenter => vec!["repo:refs_changed".into(), "pr:opened".into()],
+            Flavor::PostWebhooks => vec![
+                "ABSTRACT_REPOSITORY_REFS_CHANGED".into(),
+                "PULL_REQUEST_OPENED".into(),
+            ],
+        }
+    }
+
+    fn spec(&self, url: &str) -> HookSpec {
+        HookSpec {
+            title: "CI trigger".into(),
+            url: url.into(),
+            active: true,
+            events: self.events(),
+            secret: SecretChange::Keep,
+            skip_cert_verification: false,
+        }
+    }
+}
+
+#[tokio::test]
+async fn every_operation_round_trips_on_each_backend() {
+    for flavor in FLAVORS {
+        let s = setup(flavor).await;
+        let client = s.client(ADMIN);
+        let who = client.verify_credentials().await.expect("verify");
+        assert_eq!(who.user, "alice", "{flavor:?}");
+        assert!(client.list_hooks(&s.repo).await.expect("list").is_empty());
+
+        let created = client
+            .create_hook(&s.repo, &s.spec("https://ci.example.com/a"))
+            .await
+            .expect("create");
+        assert_eq!(created.url, "https://ci.example.com/a");
+        assert_eq!(created.events, s.events());
+        let listed = client.list_hooks(&s.repo).await.expect("list");
+        assert_eq!(listed.len(), 1);
+        assert_eq!(listed[0].id, created.id);
+        assert_eq!(listed[0].title, "CI trigger");
+
+        let mut changed = s.spec("https://ci.example.com/b");
+        changed.title = "Renamed".into();
+        changed.active = false;
+        changed.skip_cert_verification = true;
+        changed.events = s.events()[..1].to_vec();
+        let updated = client
+            .update_hook(&s.repo, &created.id, &changed)
+            .await
+            .expect("update");
+        assert_eq!(updated.id, created.id, "{flavor:?}: updated in place");
+        assert_eq!(
+            (
+                updated.url.as_str(),
+                updated.title.as_str(),
+                updated.active,
+                updated.skip_cert_verification
+            ),
+            ("https://ci.example.com/b", "Renamed", false, true)
+        );
+        assert_eq!(updated.events, s.events()[..1].to_vec());
+
+        assert_eq!(
+            client
+                .delete_hook(&s.repo, &created.id)
+                .await
+                .expect("delete"),
+            Deleted::Removed
+        );
+        assert_eq!(
+            client
+                .delete_hook(&s.repo, &created.id)
+                .await
+                .expect("delete"),
+            Deleted::AlreadyGone
+        );
+        assert!(client.list_hooks(&s.repo).await.expect("list").is_empty());
+        assert!(
+            s.ctl.hooks().await.expect("hooks").is_empty(),
+            "{flavor:?}: nothing left"
+        );
+
+        let catalogue = client.event_catalogue().await.expect("catalogue");
+        assert!(
+            s.events().iter().all(|e| catalogue.contains(e)),
+            "{flavor:?}: {catalogue:?}"
+        );
+        assert!(client.webhooks_page(&s.repo).contains("api"), "{flavor:?}");
+    }
+}
+
+#[tokio::test]
+async fn secrets_are_set_kept_and_removed() {
+    for flavor in [Flavor::Cloud, Flavor::DataCenter] {
+        let s = setup(flavor).await;
+        let client = s.client(ADMIN);
+        let mut spec = s.spec("https://ci.example.com/a");
+        spec.secret = SecretChange::Set("first-secret".to_owned().into());
+        let hook = client.create_hook(&s.repo, &spec).await.expect("create");
+        let secret_of = |state: &SecretState| match state {
+            SecretState::Unset => "unset".to_owned(),
+            SecretState::Set => "set".to_owned(),
+            SecretState::Known(s) => secrecy::ExposeSecret::expose_secret(s).to_owned(),
+        };
+        let expected = if flavor == Flavor::Cloud {
+            "set"
+        } else {
+            "first-secret"
+        };
+        assert_eq!(secret_of(&hook.secret), expected, "{flavor:?}");
+        spec.secret = SecretChange::Keep;
+        spec.title = "kept".into();
+        let kept = client
+            .update_hook(&s.repo, &hook.id, &spec)
+            .await
+            .expect("update");
+        assert_eq!(
+            secret_of(&kept.secret),
+            expected,
+            "{flavor:?}: Keep keeps it"
+        );
+        spec.secret = SecretChange::Remove;
+        let removed = client
+            .update_hook(&s.repo, &hook.id, &spec)
+            .await
+            .expect("update");
+        assert_eq!(
+            secret_of(&removed.secret),
+            "unset",
+            "{flavor:?}: Remove removes it"
+        );
+        assert_eq!(
+            s.ctl.hooks().await.expect("hooks")[0]["secret"],
+            json!(null)
+        );
+    }
+    let s = setup(Flavor::PostWebhooks).await;
+    let mut spec = s.spec("https://ci.example.com/a");
+    spec.secret = SecretChange::Set("x".to_owned().into());
+    let err = s
+        .client(ADMIN)
+        .create_hook(&s.repo, &spec)
+        .await
+        .expect_err("no secrets on Post Webhooks");
+    assert!(matches!(err, Error::Unsupported { .. }), "{err:?}");
+}
+
+#[tokio::test]
+async fn listing_follows_every_page() {
+    for flavor in [Flavor::Cloud, Flavor::DataCenter] {
+        let s = setup(flavor).await;
+        let client = s.client(ADMIN);
+        for i in 0..250 {
+            client
+                .create_hook(&s.repo, &s.spec(&format!("https://ci.example.com/{i}")))
+                .await
+                .expect("create");
+        }
+        s.ctl.reset_requests().await.expect("reset");
+        let hooks = client.list_hooks(&s.repo).await.expect("list");
+        assert_eq!(hooks.len(), 250, "{flavor:?}");
+        let mut urls: Vec<_> = hooks.iter().map(|h| h.url.clone()).collect();
+        urls.dedup();
+        assert_eq!(urls.len(), 250, "{flavor:?}: no page twice");
+        assert_eq!(
+            s.ctl.count("GET", s.list_route()).await.unwrap_or(0),
+            3,
+            "{flavor:?}: three pages of 100"
+        );
+    }
+}
+
+#[tokio::test]
+async fn each_error_class_is_recognised() {
+    for flavor in FLAVORS {
+        let s = setup(flavor).await;
+        let bad = s.client("no-such-token");
+        let err = bad.list_hooks(&s.repo).await.expect_err("bad token");
+        assert!(
+            matches!(err, Error::Unauthorized { .. }),
+            "{flavor:?}: {err:?}"
+        );
+        assert!(
+            matches!(
+                bad.verify_credentials().await,
+                Err(Error::Unauthorized { .. })
+            ),
+            "{flavor:?}"
+        );
+
+        let reader = s.client(READER);
+        let err = reader
+            .create_hook(&s.repo, &s.spec("https://ci.example.com/a"))
+            .await
+            .expect_err("reader");
+        assert!(
+            matches!(err, Error::Forbidden { .. }),
+            "{flavor:?}: {err:?}"
+        );
+        assert!(
+            err.to_string().contains("must be a repository admin"),
+            "{err}"
+        );
+
+        let admin = s.client(ADMIN);
+        let missing = RepoRef::parse(if flavor == Flavor::Cloud {
+            "acme/nope"
+        } else {
+            "PLAT/nope"
+        })
+        .expect("repo");
+        let err = admin
+            .list_hooks(&missing)
+            .await
+            .expect_err("unknown repository");
+        assert!(matches!(err, Error::NotFound { .. }), "{flavor:?}: {err:?}");
+        assert_eq!(err.reason(), "NotFound");
+
+        let mut wrong = s.spec("https://ci.example.com/a");
+        wrong.events = vec![if flavor == Flavor::Cloud {
+            "repo:refs_changed".into()
+        } else {
+            "repo:push".into()
+        }];
+        let err = admin
+            .create_hook(&s.repo, &wrong)
+            .await
+            .expect_err("wrong event");
+        let Error::Invalid { message } = &err else {
+            panic!("{flavor:?}: {err:?}")
+        };
+        assert!(
+            message.contains("repo:"),
+            "{flavor:?}: Bitbucket's message is kept: {message}"
+        );
+        assert!(s.ctl.hooks().await.expect("hooks").is_empty());
+    }
+}
+
+#[tokio::test]
+async fn rate_limits_with_and_without_retry_after() {
+    for flavor in FLAVORS {
+        let s = setup(flavor).await;
+        let client = s.client(ADMIN);
+        // One 429 with Retry-After: 1s: waited out, then it works.
+        s.ctl
+            .faults(json!({ "errorRate": 1.0, "status": 429, "count": 1, "retryAfter": 1 }))
+            .await
+            .expect("faults");
+        let started = std::time::Instant::now();
+        client
+            .list_hooks(&s.repo)
+            .await
+            .expect("retried after Retry-After");
+        assert!(
+            started.elapsed() >= Duration::from_millis(900),
+            "{flavor:?}: Retry-After honoured"
+        );
+        // One 429 without Retry-After: retried with backoff.
+        s.ctl
+            .faults(json!({ "errorRate": 1.0, "status": 429, "count": 1 }))
+            .await
+            .expect("faults");
+        client
+            .list_hooks(&s.repo)
+            .await
+            .expect("retried with backoff");
+        // Persistent 429s: the retry budget runs out and the caller learns it.
+        s.ctl
+            .faults(json!({ "errorRate": 1.0, "status": 429 }))
+            .await
+            .expect("faults");
+        let err = client.list_hooks(&s.repo).await.expect_err("still limited");
+        assert_eq!(
+            err,
+            Error::RateLimited {
+                retry_after: None,
+                local: false
+            },
+            "{flavor:?}"
+        );
+        // A Retry-After longer than the client waits: handed to the caller, no retry.
+        s.ctl
+            .faults(json!({ "errorRate": 1.0, "status": 429, "retryAfter": 3600 }))
+            .await
+            .expect("faults");
+        s.ctl.reset_requests().await.expect("reset");
+        let err = client.list_hooks(&s.repo).await.expect_err("long wait");
+        assert_eq!(err.retry_after(), Some(Duration::from_secs(3600)));
+        assert_eq!(
+            s.ctl.count("GET", s.list_route()).await.unwrap_or(0),
+            1,
+            "{flavor:?}: not retried"
+        );
+        // The simulator's per-credential hourly limit.
+        s.ctl
+            .faults(json!({ "rateLimitPerHour": 2 }))
+            .await
+            .expect("faults");
+        client.list_hooks(&s.repo).await.expect("1");
+        client.list_hooks(&s.repo).await.expect("2");
+        assert!(matches!(
+            client.list_hooks(&s.repo).await,
+            Err(Error::RateLimited { local: false, .. })
+        ));
+        s.ctl.clear_faults().await.expect("clear");
+    }
+}
+
+#[tokio::test]
+async fn a_burst_of_5xx_recovers_within_the_retry_budget() {
+    for flavor in FLAVORS {
+        let s = setup(flavor).await;
+        let client = s.client(ADMIN);
+        s.ctl
+            .faults(json!({ "errorRate": 1.0, "status": 503, "count": 2 }))
+            .await
+            .expect("faults");
+        s.ctl.reset_requests().await.expect("reset");
+        client.list_hooks(&s.repo).await.expect("recovers");
+        assert_eq!(
+            s.ctl.count("GET", s.list_route()).await.unwrap_or(0),
+            3,
+            "{flavor:?}: two failures, one success"
+        );
+
+        s.ctl
+            .faults(json!({ "errorRate": 1.0, "status": 502 }))
+            .await
+            .expect("faults");
+        s.ctl.reset_requests().await.expect("reset");
+        let err = client.list_hooks(&s.repo).await.expect_err("outage");
+        assert!(matches!(err, Error::Unavailable { .. }), "{err:?}");
+        assert_eq!(err.reason(), "BitbucketUnavailable");
+        assert_eq!(
+            s.ctl.count("GET", s.list_route()).await.unwrap_or(0),
+            4,
+            "{flavor:?}: one try and three retries"
+        );
+        s.ctl.clear_faults().await.expect("clear");
+    }
+}
+
+#[tokio::test]
+async fn a_create_is_not_retried_after_a_5xx() {
+    for flavor in FLAVORS {
+        let s = setup(flavor).await;
+        let client = s.client(ADMIN);
+        let route = match flavor {
+            Flavor::Cloud => "POST /2.0/repositories/{workspace}/{repo_slug}/hooks",
+            Flavor::DataCenter => {
+                "POST /rest/api/latest/projects/{projectKey}/repos/{repositorySlug}/webhooks"
+            }
+            Flavor::PostWebhooks => "POST /rest/webhook/2.0/configurations",
+        };
+        s.ctl
+            .faults(json!({ "errorRate": 1.0, "status": 500, "count": 1, "routes": [route] }))
+            .await
+            .expect("faults");
+        s.ctl.reset_requests().await.expect("reset");
+        let err = client
+            .create_hook(&s.repo, &s.spec("https://ci.example.com/a"))
+            .await
+            .expect_err("5xx");
+        assert!(matches!(err, Error::Unavailable { .. }), "{err:?}");
+        assert_eq!(
+            s.ctl.count("POST", "").await.unwrap_or(0),
+            1,
+            "{flavor:?}: a create is sent once"
+        );
+        client
+            .create_hook(&s.repo, &s.spec("https://ci.example.com/a"))
+            .await
+            .expect("next create works");
+        assert_eq!(
+            s.ctl.hooks().await.expect("hooks").len(),
+            1,
+            "{flavor:?}: no duplicate"
+        );
+    }
+}
+
+#[tokio::test]
+async fn the_connection_budget_is_never_exceeded() {
+    let s = setup(Flavor::Cloud).await;
+    // 5 per hour: a burst of 1, then one every 15 minutes.
+    let client = s.client_with(ADMIN, Budget::per_hour(5));
+    s.ctl.reset_requests().await.expect("reset");
+    client.list_hooks(&s.repo).await.expect("first");
+    for _ in 0..3 {
+        let err = client.list_hooks(&s.repo).await.expect_err("budget spent");
+        let Error::RateLimited {
+            local: true,
+            retry_after: Some(wait),
+        } = err
+        else {
+            panic!("{err:?}")
+        };
+        assert!(wait > Duration::from_secs(800), "{wait:?}");
+    }
+    assert_eq!(
+        s.ctl.count("GET", s.list_route()).await.unwrap_or(0),
+        1,
+        "only the budgeted request reached Bitbucket"
+    );
+}
+
+#[tokio::test]
+async fn data_center_statistics_and_test_deliveries() {
+    let s = setup(Flavor::DataCenter).await;
+    let client = s.client(ADMIN);
+    let receiver = bitbucket_sim::receiver::Receiver::start(false)
+        .await
+        .expect("receiver");
+    let hook = client
+        .create_hook(&s.repo, &s.spec(&receiver.url()))
+        .await
+        .expect("create");
+    let empty = client
+        .delivery_stats(&s.repo, &hook.id)
+        .await
+        .expect("stats")
+        .expect("reported");
+    assert_eq!((empty.successes, empty.failures, empty.errors), (0, 0, 0));
+
+    s.ctl
+        .emit("PLAT/api", "repo:refs_changed")
+        .await
+        .expect("emit");
+    receiver.set_status(500);
+    s.ctl.emit("PLAT/api", "pr:opened").await.expect("emit");
+    let stats = client
+        .delivery_stats(&s.repo, &hook.id)
+        .await
+        .expect("stats")
+        .expect("reported");
+    assert_eq!((stats.successes, stats.failures, stats.errors), (1, 1, 0));
+    assert_eq!(
+        stats.last_success.as_ref().map(|i| i.event.as_str()),
+        Some("repo:refs_changed")
+    );
+    let failure = stats.last_failure.expect("a failure");
+    assert_eq!(
+        (failure.outcome.as_str(), failure.description.as_str()),
+        ("FAILURE", "500")
+    );
+
+    let result = client.test_delivery(&s.repo, &hook.id).await.expect("test");
+    assert_eq!(result.status, Some(500));
+    receiver.set_status(204);
+    let result = client.test_delivery(&s.repo, &hook.id).await.expect("test");
+    assert_eq!(result.status, Some(204), "{}", result.message);
+    let pings = receiver
+        .received()
+        .into_iter()
+        .filter(|r| r.header("X-Event-Key") == Some("diagnostics:ping"))
+        .count();
+    assert_eq!(pings, 2);
+
+    let cloud = setup(Flavor::Cloud).await;
+    assert_eq!(
+        cloud
+            .client(ADMIN)
+            .delivery_stats(&cloud.repo, "{x}")
+            .await
+            .expect("stats"),
+        None
+    );
+    assert!(matches!(
+        cloud.client(ADMIN).test_delivery(&cloud.repo, "{x}").await,
+        Err(Error::Unsupported { .. })
+    ));
+}
