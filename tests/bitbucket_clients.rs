@@ -576,3 +576,86 @@ async fn data_center_statistics_and_test_deliveries() {
         Err(Error::Unsupported { .. })
     ));
 }
+
+#[tokio::test]
+async fn tls_with_a_private_ca_or_explicitly_insecure() {
+    // A private CA signs the simulator's certificate.
+    let ca_key = rcgen::KeyPair::generate().expect("key");
+    let mut ca = rcgen::CertificateParams::new(Vec::<String>::new()).expect("ca");
+    ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let ca_cert = ca.self_signed(&ca_key).expect("ca cert");
+    let issuer = rcgen::Issuer::new(ca, ca_key);
+    let key = rcgen::KeyPair::generate().expect("key");
+    let cert = rcgen::CertificateParams::new(vec!["127.0.0.1".to_owned()])
+        .expect("params")
+        .signed_by(&key, &issuer)
+        .expect("cert");
+    let sim = bitbucket_sim::start_tls(&cert.pem(), &key.serialize_pem())
+        .await
+        .expect("https simulator");
+    {
+        let mut state = sim.sim.lock();
+        state.tokens.insert(ADMIN.into(), "alice".into());
+    }
+    let client = |tls: TlsOptions| {
+        connect(ConnectionConfig {
+            flavor: Flavor::DataCenter,
+            base_url: Some(sim.base_url()),
+            credentials: Credentials::Bearer(ADMIN.to_owned().into()),
+            tls,
+            budget: Arc::new(Budget::per_hour(1000)),
+            retry: RetryPolicy {
+                max_retries: 0,
+                ..fast_retries()
+            },
+        })
+        .expect("client")
+    };
+    let err = client(TlsOptions::default())
+        .verify_credentials()
+        .await
+        .expect_err("unknown CA");
+    assert!(matches!(err, Error::Unavailable { .. }), "{err:?}");
+    assert!(
+        err.to_string().to_lowercase().contains("certificate"),
+        "{err}"
+    );
+    let trusted = TlsOptions {
+        ca_bundle_pem: Some(ca_cert.pem().into_bytes()),
+        insecure_skip_verify: false,
+    };
+    assert_eq!(
+        client(trusted)
+            .verify_credentials()
+            .await
+            .expect("trusted CA")
+            .user,
+        "alice"
+    );
+    let insecure = TlsOptions {
+        ca_bundle_pem: None,
+        insecure_skip_verify: true,
+    };
+    assert_eq!(
+        client(insecure)
+            .verify_credentials()
+            .await
+            .expect("insecure")
+            .user,
+        "alice"
+    );
+    let bad = TlsOptions {
+        ca_bundle_pem: Some(b"not pem".to_vec()),
+        insecure_skip_verify: false,
+    };
+    let err = connect(ConnectionConfig {
+        flavor: Flavor::DataCenter,
+        base_url: Some(sim.base_url()),
+        credentials: Credentials::Bearer(ADMIN.to_owned().into()),
+        tls: bad,
+        budget: Arc::new(Budget::per_hour(1000)),
+        retry: fast_retries(),
+    })
+    .expect_err("bad CA bundle");
+    assert!(err.to_string().contains("CA bundle"), "{err}");
+}

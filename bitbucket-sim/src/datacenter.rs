@@ -34,6 +34,7 @@ pub fn routes() -> Router<Arc<Sim>> {
         )
         .route(REPO, get(list_repo).post(create_repo))
         .route(&format!("{REPO}/test"), post(test_repo))
+        .route(&format!("{REPO}/search"), get(search_repo))
         .route(
             &format!("{REPO}/{{webhookId}}"),
             get(get_repo).put(update_repo).delete(delete_repo),
@@ -70,6 +71,8 @@ pub fn routes() -> Router<Arc<Sim>> {
 /// Which operation a request is, so the repository and project routes share one body.
 enum Op<'a> {
     List(&'a HashMap<String, String>),
+    /// Repository and inherited project webhooks (`?scopeType=repository|project`).
+    Search(&'a HashMap<String, String>),
     Create(&'a [u8]),
     Get(&'a str, &'a HashMap<String, String>),
     Update(&'a str, &'a [u8]),
@@ -105,6 +108,7 @@ macro_rules! repo_handlers {
 
 repo_handlers! {
     list_repo => |q, b, id| Op::List(&q);
+    search_repo => |q, b, id| Op::Search(&q);
     create_repo => |q, b, id| Op::Create(&b);
     get_repo => |q, b, id| Op::Get(&id, &q);
     update_repo => |q, b, id| Op::Update(&id, &b);
@@ -398,6 +402,30 @@ async fn handle(sim: &Sim, headers: &HeaderMap, scope: Scope, op: Op<'_>) -> Res
                 .filter(|h| event.is_none_or(|e| h.events.contains(e)))
                 .map(|h| render(h, &scope, flag(q, "statistics")))
                 .collect();
+            axum::Json(page(values, q)).into_response()
+        }
+        Op::Search(q) => {
+            let owner = Scope::Owner(
+                scope
+                    .name()
+                    .split('/')
+                    .next()
+                    .unwrap_or_default()
+                    .to_owned(),
+            );
+            let wanted = q.get("scopeType").map(String::as_str);
+            let event = q.get("event");
+            let mut values = Vec::new();
+            for (kind, level) in [("repository", &scope), ("project", &owner)] {
+                if wanted.is_some_and(|w| !w.eq_ignore_ascii_case(kind)) {
+                    continue;
+                }
+                for h in state.hooks(Platform::Server, level).into_iter().flatten() {
+                    if event.is_none_or(|e| h.events.contains(e)) {
+                        values.push(render(h, level, flag(q, "statistics")));
+                    }
+                }
+            }
             axum::Json(page(values, q)).into_response()
         }
         Op::Create(body) => {

@@ -79,7 +79,8 @@ pub fn cloud_error(status: StatusCode, message: &str, detail: Option<&str>) -> R
 /// Data Center's error body: `{"errors":[{"context","message","exceptionName"}]}`.
 pub fn dc_error(status: StatusCode, message: &str, exception: &str) -> Response {
     let body = json!({
-        "errors": [{ "context": Value::Null, "message": message, "exceptionName": exception }]
+        // `context` names a field; the spec types it as a string, so it is left out here.
+        "errors": [{ "message": message, "exceptionName": exception }]
     });
     (status, axum::Json(body)).into_response()
 }

@@ -76,7 +76,7 @@ pub fn install_crypto_provider() {
     let _ = rustls::crypto::ring::default_provider().install_default();
 }
 
-/// A simulator serving plain http on a loopback port, for tests in this process.
+/// A simulator on a loopback port, for tests in this process.
 pub struct Running {
     pub sim: Arc<Sim>,
     pub addr: SocketAddr,
@@ -84,9 +84,13 @@ pub struct Running {
 }
 
 impl Running {
-    /// `http://127.0.0.1:PORT`.
+    /// `http://127.0.0.1:PORT` (or https when started with TLS).
     pub fn base_url(&self) -> String {
-        format!("http://{}", self.addr)
+        format!(
+            "{}://{}",
+            if self.sim.tls { "https" } else { "http" },
+            self.addr
+        )
     }
 
     /// A client of this simulator's control API.
@@ -99,6 +103,27 @@ impl Drop for Running {
     fn drop(&mut self) {
         self.task.abort();
     }
+}
+
+/// Starts a simulator serving https with the given PEM certificate and key.
+pub async fn start_tls(cert_pem: &str, key_pem: &str) -> std::io::Result<Running> {
+    install_crypto_provider();
+    let sim = Sim::new(true).map_err(std::io::Error::other)?;
+    let config = axum_server::tls_rustls::RustlsConfig::from_pem(
+        cert_pem.as_bytes().to_vec(),
+        key_pem.as_bytes().to_vec(),
+    )
+    .await
+    .map_err(std::io::Error::other)?;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    listener.set_nonblocking(true)?;
+    let addr = listener.local_addr()?;
+    let server = axum_server::from_tcp_rustls(listener, config)?;
+    let app = router(sim.clone());
+    let task = tokio::spawn(async move {
+        let _ = server.serve(app.into_make_service()).await;
+    });
+    Ok(Running { sim, addr, task })
 }
 
 /// Starts a simulator on a free loopback port in the current tokio runtime.

@@ -142,6 +142,9 @@ impl Transport {
         if let Some(pem) = &tls.ca_bundle_pem {
             let certs = reqwest::Certificate::from_pem_bundle(pem)
                 .map_err(|e| invalid(format!("the CA bundle is not valid PEM: {e}")))?;
+            if certs.is_empty() {
+                return Err(invalid("the CA bundle holds no PEM certificate".to_owned()));
+            }
             for cert in certs {
                 builder = builder.add_root_certificate(cert);
             }
