@@ -2,3 +2,5 @@
 
 pub mod api;
 pub mod bitbucket;
+pub mod reconcile;
+pub mod runtime;

@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 use bitbucket_webhook_operator::api::{all_crds, crd_file_name, crd_yaml};
+use bitbucket_webhook_operator::reconcile::Config;
 
 /// Bitbucket webhooks as Kubernetes custom resources.
 #[derive(Parser)]
@@ -17,6 +18,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Run the operator: reconcile Webhooks and connections until SIGTERM or Ctrl-C.
+    Run(RunArgs),
     /// Print the CustomResourceDefinitions as YAML (kubectl apply -f - ready).
     Crds {
         /// Write one file per CRD into this directory instead of printing them.
@@ -25,10 +28,34 @@ enum Command {
     },
 }
 
+#[derive(clap::Args)]
+struct RunArgs {
+    /// How often every hook is compared with Bitbucket ("10m", "90s"); spread per repository.
+    #[arg(long, default_value = "10m", value_parser = parse_duration, env = "BBWO_RESYNC_PERIOD")]
+    resync_period: std::time::Duration,
+    /// The namespace holding the credential Secrets of ClusterBitbucketConnections.
+    #[arg(long, env = "POD_NAMESPACE", default_value = "bitbucket-webhook-operator")]
+    cluster_secret_namespace: String,
+    /// Log filter: a level (error, warn, info, debug, trace) or a tracing directive list.
+    #[arg(long, env = "BBWO_LOG_LEVEL", default_value = "info")]
+    log_level: String,
+    /// Log format.
+    #[arg(long, env = "BBWO_LOG_FORMAT", default_value = "text", value_parser = ["text", "json"])]
+    log_format: String,
+}
+
+fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
+    let d: jiff::SignedDuration = text
+        .parse()
+        .map_err(|e| format!("{text:?} is not a duration like 10m or 90s: {e}"))?;
+    std::time::Duration::try_from(d).map_err(|_| format!("{text:?} must be positive"))
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Crds { out_dir } => crds(out_dir),
+        Command::Run(args) => run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -57,4 +84,52 @@ fn crds(out_dir: Option<PathBuf>) -> Result<(), String> {
         print!("{}", documents.join("---\n"));
     }
     Ok(())
+}
+
+fn run(args: RunArgs) -> Result<(), String> {
+    let filter = tracing_subscriber::EnvFilter::try_new(&args.log_level)
+        .map_err(|e| format!("--log-level {:?}: {e}", args.log_level))?;
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    if args.log_format == "json" {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+    // reqwest and kube both use rustls; exactly one crypto provider must be installed.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let runtime = tokio::runtime::Runtime::new().map_err(|e| format!("cannot start the async runtime: {e}"))?;
+    runtime.block_on(async {
+        let client = kube::Client::try_default()
+            .await
+            .map_err(|e| format!("cannot reach Kubernetes (kubeconfig or in-cluster config): {e}"))?;
+        let config = Config {
+            resync_period: args.resync_period,
+            cluster_secret_namespace: args.cluster_secret_namespace,
+            ..Config::default()
+        };
+        tracing::info!(resync = ?config.resync_period, "bitbucket-webhook-operator starting");
+        bitbucket_webhook_operator::runtime::run(client, config, shutdown_signal()).await;
+        tracing::info!("stopped");
+        Ok(())
+    })
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(_) => {
+                let _ = ctrl_c.await;
+                return;
+            }
+        };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
 }

@@ -192,6 +192,11 @@ pub struct WebhookStatus {
     /// When the webhook was last compared with Bitbucket.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_sync_time: Option<Time>,
+    /// Which version of the signing Secret (its uid and resourceVersion, never a value or
+    /// hash) was last pushed to Bitbucket, so a rotation is noticed where Bitbucket keeps
+    /// the secret write-only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_version: Option<String>,
     /// Whether deliveries reach their target.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub delivery: Option<DeliveryStatus>,

@@ -1,0 +1,116 @@
+//! One list of a repository's hooks serves every Webhook of that repository for a while;
+//! concurrent reconciles of one repository wait for the same list (single flight). The
+//! operator's own writes are applied to the cached list, so it stays true.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use crate::bitbucket::{RemoteHook, Result};
+
+type Slot = Arc<tokio::sync::Mutex<Option<(Instant, Vec<RemoteHook>)>>>;
+
+pub struct RepoLists {
+    ttl: Duration,
+    slots: Mutex<HashMap<String, Slot>>,
+}
+
+impl RepoLists {
+    pub fn new(ttl: Duration) -> RepoLists {
+        RepoLists { ttl, slots: Mutex::default() }
+    }
+
+    fn slot(&self, key: &str) -> Slot {
+        self.slots
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(key.to_owned())
+            .or_default()
+            .clone()
+    }
+
+    /// The cached list if it is younger than the TTL (and `fresh` is not asked), else a new
+    /// one from `fetch`. The bool says whether it came from the cache.
+    pub async fn get<F, Fut>(&self, key: &str, fresh: bool, fetch: F) -> Result<(Vec<RemoteHook>, bool)>
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<Vec<RemoteHook>>>,
+    {
+        let slot = self.slot(key);
+        let mut entry = slot.lock().await;
+        if !fresh
+            && let Some((at, hooks)) = entry.as_ref()
+            && at.elapsed() < self.ttl
+        {
+            return Ok((hooks.clone(), true));
+        }
+        match fetch().await {
+            Ok(hooks) => {
+                *entry = Some((Instant::now(), hooks.clone()));
+                Ok((hooks, false))
+            }
+            Err(e) => {
+                *entry = None;
+                Err(e)
+            }
+        }
+    }
+
+    /// Records a hook the operator created or updated.
+    pub async fn upsert(&self, key: &str, hook: RemoteHook) {
+        let slot = self.slot(key);
+        let mut entry = slot.lock().await;
+        if let Some((_, hooks)) = entry.as_mut() {
+            hooks.retain(|h| h.id != hook.id);
+            hooks.push(hook);
+        }
+    }
+
+    /// Records a hook the operator deleted.
+    pub async fn remove(&self, key: &str, id: &str) {
+        let slot = self.slot(key);
+        let mut entry = slot.lock().await;
+        if let Some((_, hooks)) = entry.as_mut() {
+            hooks.retain(|h| h.id != id);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bitbucket::SecretState;
+
+    fn hook(id: &str) -> RemoteHook {
+        RemoteHook {
+            id: id.into(),
+            title: String::new(),
+            url: String::new(),
+            active: true,
+            events: vec![],
+            secret: SecretState::Unset,
+            skip_cert_verification: false,
+        }
+    }
+
+    #[tokio::test]
+    async fn one_list_serves_until_the_ttl_and_tracks_own_writes() {
+        let lists = RepoLists::new(Duration::from_secs(60));
+        let calls = std::sync::atomic::AtomicU32::new(0);
+        let fetch = || async {
+            calls.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            Ok(vec![hook("1")])
+        };
+        assert_eq!(lists.get("k", false, fetch).await.expect("list").1, false);
+        let (hooks, cached) = lists.get("k", false, fetch).await.expect("list");
+        assert!(cached);
+        assert_eq!(hooks.len(), 1);
+        lists.upsert("k", hook("2")).await;
+        lists.remove("k", "1").await;
+        let (hooks, _) = lists.get("k", false, fetch).await.expect("list");
+        assert_eq!(hooks.iter().map(|h| h.id.as_str()).collect::<Vec<_>>(), ["2"]);
+        lists.get("k", true, fetch).await.expect("fresh");
+        assert_eq!(calls.load(std::sync::atomic::Ordering::Relaxed), 2);
+    }
+}

@@ -1,0 +1,274 @@
+//! Connections: from a (Cluster)BitbucketConnection and its Secrets to a ready client,
+//! and the connection reconciler that verifies credentials with one cheap call.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::api::{Patch, PatchParams};
+use kube::runtime::controller::Action;
+use kube::runtime::events::{Event, EventType};
+use kube::{Api, Resource, ResourceExt};
+use serde_json::json;
+
+use super::conditions::{self, Status};
+use super::{Context, Error};
+use crate::api::{
+    BitbucketConnection, ClusterBitbucketConnection, ConnectionKind, ConnectionSpec, ConnectionStatus,
+    FIELD_MANAGER,
+};
+use crate::bitbucket::{self, Budget, ConnectionConfig, Credentials, TlsOptions, WebhookBackend};
+
+/// Either kind of connection, as the reconcilers need it.
+#[derive(Clone, Debug)]
+pub struct View {
+    pub kind: ConnectionKind,
+    pub name: String,
+    /// The connection's namespace (None for cluster connections).
+    pub namespace: Option<String>,
+    /// Where its credential Secrets are.
+    pub secret_namespace: String,
+    pub spec: ConnectionSpec,
+    pub status: Option<ConnectionStatus>,
+    pub generation: Option<i64>,
+    pub uid: String,
+}
+
+impl View {
+    pub fn namespaced(c: &BitbucketConnection) -> View {
+        let namespace = c.namespace().unwrap_or_default();
+        View {
+            kind: ConnectionKind::BitbucketConnection,
+            name: c.name_any(),
+            namespace: Some(namespace.clone()),
+            secret_namespace: namespace,
+            spec: c.spec.connection.clone(),
+            status: c.status.clone(),
+            generation: c.metadata.generation,
+            uid: c.uid().unwrap_or_default(),
+        }
+    }
+
+    pub fn cluster(c: &ClusterBitbucketConnection, secret_namespace: &str) -> View {
+        View {
+            kind: ConnectionKind::ClusterBitbucketConnection,
+            name: c.name_any(),
+            namespace: None,
+            secret_namespace: secret_namespace.to_owned(),
+            spec: c.spec.connection.clone(),
+            status: c.status.clone(),
+            generation: c.metadata.generation,
+            uid: c.uid().unwrap_or_default(),
+        }
+    }
+
+    /// A key naming this connection in caches: kind/namespace/name.
+    pub fn key(&self) -> String {
+        format!("{:?}/{}/{}", self.kind, self.namespace.as_deref().unwrap_or(""), self.name)
+    }
+
+    /// Whether the connection verified its credentials for its current spec.
+    pub fn readiness(&self) -> Result<(), Error> {
+        let status = self.status.as_ref();
+        let ready = status.and_then(|s| conditions::find(&s.conditions, conditions::READY));
+        match ready {
+            Some(c) if c.status == "True" && c.observed_generation == self.generation => Ok(()),
+            Some(c) if c.status != "True" => Err(Error::ConnectionNotReady {
+                name: self.name.clone(),
+                reason: c.reason.clone(),
+                message: c.message.clone(),
+            }),
+            _ => Err(Error::ConnectionNotReady {
+                name: self.name.clone(),
+                reason: "Verifying".to_owned(),
+                message: "its credentials have not been verified yet".to_owned(),
+            }),
+        }
+    }
+}
+
+struct Entry {
+    fingerprint: String,
+    backend: Arc<dyn WebhookBackend>,
+}
+
+/// Clients per connection, rebuilt when the connection or its Secrets change. Budgets
+/// outlive rebuilds: a rotated credential does not get a fresh budget.
+#[derive(Default)]
+pub struct Registry {
+    entries: Mutex<HashMap<String, Entry>>,
+    budgets: Mutex<HashMap<String, Arc<Budget>>>,
+}
+
+/// Reads one key of a Secret as text.
+pub async fn secret_value(client: &kube::Client, namespace: &str, name: &str, key: &str) -> Result<(String, String), Error> {
+    let secret = Api::<Secret>::namespaced(client.clone(), namespace)
+        .get_opt(name)
+        .await?
+        .ok_or_else(|| Error::SecretNotFound(format!("{namespace}/{name}")))?;
+    let version = format!("{}/{}", secret.uid().unwrap_or_default(), secret.resource_version().unwrap_or_default());
+    let data = secret.data.unwrap_or_default();
+    let value = data
+        .get(key)
+        .ok_or_else(|| Error::SecretInvalid(format!("Secret {namespace}/{name} has no key \"{key}\"")))?;
+    let text = String::from_utf8(value.0.clone())
+        .map_err(|_| Error::SecretInvalid(format!("Secret {namespace}/{name} key \"{key}\" is not UTF-8 text")))?;
+    Ok((text, version))
+}
+
+impl Registry {
+    /// The client for a connection, building it if the connection or a Secret changed.
+    pub async fn backend(
+        &self,
+        client: &kube::Client,
+        view: &View,
+        retry: &bitbucket::RetryPolicy,
+    ) -> Result<Arc<dyn WebhookBackend>, Error> {
+        let secret_name = &view.spec.auth.secret_ref.name;
+        let secret = Api::<Secret>::namespaced(client.clone(), &view.secret_namespace)
+            .get_opt(secret_name)
+            .await?
+            .ok_or_else(|| Error::SecretNotFound(format!("{}/{secret_name}", view.secret_namespace)))?;
+        let mut fingerprint = format!(
+            "{}/{:?}/{}",
+            view.uid,
+            view.generation,
+            secret.resource_version().unwrap_or_default()
+        );
+        let mut ca = None;
+        if let Some(reference) = view.spec.tls.as_ref().and_then(|t| t.ca_bundle_secret_ref.as_ref()) {
+            let (pem, version) = secret_value(client, &view.secret_namespace, &reference.name, &reference.key).await?;
+            fingerprint.push_str(&version);
+            ca = Some(pem.into_bytes());
+        }
+        let key = view.key();
+        if let Some(entry) = self.entries.lock().unwrap_or_else(|p| p.into_inner()).get(&key)
+            && entry.fingerprint == fingerprint
+        {
+            return Ok(entry.backend.clone());
+        }
+        let data = secret.data.unwrap_or_default();
+        let credentials = Credentials::from_secret(view.spec.auth.type_, &format!("{}/{secret_name}", view.secret_namespace), &data)
+            .map_err(Error::SecretInvalid)?;
+        let limit = view.spec.rate_limit.as_ref().map_or(900, |r| r.requests_per_hour);
+        let budget = self
+            .budgets
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(format!("{}/{limit}", view.uid))
+            .or_insert_with(|| Arc::new(Budget::per_hour(u32::try_from(limit).unwrap_or(1))))
+            .clone();
+        let tls = TlsOptions {
+            ca_bundle_pem: ca,
+            insecure_skip_verify: view.spec.tls.as_ref().is_some_and(|t| t.insecure_skip_verify),
+        };
+        let backend = bitbucket::connect(ConnectionConfig {
+            flavor: view.spec.flavor,
+            base_url: view.spec.base_url.clone(),
+            credentials,
+            tls,
+            budget,
+            retry: retry.clone(),
+        })
+        .map_err(|e| Error::InvalidSpec(e.to_string()))?;
+        self.entries
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(key, Entry { fingerprint, backend: backend.clone() });
+        Ok(backend)
+    }
+}
+
+/// Verifies a connection and returns its new status.
+async fn verify(view: &View, ctx: &Context) -> (ConnectionStatus, Option<Error>) {
+    let now = Time(jiff::Timestamp::now());
+    let previous = view.status.clone().unwrap_or_default();
+    let result = match ctx.connections.backend(&ctx.client, view, &ctx.config.retry).await {
+        Ok(backend) => backend.verify_credentials().await.map_err(Error::from),
+        Err(e) => Err(e),
+    };
+    let (ready, error) = match result {
+        Ok(identity) => (
+            conditions::condition(
+                &previous.conditions,
+                conditions::READY,
+                Status::True,
+                "Verified",
+                format!("authenticated to Bitbucket as {}", identity.user),
+                view.generation,
+                &now,
+            ),
+            None,
+        ),
+        Err(e) => (
+            conditions::condition(
+                &previous.conditions,
+                conditions::READY,
+                Status::False,
+                e.reason(),
+                e.to_string(),
+                view.generation,
+                &now,
+            ),
+            Some(e),
+        ),
+    };
+    let status = ConnectionStatus {
+        observed_generation: view.generation,
+        last_verified_time: if error.is_none() { Some(now) } else { previous.last_verified_time.clone() },
+        conditions: vec![ready],
+    };
+    (status, error)
+}
+
+/// Reconciles either kind: verify, write status, tell about changes.
+async fn reconcile_view<K>(obj: &K, api: Api<K>, view: View, ctx: Arc<Context>) -> Result<Action, Error>
+where
+    K: Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    let key = super::object_key(obj);
+    let (status, error) = verify(&view, &ctx).await;
+    let before = view.status.as_ref().and_then(|s| conditions::find(&s.conditions, conditions::READY)).cloned();
+    let after = &status.conditions[0];
+    let patch = json!({
+        "apiVersion": K::api_version(&()),
+        "kind": K::kind(&()),
+        "status": status,
+    });
+    api.patch_status(&view.name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&patch))
+        .await?;
+    if before.as_ref().is_none_or(|b| b.status != after.status || b.reason != after.reason) {
+        let event = Event {
+            type_: if error.is_none() { EventType::Normal } else { EventType::Warning },
+            reason: after.reason.clone(),
+            note: Some(after.message.clone()),
+            action: "VerifyCredentials".to_owned(),
+            secondary: None,
+        };
+        if let Err(e) = ctx.recorder.publish(&event, &obj.object_ref(&())).await {
+            tracing::warn!(error = %e, "cannot publish an event");
+        }
+    }
+    match error {
+        None => {
+            ctx.succeeded(&key);
+            Ok(Action::requeue(ctx.config.resync_period))
+        }
+        Some(e) if e.transient() => Ok(Action::requeue(super::requeue_after(&ctx, &key, &e))),
+        // Waits for a change of the connection or its Secret (both are watched), with a
+        // slow check in case the cause was outside Kubernetes (a revoked token restored).
+        Some(_) => Ok(Action::requeue(ctx.config.resync_period)),
+    }
+}
+
+pub async fn reconcile_namespaced(obj: Arc<BitbucketConnection>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let api = Api::namespaced(ctx.client.clone(), &obj.namespace().unwrap_or_default());
+    reconcile_view(obj.as_ref(), api, View::namespaced(&obj), ctx).await
+}
+
+pub async fn reconcile_cluster(obj: Arc<ClusterBitbucketConnection>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let api = Api::all(ctx.client.clone());
+    let view = View::cluster(&obj, &ctx.config.cluster_secret_namespace);
+    reconcile_view(obj.as_ref(), api, view, ctx).await
+}

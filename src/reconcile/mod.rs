@@ -1,0 +1,162 @@
+//! Reconcilers: each is a pipeline dereference -> validate -> plan -> apply -> status,
+//! with the pure parts ([`plan`], [`conditions`], [`schedule`]) apart from the I/O.
+
+pub mod cache;
+pub mod conditions;
+pub mod connection;
+pub mod plan;
+pub mod schedule;
+pub mod webhook;
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use kube::runtime::events::Recorder;
+use kube::runtime::reflector::{ObjectRef, Store};
+use kube::core::DeserializeGuard;
+
+use crate::api::Webhook;
+use crate::bitbucket::{self, RetryPolicy};
+
+/// Settings of a running operator.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// How often every hook is compared with Bitbucket (jittered per repository).
+    pub resync_period: Duration,
+    /// How long one list of a repository's hooks serves its Webhooks.
+    pub list_ttl: Duration,
+    /// Where ClusterBitbucketConnection credentials live.
+    pub cluster_secret_namespace: String,
+    pub retry: RetryPolicy,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            resync_period: Duration::from_secs(600),
+            list_ttl: Duration::from_secs(60),
+            cluster_secret_namespace: "bitbucket-webhook-operator".to_owned(),
+            retry: RetryPolicy::default(),
+        }
+    }
+}
+
+/// What every reconcile shares.
+pub struct Context {
+    pub client: kube::Client,
+    pub recorder: Recorder,
+    pub config: Config,
+    pub connections: connection::Registry,
+    pub lists: cache::RepoLists,
+    /// All Webhooks, for conflicts and for mapping connection and Secret changes.
+    pub webhooks: Store<DeserializeGuard<Webhook>>,
+    /// Consecutive failures per object, for backoff.
+    failures: Mutex<HashMap<String, u32>>,
+}
+
+impl Context {
+    pub fn new(
+        client: kube::Client,
+        recorder: Recorder,
+        config: Config,
+        webhooks: Store<DeserializeGuard<Webhook>>,
+    ) -> Context {
+        Context {
+            client,
+            recorder,
+            lists: cache::RepoLists::new(config.list_ttl),
+            config,
+            connections: connection::Registry::default(),
+            webhooks,
+            failures: Mutex::default(),
+        }
+    }
+
+    /// Records a failure of `key` and returns how long to wait: 5s doubling to 5 minutes.
+    pub fn backoff(&self, key: &str) -> Duration {
+        let mut failures = self.failures.lock().unwrap_or_else(|p| p.into_inner());
+        let n = failures.entry(key.to_owned()).or_default();
+        *n = n.saturating_add(1);
+        let seconds = 5u64.saturating_mul(1 << (*n - 1).min(6));
+        Duration::from_secs(seconds.min(300))
+    }
+
+    pub fn succeeded(&self, key: &str) {
+        self.failures.lock().unwrap_or_else(|p| p.into_inner()).remove(key);
+    }
+}
+
+/// Why a reconcile could not do its job. `reason()` is a stable condition/event reason.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("Kubernetes API error: {0}")]
+    Kube(#[from] kube::Error),
+    #[error("{kind} {name} does not exist")]
+    ConnectionNotFound { kind: &'static str, name: String },
+    #[error("connection {name} is not ready ({reason}): {message}")]
+    ConnectionNotReady { name: String, reason: String, message: String },
+    #[error("{0}")]
+    NotAllowed(String),
+    #[error("Secret {0} does not exist")]
+    SecretNotFound(String),
+    #[error("{0}")]
+    SecretInvalid(String),
+    #[error("{0}")]
+    InvalidSpec(String),
+    #[error("Webhook {0} already manages a hook with this URL on this repository")]
+    Conflict(String),
+    #[error("{0}")]
+    Bitbucket(#[from] bitbucket::Error),
+    #[error("repository {repository} does not exist or the credential cannot see it: {message}")]
+    RepositoryNotFound { repository: String, message: String },
+    #[error("{0}")]
+    Finalizer(String),
+}
+
+impl Error {
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Error::Kube(_) => "KubernetesError",
+            Error::ConnectionNotFound { .. } => "ConnectionNotFound",
+            Error::ConnectionNotReady { .. } => "ConnectionNotReady",
+            Error::NotAllowed(_) => "NotAllowed",
+            Error::SecretNotFound(_) => "SecretNotFound",
+            Error::SecretInvalid(_) => "SecretInvalid",
+            Error::InvalidSpec(_) => "InvalidSpec",
+            Error::Conflict(_) => "Conflict",
+            Error::Bitbucket(e) => e.reason(),
+            Error::RepositoryNotFound { .. } => "RepositoryNotFound",
+            Error::Finalizer(_) => "FinalizerError",
+        }
+    }
+
+    /// Errors that go away by themselves; the others wait for someone to change something
+    /// (which triggers a reconcile through the watches).
+    pub fn transient(&self) -> bool {
+        match self {
+            Error::Kube(_) | Error::ConnectionNotReady { .. } | Error::Finalizer(_) => true,
+            Error::Bitbucket(e) => e.retryable(),
+            _ => false,
+        }
+    }
+
+    /// How long the error itself asks to wait.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            Error::Bitbucket(e) => e.retry_after(),
+            _ => None,
+        }
+    }
+}
+
+/// The key of an object for backoff bookkeeping.
+pub fn object_key<K: kube::Resource<DynamicType = ()>>(obj: &K) -> String {
+    ObjectRef::from_obj(obj).to_string()
+}
+
+/// Shared by the controllers' error policies.
+pub fn requeue_after(ctx: &Context, key: &str, error: &Error) -> Duration {
+    let backoff = ctx.backoff(key);
+    error.retry_after().map_or(backoff, |wait| wait.max(Duration::from_secs(1)))
+}

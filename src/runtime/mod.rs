@@ -1,0 +1,178 @@
+//! Controller wiring: which watches trigger which reconciles.
+
+use std::future::Future;
+use std::hash::{Hash, Hasher};
+use std::sync::Arc;
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::Secret;
+use kube::core::DeserializeGuard;
+use kube::runtime::controller::Controller;
+use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::core::PartialObjectMeta;
+use kube::runtime::{PredicateConfig, WatchStreamExt, watcher};
+use kube::{Api, Resource, ResourceExt};
+
+use crate::api::{BitbucketConnection, ClusterBitbucketConnection, ConnectionKind, Webhook};
+use crate::reconcile::{self, Config, Context, connection, webhook};
+
+/// What makes an object worth a reconcile: its spec (generation), annotations, finalizers
+/// and deletion. The operator's own status writes change none of these, so they do not
+/// loop back.
+fn changed<K: Resource>(obj: &K) -> Option<u64> {
+    let meta = obj.meta();
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    meta.generation.hash(&mut hasher);
+    meta.annotations.hash(&mut hasher);
+    meta.finalizers.hash(&mut hasher);
+    meta.deletion_timestamp.is_some().hash(&mut hasher);
+    Some(hasher.finish())
+}
+
+fn webhooks_using(store: &Store<DeserializeGuard<Webhook>>, kind: ConnectionKind, namespace: Option<String>, name: String) -> Vec<ObjectRef<DeserializeGuard<Webhook>>> {
+    store
+        .state()
+        .into_iter()
+        .filter(|g| {
+            g.0.as_ref().is_ok_and(|w| {
+                w.spec.connection_ref.kind == kind
+                    && w.spec.connection_ref.name == name
+                    && (namespace.is_none() || w.namespace() == namespace)
+            })
+        })
+        .map(|g| ObjectRef::from_obj(g.as_ref()))
+        .collect()
+}
+
+/// Runs the three controllers until `shutdown` resolves.
+pub async fn run(client: kube::Client, config: Config, shutdown: impl Future<Output = ()> + Send + 'static) {
+    let reporter = Reporter {
+        controller: crate::api::FIELD_MANAGER.to_owned(),
+        instance: std::env::var("POD_NAME").ok(),
+    };
+    let recorder = Recorder::new(client.clone(), reporter);
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        shutdown.await;
+        let _ = stop_tx.send(true);
+    });
+    let stopped = move || {
+        let mut rx = stop_rx.clone();
+        async move {
+            let _ = rx.wait_for(|stop| *stop).await;
+        }
+    };
+
+    // Webhooks, read through DeserializeGuard so one malformed object cannot stop the stream.
+    let webhooks_api: Api<DeserializeGuard<Webhook>> = Api::all(client.clone());
+    let (webhooks, writer) = reflector::store();
+    let webhook_stream = watcher(webhooks_api, watcher::Config::default())
+        .default_backoff()
+        .reflect(writer)
+        .applied_objects()
+        .predicate_filter(changed, PredicateConfig::default());
+    let ctx = Arc::new(Context::new(client.clone(), recorder, config, webhooks.clone()));
+
+    let by_connection = webhooks.clone();
+    let by_cluster_connection = webhooks.clone();
+    let by_secret = webhooks.clone();
+    let secrets = watcher(Api::<PartialObjectMeta<Secret>>::all(client.clone()), watcher::Config::default())
+        .default_backoff()
+        .touched_objects();
+    let webhook_controller = Controller::for_stream(webhook_stream, webhooks)
+        .watches(Api::<BitbucketConnection>::all(client.clone()), watcher::Config::default(), move |c| {
+            webhooks_using(&by_connection, ConnectionKind::BitbucketConnection, c.namespace(), c.name_any())
+        })
+        .watches(Api::<ClusterBitbucketConnection>::all(client.clone()), watcher::Config::default(), move |c| {
+            webhooks_using(&by_cluster_connection, ConnectionKind::ClusterBitbucketConnection, None, c.name_any())
+        })
+        .watches_stream(secrets, move |secret| {
+            let (namespace, name) = (secret.namespace(), secret.name_any());
+            by_secret
+                .state()
+                .into_iter()
+                .filter(|g| {
+                    g.0.as_ref().is_ok_and(|w| {
+                        w.namespace() == namespace && w.spec.secret_ref.as_ref().is_some_and(|r| r.name == name)
+                    })
+                })
+                .map(|g| ObjectRef::from_obj(g.as_ref()))
+                .collect::<Vec<_>>()
+        })
+        .graceful_shutdown_on(stopped())
+        .run(webhook::reconcile, webhook::error_policy, ctx.clone())
+        .for_each(|_| async {});
+
+    let namespaced = connection_controller::<BitbucketConnection>(&client, &ctx, None)
+        .graceful_shutdown_on(stopped())
+        .run(connection::reconcile_namespaced, error_policy, ctx.clone())
+        .for_each(|_| async {});
+    let cluster_secret_namespace = Some(ctx.config.cluster_secret_namespace.clone());
+    let cluster = connection_controller::<ClusterBitbucketConnection>(&client, &ctx, cluster_secret_namespace)
+        .graceful_shutdown_on(stopped())
+        .run(connection::reconcile_cluster, error_policy, ctx.clone())
+        .for_each(|_| async {});
+    futures::join!(webhook_controller, namespaced, cluster);
+}
+
+/// A connection controller: the connection itself (spec changes), and the Secrets it reads.
+fn connection_controller<K>(client: &kube::Client, _ctx: &Arc<Context>, secret_namespace: Option<String>) -> Controller<K>
+where
+    K: Resource<DynamicType = ()> + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + Sync + 'static,
+    K: ConnectionLike,
+{
+    let (store, writer) = reflector::store();
+    let stream = watcher(Api::<K>::all(client.clone()), watcher::Config::default())
+        .default_backoff()
+        .reflect(writer)
+        .applied_objects()
+        .predicate_filter(changed, PredicateConfig::default());
+    let by_secret = store.clone();
+    let secrets = watcher(Api::<PartialObjectMeta<Secret>>::all(client.clone()), watcher::Config::default())
+        .default_backoff()
+        .touched_objects();
+    Controller::for_stream(stream, store).watches_stream(secrets, move |secret| {
+        let (namespace, name) = (secret.namespace(), secret.name_any());
+        by_secret
+            .state()
+            .into_iter()
+            .filter(|c| {
+                let home = secret_namespace.clone().or_else(|| c.namespace());
+                home == namespace && c.secret_names().iter().any(|n| *n == name)
+            })
+            .map(|c| ObjectRef::from_obj(c.as_ref()))
+            .collect::<Vec<_>>()
+    })
+}
+
+/// The Secrets a connection reads.
+pub trait ConnectionLike {
+    fn secret_names(&self) -> Vec<String>;
+}
+
+fn secret_names(spec: &crate::api::ConnectionSpec) -> Vec<String> {
+    let mut names = vec![spec.auth.secret_ref.name.clone()];
+    if let Some(ca) = spec.tls.as_ref().and_then(|t| t.ca_bundle_secret_ref.as_ref()) {
+        names.push(ca.name.clone());
+    }
+    names
+}
+
+impl ConnectionLike for BitbucketConnection {
+    fn secret_names(&self) -> Vec<String> {
+        secret_names(&self.spec.connection)
+    }
+}
+
+impl ConnectionLike for ClusterBitbucketConnection {
+    fn secret_names(&self) -> Vec<String> {
+        secret_names(&self.spec.connection)
+    }
+}
+
+fn error_policy<K: Resource<DynamicType = ()>>(obj: Arc<K>, error: &reconcile::Error, ctx: Arc<Context>) -> kube::runtime::controller::Action {
+    let key = reconcile::object_key(obj.as_ref());
+    tracing::warn!(object = %key, reason = error.reason(), error = %error, "reconcile failed");
+    kube::runtime::controller::Action::requeue(reconcile::requeue_after(&ctx, &key, error))
+}
