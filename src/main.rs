@@ -34,7 +34,11 @@ struct RunArgs {
     #[arg(long, default_value = "10m", value_parser = parse_duration, env = "BBWO_RESYNC_PERIOD")]
     resync_period: std::time::Duration,
     /// The namespace holding the credential Secrets of ClusterBitbucketConnections.
-    #[arg(long, env = "POD_NAMESPACE", default_value = "bitbucket-webhook-operator")]
+    #[arg(
+        long,
+        env = "POD_NAMESPACE",
+        default_value = "bitbucket-webhook-operator"
+    )]
     cluster_secret_namespace: String,
     /// Log filter: a level (error, warn, info, debug, trace) or a tracing directive list.
     #[arg(long, env = "BBWO_LOG_LEVEL", default_value = "info")]
@@ -89,7 +93,9 @@ fn crds(out_dir: Option<PathBuf>) -> Result<(), String> {
 fn run(args: RunArgs) -> Result<(), String> {
     let filter = tracing_subscriber::EnvFilter::try_new(&args.log_level)
         .map_err(|e| format!("--log-level {:?}: {e}", args.log_level))?;
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     if args.log_format == "json" {
         builder.json().init();
     } else {
@@ -97,11 +103,12 @@ fn run(args: RunArgs) -> Result<(), String> {
     }
     // reqwest and kube both use rustls; exactly one crypto provider must be installed.
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let runtime = tokio::runtime::Runtime::new().map_err(|e| format!("cannot start the async runtime: {e}"))?;
+    let runtime = tokio::runtime::Runtime::new()
+        .map_err(|e| format!("cannot start the async runtime: {e}"))?;
     runtime.block_on(async {
-        let client = kube::Client::try_default()
-            .await
-            .map_err(|e| format!("cannot reach Kubernetes (kubeconfig or in-cluster config): {e}"))?;
+        let client = kube::Client::try_default().await.map_err(|e| {
+            format!("cannot reach Kubernetes (kubeconfig or in-cluster config): {e}")
+        })?;
         let config = Config {
             resync_period: args.resync_period,
             cluster_secret_namespace: args.cluster_secret_namespace,
@@ -118,13 +125,14 @@ async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
-        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(s) => s,
-            Err(_) => {
-                let _ = ctrl_c.await;
-                return;
-            }
-        };
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
         tokio::select! {
             _ = ctrl_c => {}
             _ = term.recv() => {}

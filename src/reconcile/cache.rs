@@ -18,7 +18,10 @@ pub struct RepoLists {
 
 impl RepoLists {
     pub fn new(ttl: Duration) -> RepoLists {
-        RepoLists { ttl, slots: Mutex::default() }
+        RepoLists {
+            ttl,
+            slots: Mutex::default(),
+        }
     }
 
     fn slot(&self, key: &str) -> Slot {
@@ -32,7 +35,12 @@ impl RepoLists {
 
     /// The cached list if it is younger than the TTL (and `fresh` is not asked), else a new
     /// one from `fetch`. The bool says whether it came from the cache.
-    pub async fn get<F, Fut>(&self, key: &str, fresh: bool, fetch: F) -> Result<(Vec<RemoteHook>, bool)>
+    pub async fn get<F, Fut>(
+        &self,
+        key: &str,
+        fresh: bool,
+        fetch: F,
+    ) -> Result<(Vec<RemoteHook>, bool)>
     where
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<Vec<RemoteHook>>>,
@@ -102,14 +110,17 @@ mod tests {
             calls.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             Ok(vec![hook("1")])
         };
-        assert_eq!(lists.get("k", false, fetch).await.expect("list").1, false);
+        assert!(!lists.get("k", false, fetch).await.expect("list").1);
         let (hooks, cached) = lists.get("k", false, fetch).await.expect("list");
         assert!(cached);
         assert_eq!(hooks.len(), 1);
         lists.upsert("k", hook("2")).await;
         lists.remove("k", "1").await;
         let (hooks, _) = lists.get("k", false, fetch).await.expect("list");
-        assert_eq!(hooks.iter().map(|h| h.id.as_str()).collect::<Vec<_>>(), ["2"]);
+        assert_eq!(
+            hooks.iter().map(|h| h.id.as_str()).collect::<Vec<_>>(),
+            ["2"]
+        );
         lists.get("k", true, fetch).await.expect("fresh");
         assert_eq!(calls.load(std::sync::atomic::Ordering::Relaxed), 2);
     }

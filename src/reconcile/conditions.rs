@@ -58,9 +58,17 @@ pub fn find<'a>(conditions: &'a [Condition], type_: &str) -> Option<&'a Conditio
 /// `Ready` from `Synced` and `Delivering`: True when synced and nothing fails.
 pub fn ready(synced: &Condition, delivering: &Condition) -> (Status, String, String) {
     match (synced.status.as_str(), delivering.status.as_str()) {
-        ("True", "False") => (Status::False, delivering.reason.clone(), delivering.message.clone()),
+        ("True", "False") => (
+            Status::False,
+            delivering.reason.clone(),
+            delivering.message.clone(),
+        ),
         ("True", _) => (Status::True, "Ready".to_owned(), synced.message.clone()),
-        ("Unknown", _) => (Status::Unknown, synced.reason.clone(), synced.message.clone()),
+        ("Unknown", _) => (
+            Status::Unknown,
+            synced.reason.clone(),
+            synced.message.clone(),
+        ),
         _ => (Status::False, synced.reason.clone(), synced.message.clone()),
     }
 }
@@ -75,10 +83,34 @@ mod tests {
 
     #[test]
     fn the_transition_time_moves_only_when_the_status_changes() {
-        let first = condition(&[], SYNCED, Status::True, "InSync", "ok", Some(1), &now("2026-01-01T00:00:00Z"));
-        let same = condition(&[first.clone()], SYNCED, Status::True, "InSync", "ok", Some(2), &now("2026-01-02T00:00:00Z"));
+        let first = condition(
+            &[],
+            SYNCED,
+            Status::True,
+            "InSync",
+            "ok",
+            Some(1),
+            &now("2026-01-01T00:00:00Z"),
+        );
+        let same = condition(
+            std::slice::from_ref(&first),
+            SYNCED,
+            Status::True,
+            "InSync",
+            "ok",
+            Some(2),
+            &now("2026-01-02T00:00:00Z"),
+        );
         assert_eq!(same.last_transition_time, first.last_transition_time);
-        let flipped = condition(&[same], SYNCED, Status::False, "Drifted", "x", Some(2), &now("2026-01-03T00:00:00Z"));
+        let flipped = condition(
+            &[same],
+            SYNCED,
+            Status::False,
+            "Drifted",
+            "x",
+            Some(2),
+            &now("2026-01-03T00:00:00Z"),
+        );
         assert_eq!(flipped.last_transition_time, now("2026-01-03T00:00:00Z"));
     }
 
@@ -86,10 +118,33 @@ mod tests {
     fn ready_follows_synced_and_a_failing_delivery() {
         let t = now("2026-01-01T00:00:00Z");
         let synced = condition(&[], SYNCED, Status::True, "InSync", "in sync", None, &t);
-        let unknown = condition(&[], DELIVERING, Status::Unknown, "NotReportedByBitbucket", "", None, &t);
-        let failing = condition(&[], DELIVERING, Status::False, "DeliveriesFailing", "3 of 3 failed", None, &t);
+        let unknown = condition(
+            &[],
+            DELIVERING,
+            Status::Unknown,
+            "NotReportedByBitbucket",
+            "",
+            None,
+            &t,
+        );
+        let failing = condition(
+            &[],
+            DELIVERING,
+            Status::False,
+            "DeliveriesFailing",
+            "3 of 3 failed",
+            None,
+            &t,
+        );
         assert_eq!(ready(&synced, &unknown).0, Status::True);
-        assert_eq!(ready(&synced, &failing), (Status::False, "DeliveriesFailing".into(), "3 of 3 failed".into()));
+        assert_eq!(
+            ready(&synced, &failing),
+            (
+                Status::False,
+                "DeliveriesFailing".into(),
+                "3 of 3 failed".into()
+            )
+        );
         let conflict = condition(&[], SYNCED, Status::False, "Conflict", "taken", None, &t);
         assert_eq!(ready(&conflict, &unknown).1, "Conflict");
     }

@@ -15,8 +15,8 @@ use serde_json::json;
 use super::conditions::{self, Status};
 use super::{Context, Error};
 use crate::api::{
-    BitbucketConnection, ClusterBitbucketConnection, ConnectionKind, ConnectionSpec, ConnectionStatus,
-    FIELD_MANAGER,
+    BitbucketConnection, ClusterBitbucketConnection, ConnectionKind, ConnectionSpec,
+    ConnectionStatus, FIELD_MANAGER,
 };
 use crate::bitbucket::{self, Budget, ConnectionConfig, Credentials, TlsOptions, WebhookBackend};
 
@@ -65,7 +65,12 @@ impl View {
 
     /// A key naming this connection in caches: kind/namespace/name.
     pub fn key(&self) -> String {
-        format!("{:?}/{}/{}", self.kind, self.namespace.as_deref().unwrap_or(""), self.name)
+        format!(
+            "{:?}/{}/{}",
+            self.kind,
+            self.namespace.as_deref().unwrap_or(""),
+            self.name
+        )
     }
 
     /// Whether the connection verified its credentials for its current spec.
@@ -102,18 +107,30 @@ pub struct Registry {
 }
 
 /// Reads one key of a Secret as text.
-pub async fn secret_value(client: &kube::Client, namespace: &str, name: &str, key: &str) -> Result<(String, String), Error> {
+pub async fn secret_value(
+    client: &kube::Client,
+    namespace: &str,
+    name: &str,
+    key: &str,
+) -> Result<(String, String), Error> {
     let secret = Api::<Secret>::namespaced(client.clone(), namespace)
         .get_opt(name)
         .await?
         .ok_or_else(|| Error::SecretNotFound(format!("{namespace}/{name}")))?;
-    let version = format!("{}/{}", secret.uid().unwrap_or_default(), secret.resource_version().unwrap_or_default());
+    let version = format!(
+        "{}/{}",
+        secret.uid().unwrap_or_default(),
+        secret.resource_version().unwrap_or_default()
+    );
     let data = secret.data.unwrap_or_default();
-    let value = data
-        .get(key)
-        .ok_or_else(|| Error::SecretInvalid(format!("Secret {namespace}/{name} has no key \"{key}\"")))?;
-    let text = String::from_utf8(value.0.clone())
-        .map_err(|_| Error::SecretInvalid(format!("Secret {namespace}/{name} key \"{key}\" is not UTF-8 text")))?;
+    let value = data.get(key).ok_or_else(|| {
+        Error::SecretInvalid(format!("Secret {namespace}/{name} has no key \"{key}\""))
+    })?;
+    let text = String::from_utf8(value.0.clone()).map_err(|_| {
+        Error::SecretInvalid(format!(
+            "Secret {namespace}/{name} key \"{key}\" is not UTF-8 text"
+        ))
+    })?;
     Ok((text, version))
 }
 
@@ -129,7 +146,9 @@ impl Registry {
         let secret = Api::<Secret>::namespaced(client.clone(), &view.secret_namespace)
             .get_opt(secret_name)
             .await?
-            .ok_or_else(|| Error::SecretNotFound(format!("{}/{secret_name}", view.secret_namespace)))?;
+            .ok_or_else(|| {
+                Error::SecretNotFound(format!("{}/{secret_name}", view.secret_namespace))
+            })?;
         let mut fingerprint = format!(
             "{}/{:?}/{}",
             view.uid,
@@ -137,21 +156,44 @@ impl Registry {
             secret.resource_version().unwrap_or_default()
         );
         let mut ca = None;
-        if let Some(reference) = view.spec.tls.as_ref().and_then(|t| t.ca_bundle_secret_ref.as_ref()) {
-            let (pem, version) = secret_value(client, &view.secret_namespace, &reference.name, &reference.key).await?;
+        if let Some(reference) = view
+            .spec
+            .tls
+            .as_ref()
+            .and_then(|t| t.ca_bundle_secret_ref.as_ref())
+        {
+            let (pem, version) = secret_value(
+                client,
+                &view.secret_namespace,
+                &reference.name,
+                &reference.key,
+            )
+            .await?;
             fingerprint.push_str(&version);
             ca = Some(pem.into_bytes());
         }
         let key = view.key();
-        if let Some(entry) = self.entries.lock().unwrap_or_else(|p| p.into_inner()).get(&key)
+        if let Some(entry) = self
+            .entries
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&key)
             && entry.fingerprint == fingerprint
         {
             return Ok(entry.backend.clone());
         }
         let data = secret.data.unwrap_or_default();
-        let credentials = Credentials::from_secret(view.spec.auth.type_, &format!("{}/{secret_name}", view.secret_namespace), &data)
-            .map_err(Error::SecretInvalid)?;
-        let limit = view.spec.rate_limit.as_ref().map_or(900, |r| r.requests_per_hour);
+        let credentials = Credentials::from_secret(
+            view.spec.auth.type_,
+            &format!("{}/{secret_name}", view.secret_namespace),
+            &data,
+        )
+        .map_err(Error::SecretInvalid)?;
+        let limit = view
+            .spec
+            .rate_limit
+            .as_ref()
+            .map_or(900, |r| r.requests_per_hour);
         let budget = self
             .budgets
             .lock()
@@ -161,7 +203,11 @@ impl Registry {
             .clone();
         let tls = TlsOptions {
             ca_bundle_pem: ca,
-            insecure_skip_verify: view.spec.tls.as_ref().is_some_and(|t| t.insecure_skip_verify),
+            insecure_skip_verify: view
+                .spec
+                .tls
+                .as_ref()
+                .is_some_and(|t| t.insecure_skip_verify),
         };
         let backend = bitbucket::connect(ConnectionConfig {
             flavor: view.spec.flavor,
@@ -175,7 +221,13 @@ impl Registry {
         self.entries
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .insert(key, Entry { fingerprint, backend: backend.clone() });
+            .insert(
+                key,
+                Entry {
+                    fingerprint,
+                    backend: backend.clone(),
+                },
+            );
         Ok(backend)
     }
 }
@@ -184,7 +236,11 @@ impl Registry {
 async fn verify(view: &View, ctx: &Context) -> (ConnectionStatus, Option<Error>) {
     let now = Time(jiff::Timestamp::now());
     let previous = view.status.clone().unwrap_or_default();
-    let result = match ctx.connections.backend(&ctx.client, view, &ctx.config.retry).await {
+    let result = match ctx
+        .connections
+        .backend(&ctx.client, view, &ctx.config.retry)
+        .await
+    {
         Ok(backend) => backend.verify_credentials().await.map_err(Error::from),
         Err(e) => Err(e),
     };
@@ -216,31 +272,55 @@ async fn verify(view: &View, ctx: &Context) -> (ConnectionStatus, Option<Error>)
     };
     let status = ConnectionStatus {
         observed_generation: view.generation,
-        last_verified_time: if error.is_none() { Some(now) } else { previous.last_verified_time.clone() },
+        last_verified_time: if error.is_none() {
+            Some(now)
+        } else {
+            previous.last_verified_time.clone()
+        },
         conditions: vec![ready],
     };
     (status, error)
 }
 
 /// Reconciles either kind: verify, write status, tell about changes.
-async fn reconcile_view<K>(obj: &K, api: Api<K>, view: View, ctx: Arc<Context>) -> Result<Action, Error>
+async fn reconcile_view<K>(
+    obj: &K,
+    api: Api<K>,
+    view: View,
+    ctx: Arc<Context>,
+) -> Result<Action, Error>
 where
     K: Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
 {
     let key = super::object_key(obj);
     let (status, error) = verify(&view, &ctx).await;
-    let before = view.status.as_ref().and_then(|s| conditions::find(&s.conditions, conditions::READY)).cloned();
+    let before = view
+        .status
+        .as_ref()
+        .and_then(|s| conditions::find(&s.conditions, conditions::READY))
+        .cloned();
     let after = &status.conditions[0];
     let patch = json!({
         "apiVersion": K::api_version(&()),
         "kind": K::kind(&()),
         "status": status,
     });
-    api.patch_status(&view.name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&patch))
-        .await?;
-    if before.as_ref().is_none_or(|b| b.status != after.status || b.reason != after.reason) {
+    api.patch_status(
+        &view.name,
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(&patch),
+    )
+    .await?;
+    if before
+        .as_ref()
+        .is_none_or(|b| b.status != after.status || b.reason != after.reason)
+    {
         let event = Event {
-            type_: if error.is_none() { EventType::Normal } else { EventType::Warning },
+            type_: if error.is_none() {
+                EventType::Normal
+            } else {
+                EventType::Warning
+            },
             reason: after.reason.clone(),
             note: Some(after.message.clone()),
             action: "VerifyCredentials".to_owned(),
@@ -262,12 +342,18 @@ where
     }
 }
 
-pub async fn reconcile_namespaced(obj: Arc<BitbucketConnection>, ctx: Arc<Context>) -> Result<Action, Error> {
+pub async fn reconcile_namespaced(
+    obj: Arc<BitbucketConnection>,
+    ctx: Arc<Context>,
+) -> Result<Action, Error> {
     let api = Api::namespaced(ctx.client.clone(), &obj.namespace().unwrap_or_default());
     reconcile_view(obj.as_ref(), api, View::namespaced(&obj), ctx).await
 }
 
-pub async fn reconcile_cluster(obj: Arc<ClusterBitbucketConnection>, ctx: Arc<Context>) -> Result<Action, Error> {
+pub async fn reconcile_cluster(
+    obj: Arc<ClusterBitbucketConnection>,
+    ctx: Arc<Context>,
+) -> Result<Action, Error> {
     let api = Api::all(ctx.client.clone());
     let view = View::cluster(&obj, &ctx.config.cluster_secret_namespace);
     reconcile_view(obj.as_ref(), api, view, ctx).await

@@ -12,9 +12,9 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::Duration;
 
+use kube::core::DeserializeGuard;
 use kube::runtime::events::Recorder;
 use kube::runtime::reflector::{ObjectRef, Store};
-use kube::core::DeserializeGuard;
 
 use crate::api::Webhook;
 use crate::bitbucket::{self, RetryPolicy};
@@ -83,7 +83,10 @@ impl Context {
     }
 
     pub fn succeeded(&self, key: &str) {
-        self.failures.lock().unwrap_or_else(|p| p.into_inner()).remove(key);
+        self.failures
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(key);
     }
 }
 
@@ -95,7 +98,11 @@ pub enum Error {
     #[error("{kind} {name} does not exist")]
     ConnectionNotFound { kind: &'static str, name: String },
     #[error("connection {name} is not ready ({reason}): {message}")]
-    ConnectionNotReady { name: String, reason: String, message: String },
+    ConnectionNotReady {
+        name: String,
+        reason: String,
+        message: String,
+    },
     #[error("{0}")]
     NotAllowed(String),
     #[error("Secret {0} does not exist")]
@@ -119,7 +126,17 @@ impl Error {
         match self {
             Error::Kube(_) => "KubernetesError",
             Error::ConnectionNotFound { .. } => "ConnectionNotFound",
-            Error::ConnectionNotReady { .. } => "ConnectionNotReady",
+            // The connection's own cause where it is one the Webhook's owner can act on.
+            Error::ConnectionNotReady { reason, .. } => match reason.as_str() {
+                "Unauthorized" => "Unauthorized",
+                "Forbidden" => "Forbidden",
+                "SecretNotFound" => "SecretNotFound",
+                "SecretInvalid" => "SecretInvalid",
+                "InvalidSpec" => "InvalidSpec",
+                "BitbucketUnavailable" => "BitbucketUnavailable",
+                "RateLimited" => "RateLimited",
+                _ => "ConnectionNotReady",
+            },
             Error::NotAllowed(_) => "NotAllowed",
             Error::SecretNotFound(_) => "SecretNotFound",
             Error::SecretInvalid(_) => "SecretInvalid",
@@ -158,5 +175,7 @@ pub fn object_key<K: kube::Resource<DynamicType = ()>>(obj: &K) -> String {
 /// Shared by the controllers' error policies.
 pub fn requeue_after(ctx: &Context, key: &str, error: &Error) -> Duration {
     let backoff = ctx.backoff(key);
-    error.retry_after().map_or(backoff, |wait| wait.max(Duration::from_secs(1)))
+    error
+        .retry_after()
+        .map_or(backoff, |wait| wait.max(Duration::from_secs(1)))
 }

@@ -81,7 +81,11 @@ pub enum Plan {
     /// No hook is ours: create one.
     Create,
     /// Change these fields of the hook in place.
-    Update { id: String, adopted: bool, fields: Vec<Field> },
+    Update {
+        id: String,
+        adopted: bool,
+        fields: Vec<Field>,
+    },
     /// Differences that policy forbids fixing (driftPolicy Report, ObserveOnly).
     Drifted { id: String, fields: Vec<Field> },
     /// No hook, and policy forbids creating one; `deleted` when the recorded one vanished.
@@ -89,7 +93,11 @@ pub enum Plan {
 }
 
 /// Fields where `hook` differs from `desired`.
-pub fn diff(desired: &Desired, hook: &RemoteHook, recorded_secret_version: Option<&str>) -> Vec<Field> {
+pub fn diff(
+    desired: &Desired,
+    hook: &RemoteHook,
+    recorded_secret_version: Option<&str>,
+) -> Vec<Field> {
     let mut fields = Vec::new();
     if hook.title != desired.title {
         fields.push(Field::Title);
@@ -106,7 +114,11 @@ pub fn diff(desired: &Desired, hook: &RemoteHook, recorded_secret_version: Optio
     if events != desired.events {
         fields.push(Field::Events);
     }
-    if secret_differs(desired.secret.as_ref(), &hook.secret, recorded_secret_version) {
+    if secret_differs(
+        desired.secret.as_ref(),
+        &hook.secret,
+        recorded_secret_version,
+    ) {
         fields.push(Field::Secret);
     }
     if hook.skip_cert_verification != desired.skip_cert_verification {
@@ -115,7 +127,11 @@ pub fn diff(desired: &Desired, hook: &RemoteHook, recorded_secret_version: Optio
     fields
 }
 
-fn secret_differs(desired: Option<&DesiredSecret>, remote: &SecretState, recorded_version: Option<&str>) -> bool {
+fn secret_differs(
+    desired: Option<&DesiredSecret>,
+    remote: &SecretState,
+    recorded_version: Option<&str>,
+) -> bool {
     match (desired, remote) {
         (None, SecretState::Unset) => false,
         (None, SecretState::Set | SecretState::Known(_)) => true,
@@ -129,7 +145,11 @@ fn secret_differs(desired: Option<&DesiredSecret>, remote: &SecretState, recorde
 
 /// The hook this Webhook owns, if any: the recorded id, else (when policy or a pending
 /// create allows) the oldest hook with the same URL.
-fn find<'a>(desired: &Desired, observed: &Observed<'a>, policies: Policies) -> Option<(&'a RemoteHook, bool)> {
+fn find<'a>(
+    desired: &Desired,
+    observed: &Observed<'a>,
+    policies: Policies,
+) -> Option<(&'a RemoteHook, bool)> {
     if let Some(id) = observed.recorded_id
         && let Some(hook) = observed.hooks.iter().find(|h| h.id == id)
     {
@@ -163,24 +183,38 @@ pub fn plan(desired: &Desired, observed: &Observed<'_>, policies: Policies) -> P
     match find(desired, observed, policies) {
         Some((hook, adopted)) => {
             // A version recorded for another hook says nothing about an adopted one.
-            let version = if adopted { None } else { observed.recorded_secret_version };
+            let version = if adopted {
+                None
+            } else {
+                observed.recorded_secret_version
+            };
             let fields = diff(desired, hook, version);
             let id = hook.id.clone();
             if fields.is_empty() {
                 return Plan::InSync { id, adopted };
             }
             // Report leaves changes made in Bitbucket alone, but a changed spec is applied.
-            let report_only = policies.drift == DriftPolicy::Report && !observed.spec_changed && !adopted;
+            let report_only =
+                policies.drift == DriftPolicy::Report && !observed.spec_changed && !adopted;
             if observe_only || report_only {
                 Plan::Drifted { id, fields }
             } else {
-                Plan::Update { id, adopted, fields }
+                Plan::Update {
+                    id,
+                    adopted,
+                    fields,
+                }
             }
         }
         None => {
             let deleted = observed.recorded_id.is_some();
-            let report_only = policies.drift == DriftPolicy::Report && deleted && !observed.spec_changed;
-            if observe_only || report_only { Plan::Missing { deleted } } else { Plan::Create }
+            let report_only =
+                policies.drift == DriftPolicy::Report && deleted && !observed.spec_changed;
+            if observe_only || report_only {
+                Plan::Missing { deleted }
+            } else {
+                Plan::Create
+            }
         }
     }
 }
@@ -213,7 +247,10 @@ mod tests {
     }
 
     fn secret(value: &str, version: &str) -> Option<DesiredSecret> {
-        Some(DesiredSecret { value: value.to_owned().into(), version: version.into() })
+        Some(DesiredSecret {
+            value: value.to_owned().into(),
+            version: version.into(),
+        })
     }
 
     const URL: &str = "https://ci.example.com/hook";
@@ -227,35 +264,67 @@ mod tests {
     #[test]
     fn the_recorded_hook_in_sync_means_no_write() {
         let hooks = [hook("{a}", URL)];
-        let observed = Observed { hooks: &hooks, recorded_id: Some("{a}"), ..Default::default() };
-        assert_eq!(plan(&desired(), &observed, Policies::default()), Plan::InSync { id: "{a}".into(), adopted: false });
+        let observed = Observed {
+            hooks: &hooks,
+            recorded_id: Some("{a}"),
+            ..Default::default()
+        };
+        assert_eq!(
+            plan(&desired(), &observed, Policies::default()),
+            Plan::InSync {
+                id: "{a}".into(),
+                adopted: false
+            }
+        );
     }
 
     #[test]
     fn event_order_and_duplicates_on_bitbucket_are_not_a_difference() {
         let mut h = hook("1", URL);
-        h.events = vec!["repo:push".into(), "pullrequest:created".into(), "repo:push".into()];
+        h.events = vec![
+            "repo:push".into(),
+            "pullrequest:created".into(),
+            "repo:push".into(),
+        ];
         assert!(diff(&desired(), &h, None).is_empty());
     }
 
     #[test]
     fn each_field_change_is_an_update_in_place() {
-        let cases: Vec<(Box<dyn Fn(&mut RemoteHook)>, Field)> = vec![
+        type Change = Box<dyn Fn(&mut RemoteHook)>;
+        let cases: Vec<(Change, Field)> = vec![
             (Box::new(|h| h.title = "old".into()), Field::Title),
-            (Box::new(|h| h.url = "https://old.example.com".into()), Field::Url),
+            (
+                Box::new(|h| h.url = "https://old.example.com".into()),
+                Field::Url,
+            ),
             (Box::new(|h| h.active = false), Field::Active),
-            (Box::new(|h| h.events = vec!["repo:push".into()]), Field::Events),
-            (Box::new(|h| h.skip_cert_verification = true), Field::SkipCertVerification),
+            (
+                Box::new(|h| h.events = vec!["repo:push".into()]),
+                Field::Events,
+            ),
+            (
+                Box::new(|h| h.skip_cert_verification = true),
+                Field::SkipCertVerification,
+            ),
             (Box::new(|h| h.secret = SecretState::Set), Field::Secret),
         ];
         for (change, field) in cases {
             let mut h = hook("{a}", URL);
             change(&mut h);
             let hooks = [h];
-            let observed = Observed { hooks: &hooks, recorded_id: Some("{a}"), ..Default::default() };
+            let observed = Observed {
+                hooks: &hooks,
+                recorded_id: Some("{a}"),
+                ..Default::default()
+            };
             assert_eq!(
                 plan(&desired(), &observed, Policies::default()),
-                Plan::Update { id: "{a}".into(), adopted: false, fields: vec![field] },
+                Plan::Update {
+                    id: "{a}".into(),
+                    adopted: false,
+                    fields: vec![field]
+                },
                 "{field:?}"
             );
         }
@@ -263,44 +332,104 @@ mod tests {
 
     #[test]
     fn an_existing_hook_with_our_url_is_adopted_not_duplicated() {
-        let hooks = [hook("{other}", "https://elsewhere.example.com"), hook("{b}", URL)];
-        let observed = Observed { hooks: &hooks, ..Default::default() };
-        assert_eq!(plan(&desired(), &observed, Policies::default()), Plan::InSync { id: "{b}".into(), adopted: true });
+        let hooks = [
+            hook("{other}", "https://elsewhere.example.com"),
+            hook("{b}", URL),
+        ];
+        let observed = Observed {
+            hooks: &hooks,
+            ..Default::default()
+        };
+        assert_eq!(
+            plan(&desired(), &observed, Policies::default()),
+            Plan::InSync {
+                id: "{b}".into(),
+                adopted: true
+            }
+        );
         let mut changed = desired();
         changed.title = "New".into();
         assert_eq!(
             plan(&changed, &observed, Policies::default()),
-            Plan::Update { id: "{b}".into(), adopted: true, fields: vec![Field::Title] }
+            Plan::Update {
+                id: "{b}".into(),
+                adopted: true,
+                fields: vec![Field::Title]
+            }
         );
     }
 
     #[test]
     fn adoption_never_creates_a_second_hook_unless_a_create_of_ours_is_pending() {
         let hooks = [hook("{b}", URL)];
-        let never = Policies { adoption: AdoptionPolicy::Never, ..Default::default() };
-        let observed = Observed { hooks: &hooks, ..Default::default() };
+        let never = Policies {
+            adoption: AdoptionPolicy::Never,
+            ..Default::default()
+        };
+        let observed = Observed {
+            hooks: &hooks,
+            ..Default::default()
+        };
         assert_eq!(plan(&desired(), &observed, never), Plan::Create);
         // After a crash between Bitbucket's answer and the status write: the hook is ours.
-        let pending = Observed { hooks: &hooks, pending_create: true, ..Default::default() };
-        assert_eq!(plan(&desired(), &pending, never), Plan::InSync { id: "{b}".into(), adopted: true });
+        let pending = Observed {
+            hooks: &hooks,
+            pending_create: true,
+            ..Default::default()
+        };
+        assert_eq!(
+            plan(&desired(), &pending, never),
+            Plan::InSync {
+                id: "{b}".into(),
+                adopted: true
+            }
+        );
     }
 
     #[test]
     fn several_hooks_with_our_url_adopt_the_oldest_only() {
         let hooks = [hook("12", URL), hook("9", URL), hook("10", URL)];
-        let observed = Observed { hooks: &hooks, ..Default::default() };
-        assert_eq!(plan(&desired(), &observed, Policies::default()), Plan::InSync { id: "9".into(), adopted: true });
+        let observed = Observed {
+            hooks: &hooks,
+            ..Default::default()
+        };
+        assert_eq!(
+            plan(&desired(), &observed, Policies::default()),
+            Plan::InSync {
+                id: "9".into(),
+                adopted: true
+            }
+        );
     }
 
     #[test]
     fn a_hook_deleted_behind_our_back_is_recreated_or_reported() {
         let hooks = [hook("{x}", "https://elsewhere.example.com")];
-        let observed = Observed { hooks: &hooks, recorded_id: Some("{gone}"), ..Default::default() };
-        assert_eq!(plan(&desired(), &observed, Policies::default()), Plan::Create);
-        let report = Policies { drift: DriftPolicy::Report, ..Default::default() };
-        assert_eq!(plan(&desired(), &observed, report), Plan::Missing { deleted: true });
-        let observe = Policies { management: ManagementPolicy::ObserveOnly, ..Default::default() };
-        assert_eq!(plan(&desired(), &observed, observe), Plan::Missing { deleted: true });
+        let observed = Observed {
+            hooks: &hooks,
+            recorded_id: Some("{gone}"),
+            ..Default::default()
+        };
+        assert_eq!(
+            plan(&desired(), &observed, Policies::default()),
+            Plan::Create
+        );
+        let report = Policies {
+            drift: DriftPolicy::Report,
+            ..Default::default()
+        };
+        assert_eq!(
+            plan(&desired(), &observed, report),
+            Plan::Missing { deleted: true }
+        );
+        let observe = Policies {
+            management: ManagementPolicy::ObserveOnly,
+            ..Default::default()
+        };
+        assert_eq!(
+            plan(&desired(), &observed, observe),
+            Plan::Missing { deleted: true }
+        );
     }
 
     #[test]
@@ -308,23 +437,62 @@ mod tests {
         let mut h = hook("7", URL);
         h.active = false;
         let hooks = [h];
-        let drifted = Observed { hooks: &hooks, recorded_id: Some("7"), ..Default::default() };
-        let report = Policies { drift: DriftPolicy::Report, ..Default::default() };
-        assert_eq!(plan(&desired(), &drifted, report), Plan::Drifted { id: "7".into(), fields: vec![Field::Active] });
-        assert!(matches!(plan(&desired(), &drifted, Policies::default()), Plan::Update { .. }));
-        let edited = Observed { spec_changed: true, ..drifted.clone() };
-        assert!(matches!(plan(&desired(), &edited, report), Plan::Update { .. }));
+        let drifted = Observed {
+            hooks: &hooks,
+            recorded_id: Some("7"),
+            ..Default::default()
+        };
+        let report = Policies {
+            drift: DriftPolicy::Report,
+            ..Default::default()
+        };
+        assert_eq!(
+            plan(&desired(), &drifted, report),
+            Plan::Drifted {
+                id: "7".into(),
+                fields: vec![Field::Active]
+            }
+        );
+        assert!(matches!(
+            plan(&desired(), &drifted, Policies::default()),
+            Plan::Update { .. }
+        ));
+        let edited = Observed {
+            spec_changed: true,
+            ..drifted.clone()
+        };
+        assert!(matches!(
+            plan(&desired(), &edited, report),
+            Plan::Update { .. }
+        ));
     }
 
     #[test]
     fn observe_only_never_plans_a_write() {
-        let observe = Policies { management: ManagementPolicy::ObserveOnly, ..Default::default() };
-        assert_eq!(plan(&desired(), &Observed::default(), observe), Plan::Missing { deleted: false });
+        let observe = Policies {
+            management: ManagementPolicy::ObserveOnly,
+            ..Default::default()
+        };
+        assert_eq!(
+            plan(&desired(), &Observed::default(), observe),
+            Plan::Missing { deleted: false }
+        );
         let mut h = hook("7", URL);
         h.title = "x".into();
         let hooks = [h];
-        let edited = Observed { hooks: &hooks, recorded_id: Some("7"), spec_changed: true, ..Default::default() };
-        assert_eq!(plan(&desired(), &edited, observe), Plan::Drifted { id: "7".into(), fields: vec![Field::Title] });
+        let edited = Observed {
+            hooks: &hooks,
+            recorded_id: Some("7"),
+            spec_changed: true,
+            ..Default::default()
+        };
+        assert_eq!(
+            plan(&desired(), &edited, observe),
+            Plan::Drifted {
+                id: "7".into(),
+                fields: vec![Field::Title]
+            }
+        );
     }
 
     #[test]
@@ -333,16 +501,39 @@ mod tests {
         with_secret.secret = secret("s1", "uid/5");
         let mut cloud = hook("{a}", URL);
         cloud.secret = SecretState::Set;
-        assert!(diff(&with_secret, &cloud, Some("uid/5")).is_empty(), "same version");
-        assert_eq!(diff(&with_secret, &cloud, Some("uid/4")), vec![Field::Secret], "rotated");
-        assert_eq!(diff(&with_secret, &cloud, None), vec![Field::Secret], "unknown: push once");
+        assert!(
+            diff(&with_secret, &cloud, Some("uid/5")).is_empty(),
+            "same version"
+        );
+        assert_eq!(
+            diff(&with_secret, &cloud, Some("uid/4")),
+            vec![Field::Secret],
+            "rotated"
+        );
+        assert_eq!(
+            diff(&with_secret, &cloud, None),
+            vec![Field::Secret],
+            "unknown: push once"
+        );
         let mut dc = hook("1", URL);
         dc.secret = SecretState::Known("s1".to_owned().into());
         assert!(diff(&with_secret, &dc, None).is_empty(), "same value");
         dc.secret = SecretState::Known("changed-in-bitbucket".to_owned().into());
-        assert_eq!(diff(&with_secret, &dc, Some("uid/5")), vec![Field::Secret], "drift in the value");
-        assert_eq!(diff(&with_secret, &hook("1", URL), None), vec![Field::Secret], "missing");
-        assert_eq!(diff(&desired(), &dc, None), vec![Field::Secret], "to be removed");
+        assert_eq!(
+            diff(&with_secret, &dc, Some("uid/5")),
+            vec![Field::Secret],
+            "drift in the value"
+        );
+        assert_eq!(
+            diff(&with_secret, &hook("1", URL), None),
+            vec![Field::Secret],
+            "missing"
+        );
+        assert_eq!(
+            diff(&desired(), &dc, None),
+            vec![Field::Secret],
+            "to be removed"
+        );
     }
 
     #[test]
@@ -352,10 +543,18 @@ mod tests {
         let mut h = hook("{b}", URL);
         h.secret = SecretState::Set;
         let hooks = [h];
-        let observed = Observed { hooks: &hooks, recorded_secret_version: Some("uid/5"), ..Default::default() };
+        let observed = Observed {
+            hooks: &hooks,
+            recorded_secret_version: Some("uid/5"),
+            ..Default::default()
+        };
         assert_eq!(
             plan(&with_secret, &observed, Policies::default()),
-            Plan::Update { id: "{b}".into(), adopted: true, fields: vec![Field::Secret] }
+            Plan::Update {
+                id: "{b}".into(),
+                adopted: true,
+                fields: vec![Field::Secret]
+            }
         );
     }
 }

@@ -30,7 +30,10 @@ mod tests {
         let b = a + Duration::from_secs(123);
         let slot_a = a + until_next_slot(a, PERIOD, "conn/acme/api");
         let slot_b = b + until_next_slot(b, PERIOD, "conn/acme/api");
-        assert!(slot_a == slot_b || slot_b == slot_a + PERIOD, "{slot_a:?} {slot_b:?}");
+        assert!(
+            slot_a == slot_b || slot_b == slot_a + PERIOD,
+            "{slot_a:?} {slot_b:?}"
+        );
     }
 
     #[test]

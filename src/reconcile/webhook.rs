@@ -21,11 +21,13 @@ use super::plan::{Desired, DesiredSecret, Field, Observed, Plan, Policies, plan}
 use super::schedule::until_next_slot;
 use super::{Context, Error, object_key};
 use crate::api::{
-    BitbucketConnection, ClusterBitbucketConnection, ConnectionKind, DeletionPolicy, DeliveryHealth, DeliveryStatus,
-    FIELD_MANAGER, FINALIZER, FORCE_ORPHAN_ANNOTATION, Flavor, GENERATED_LABEL, ManagementPolicy,
-    PENDING_CREATE_ANNOTATION, Webhook, WebhookStatus,
+    BitbucketConnection, ClusterBitbucketConnection, ConnectionKind, DeletionPolicy,
+    DeliveryHealth, DeliveryStatus, FIELD_MANAGER, FINALIZER, FORCE_ORPHAN_ANNOTATION, Flavor,
+    GENERATED_LABEL, ManagementPolicy, PENDING_CREATE_ANNOTATION, Webhook, WebhookStatus,
 };
-use crate::bitbucket::{self, Deleted, HookSpec, RemoteHook, RepoRef, SecretChange, WebhookBackend};
+use crate::bitbucket::{
+    self, Deleted, HookSpec, RemoteHook, RepoRef, SecretChange, WebhookBackend,
+};
 
 /// What a successful sync did.
 #[derive(Debug)]
@@ -49,7 +51,10 @@ struct Synced {
 }
 
 /// Entry point for the controller.
-pub async fn reconcile(guard: Arc<DeserializeGuard<Webhook>>, ctx: Arc<Context>) -> Result<Action, Error> {
+pub async fn reconcile(
+    guard: Arc<DeserializeGuard<Webhook>>,
+    ctx: Arc<Context>,
+) -> Result<Action, Error> {
     let webhook = match &guard.0 {
         Ok(w) => Arc::new(w.clone()),
         Err(invalid) => {
@@ -75,7 +80,11 @@ pub async fn reconcile(guard: Arc<DeserializeGuard<Webhook>>, ctx: Arc<Context>)
 }
 
 /// Requeue after an error that escaped the status (cleanup, Kubernetes API failures).
-pub fn error_policy(guard: Arc<DeserializeGuard<Webhook>>, error: &Error, ctx: Arc<Context>) -> Action {
+pub fn error_policy(
+    guard: Arc<DeserializeGuard<Webhook>>,
+    error: &Error,
+    ctx: Arc<Context>,
+) -> Action {
     let key = match &guard.0 {
         Ok(w) => object_key(w),
         Err(invalid) => invalid.metadata.name.clone().unwrap_or_default(),
@@ -84,8 +93,21 @@ pub fn error_policy(guard: Arc<DeserializeGuard<Webhook>>, error: &Error, ctx: A
     Action::requeue(super::requeue_after(&ctx, &key, error))
 }
 
-async fn publish(ctx: &Context, w: &Webhook, type_: EventType, reason: &str, action: &str, note: String) {
-    let event = Event { type_, reason: reason.to_owned(), note: Some(note), action: action.to_owned(), secondary: None };
+async fn publish(
+    ctx: &Context,
+    w: &Webhook,
+    type_: EventType,
+    reason: &str,
+    action: &str,
+    note: String,
+) {
+    let event = Event {
+        type_,
+        reason: reason.to_owned(),
+        note: Some(note),
+        action: action.to_owned(),
+        secondary: None,
+    };
     if let Err(e) = ctx.recorder.publish(&event, &w.object_ref(&())).await {
         tracing::warn!(error = %e, "cannot publish an event");
     }
@@ -100,18 +122,24 @@ async fn resolve_connection(w: &Webhook, ctx: &Context) -> Result<View, Error> {
     match w.spec.connection_ref.kind {
         ConnectionKind::BitbucketConnection => {
             let api = Api::<BitbucketConnection>::namespaced(ctx.client.clone(), &namespace);
-            let c = api.get_opt(name).await?.ok_or_else(|| Error::ConnectionNotFound {
-                kind: "BitbucketConnection",
-                name: format!("{namespace}/{name}"),
-            })?;
+            let c = api
+                .get_opt(name)
+                .await?
+                .ok_or_else(|| Error::ConnectionNotFound {
+                    kind: "BitbucketConnection",
+                    name: format!("{namespace}/{name}"),
+                })?;
             Ok(View::namespaced(&c))
         }
         ConnectionKind::ClusterBitbucketConnection => {
             let api = Api::<ClusterBitbucketConnection>::all(ctx.client.clone());
-            let c = api.get_opt(name).await?.ok_or_else(|| Error::ConnectionNotFound {
-                kind: "ClusterBitbucketConnection",
-                name: name.clone(),
-            })?;
+            let c = api
+                .get_opt(name)
+                .await?
+                .ok_or_else(|| Error::ConnectionNotFound {
+                    kind: "ClusterBitbucketConnection",
+                    name: name.clone(),
+                })?;
             allowed(&c, &namespace, &w.spec.repository, ctx).await?;
             Ok(View::cluster(&c, &ctx.config.cluster_secret_namespace))
         }
@@ -119,15 +147,23 @@ async fn resolve_connection(w: &Webhook, ctx: &Context) -> Result<View, Error> {
 }
 
 /// A cluster connection serves only the namespaces and repositories it allows.
-async fn allowed(c: &ClusterBitbucketConnection, namespace: &str, repository: &str, ctx: &Context) -> Result<(), Error> {
+async fn allowed(
+    c: &ClusterBitbucketConnection,
+    namespace: &str,
+    repository: &str,
+    ctx: &Context,
+) -> Result<(), Error> {
     let name = c.name_any();
     let Some(selector) = &c.spec.allowed_namespaces else {
         return Err(Error::NotAllowed(format!(
             "ClusterBitbucketConnection {name} allows no namespace (spec.allowedNamespaces is empty)"
         )));
     };
-    let selector = Selector::try_from(selector.clone())
-        .map_err(|e| Error::NotAllowed(format!("ClusterBitbucketConnection {name} has an invalid allowedNamespaces: {e}")))?;
+    let selector = Selector::try_from(selector.clone()).map_err(|e| {
+        Error::NotAllowed(format!(
+            "ClusterBitbucketConnection {name} has an invalid allowedNamespaces: {e}"
+        ))
+    })?;
     let labels = Api::<Namespace>::all(ctx.client.clone())
         .get_opt(namespace)
         .await?
@@ -139,7 +175,10 @@ async fn allowed(c: &ClusterBitbucketConnection, namespace: &str, repository: &s
         )));
     }
     if let Some(patterns) = &c.spec.allowed_repositories {
-        let options = glob::MatchOptions { case_sensitive: false, ..Default::default() };
+        let options = glob::MatchOptions {
+            case_sensitive: false,
+            ..Default::default()
+        };
         let ok = patterns
             .iter()
             .any(|p| glob::Pattern::new(p).is_ok_and(|p| p.matches_with(repository, options)));
@@ -162,15 +201,27 @@ async fn desired_secret(w: &Webhook, ctx: &Context) -> Result<Option<DesiredSecr
     let api = Api::<Secret>::namespaced(ctx.client.clone(), &namespace);
     if reference.generate && api.get_opt(&reference.name).await?.is_none() {
         generate_secret(w, &api, &reference.name, &reference.key).await?;
-        publish(ctx, w, EventType::Normal, "SecretGenerated", "GenerateSecret", format!(
-            "created Secret {} with a random signing secret in key {}", reference.name, reference.key
-        ))
+        publish(
+            ctx,
+            w,
+            EventType::Normal,
+            "SecretGenerated",
+            "GenerateSecret",
+            format!(
+                "created Secret {} with a random signing secret in key {}",
+                reference.name, reference.key
+            ),
+        )
         .await;
     }
-    let (value, version) = secret_value(&ctx.client, &namespace, &reference.name, &reference.key).await?;
+    let (value, version) =
+        secret_value(&ctx.client, &namespace, &reference.name, &reference.key).await?;
     let value = value.trim().to_owned();
     if value.is_empty() {
-        return Err(Error::SecretInvalid(format!("Secret {namespace}/{} key \"{}\" is empty", reference.name, reference.key)));
+        return Err(Error::SecretInvalid(format!(
+            "Secret {namespace}/{} key \"{}\" is empty",
+            reference.name, reference.key
+        )));
     }
     if value.chars().count() > 128 {
         return Err(Error::InvalidSpec(format!(
@@ -178,10 +229,18 @@ async fn desired_secret(w: &Webhook, ctx: &Context) -> Result<Option<DesiredSecr
             namespace, reference.name
         )));
     }
-    Ok(Some(DesiredSecret { value: value.into(), version }))
+    Ok(Some(DesiredSecret {
+        value: value.into(),
+        version,
+    }))
 }
 
-async fn generate_secret(w: &Webhook, api: &Api<Secret>, name: &str, key: &str) -> Result<(), Error> {
+async fn generate_secret(
+    w: &Webhook,
+    api: &Api<Secret>,
+    name: &str,
+    key: &str,
+) -> Result<(), Error> {
     let bytes: [u8; 32] = rand::random();
     let value: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
     let secret = Secret {
@@ -194,7 +253,16 @@ async fn generate_secret(w: &Webhook, api: &Api<Secret>, name: &str, key: &str) 
         data: Some([(key.to_owned(), ByteString(value.into_bytes()))].into()),
         ..Default::default()
     };
-    match api.create(&PostParams { field_manager: Some(FIELD_MANAGER.to_owned()), ..Default::default() }, &secret).await {
+    match api
+        .create(
+            &PostParams {
+                field_manager: Some(FIELD_MANAGER.to_owned()),
+                ..Default::default()
+            },
+            &secret,
+        )
+        .await
+    {
         Ok(_) => Ok(()),
         // Created meanwhile (another reconcile, or a person): use that one.
         Err(kube::Error::Api(e)) if e.code == 409 => Ok(()),
@@ -237,7 +305,11 @@ fn connection_identity(w: &Webhook) -> (ConnectionKind, Option<String>, String) 
         ConnectionKind::BitbucketConnection => w.namespace(),
         ConnectionKind::ClusterBitbucketConnection => None,
     };
-    (w.spec.connection_ref.kind, namespace, w.spec.connection_ref.name.clone())
+    (
+        w.spec.connection_ref.kind,
+        namespace,
+        w.spec.connection_ref.name.clone(),
+    )
 }
 
 /// Two Webhooks claiming one repository and URL through one connection: the older one
@@ -250,11 +322,22 @@ fn conflict(w: &Webhook, ctx: &Context) -> Result<(), Error> {
             continue;
         }
         let same = connection_identity(other) == connection_identity(w)
-            && other.spec.repository.eq_ignore_ascii_case(&w.spec.repository)
+            && other
+                .spec
+                .repository
+                .eq_ignore_ascii_case(&w.spec.repository)
             && other.spec.url == w.spec.url;
-        let them = (other.creation_timestamp(), other.namespace(), other.name_any());
+        let them = (
+            other.creation_timestamp(),
+            other.namespace(),
+            other.name_any(),
+        );
         if same && them < me {
-            return Err(Error::Conflict(format!("{}/{}", other.namespace().unwrap_or_default(), other.name_any())));
+            return Err(Error::Conflict(format!(
+                "{}/{}",
+                other.namespace().unwrap_or_default(),
+                other.name_any()
+            )));
         }
     }
     Ok(())
@@ -287,7 +370,10 @@ fn list_key(view: &View, repo: &RepoRef) -> String {
 
 fn repository_error(repo: &RepoRef, e: bitbucket::Error) -> Error {
     match e {
-        bitbucket::Error::NotFound { message } => Error::RepositoryNotFound { repository: repo.to_string(), message },
+        bitbucket::Error::NotFound { message } => Error::RepositoryNotFound {
+            repository: repo.to_string(),
+            message,
+        },
         other => Error::Bitbucket(other),
     }
 }
@@ -297,19 +383,31 @@ async fn sync(w: &Webhook, api: &Api<Webhook>, ctx: &Context) -> Result<Synced, 
     let view = resolve_connection(w, ctx).await?;
     view.readiness()?;
     let flavor = view.spec.flavor;
-    let repo = RepoRef::parse(&w.spec.repository)
-        .ok_or_else(|| Error::InvalidSpec(format!("repository {:?} is not owner/slug", w.spec.repository)))?;
+    let repo = RepoRef::parse(&w.spec.repository).ok_or_else(|| {
+        Error::InvalidSpec(format!(
+            "repository {:?} is not owner/slug",
+            w.spec.repository
+        ))
+    })?;
     let events = validate_events(flavor, w.spec.events.as_ref())?;
     if flavor == Flavor::PostWebhooks && w.spec.secret_ref.is_some() {
         return Err(Error::InvalidSpec(
-            "Post Webhooks for Bitbucket does not sign deliveries: remove spec.secretRef".to_owned(),
+            "Post Webhooks for Bitbucket does not sign deliveries: remove spec.secretRef"
+                .to_owned(),
         ));
     }
     conflict(w, ctx)?;
-    let backend = ctx.connections.backend(&ctx.client, &view, &ctx.config.retry).await?;
+    let backend = ctx
+        .connections
+        .backend(&ctx.client, &view, &ctx.config.retry)
+        .await?;
     let secret = desired_secret(w, ctx).await?;
     let desired = Desired {
-        title: w.spec.title.clone().unwrap_or_else(|| format!("{namespace}/{}", w.name_any())),
+        title: w
+            .spec
+            .title
+            .clone()
+            .unwrap_or_else(|| format!("{namespace}/{}", w.name_any())),
         url: w.spec.url.clone(),
         active: w.spec.active,
         events,
@@ -365,21 +463,42 @@ async fn sync(w: &Webhook, api: &Api<Webhook>, ctx: &Context) -> Result<Synced, 
         secret_version,
     };
     Ok(match decision {
-        Plan::InSync { id, adopted } => {
-            done(Some(id), if adopted { Done::Adopted } else { Done::InSync }, secret_version)
-        }
-        Plan::Drifted { id, fields } => done(Some(id), Done::Drifted(fields), status.secret_version.clone()),
-        Plan::Missing { deleted } => done(None, Done::Missing { deleted }, status.secret_version.clone()),
-        Plan::Update { id, adopted, fields } => {
+        Plan::InSync { id, adopted } => done(
+            Some(id),
+            if adopted { Done::Adopted } else { Done::InSync },
+            secret_version,
+        ),
+        Plan::Drifted { id, fields } => done(
+            Some(id),
+            Done::Drifted(fields),
+            status.secret_version.clone(),
+        ),
+        Plan::Missing { deleted } => done(
+            None,
+            Done::Missing { deleted },
+            status.secret_version.clone(),
+        ),
+        Plan::Update {
+            id,
+            adopted,
+            fields,
+        } => {
             let spec = hook_spec(&desired, secret_change(&desired, &fields));
             let hook = backend.update_hook(&repo, &id, &spec).await?;
             ctx.lists.upsert(&key, hook.clone()).await;
-            let done_kind = if adopted { Done::Adopted } else { Done::Updated(fields) };
+            let done_kind = if adopted {
+                Done::Adopted
+            } else {
+                Done::Updated(fields)
+            };
             done(Some(hook.id), done_kind, secret_version)
         }
         Plan::Create => {
             mark_pending(api, w, &desired.url).await?;
-            let secret = desired.secret.as_ref().map_or(SecretChange::Keep, |s| SecretChange::Set(s.value.clone()));
+            let secret = desired
+                .secret
+                .as_ref()
+                .map_or(SecretChange::Keep, |s| SecretChange::Set(s.value.clone()));
             let hook = create(&*backend, &repo, &hook_spec(&desired, secret)).await?;
             ctx.lists.upsert(&key, hook.clone()).await;
             done(Some(hook.id), Done::Created, secret_version)
@@ -387,21 +506,38 @@ async fn sync(w: &Webhook, api: &Api<Webhook>, ctx: &Context) -> Result<Synced, 
     })
 }
 
-async fn create(backend: &dyn WebhookBackend, repo: &RepoRef, spec: &HookSpec) -> Result<RemoteHook, Error> {
-    backend.create_hook(repo, spec).await.map_err(|e| repository_error(repo, e))
+async fn create(
+    backend: &dyn WebhookBackend,
+    repo: &RepoRef,
+    spec: &HookSpec,
+) -> Result<RemoteHook, Error> {
+    backend
+        .create_hook(repo, spec)
+        .await
+        .map_err(|e| repository_error(repo, e))
 }
 
 /// Records the intent to create before creating, so a crash after Bitbucket's answer
 /// leads to adoption, not a second hook.
 async fn mark_pending(api: &Api<Webhook>, w: &Webhook, url: &str) -> Result<(), Error> {
     let patch = json!({ "metadata": { "annotations": { PENDING_CREATE_ANNOTATION: url } } });
-    api.patch(&w.name_any(), &PatchParams::default(), &Patch::Merge(&patch)).await?;
+    api.patch(
+        &w.name_any(),
+        &PatchParams::default(),
+        &Patch::Merge(&patch),
+    )
+    .await?;
     Ok(())
 }
 
 async fn clear_pending(api: &Api<Webhook>, w: &Webhook) -> Result<(), Error> {
     let patch = json!({ "metadata": { "annotations": { PENDING_CREATE_ANNOTATION: null } } });
-    api.patch(&w.name_any(), &PatchParams::default(), &Patch::Merge(&patch)).await?;
+    api.patch(
+        &w.name_any(),
+        &PatchParams::default(),
+        &Patch::Merge(&patch),
+    )
+    .await?;
     Ok(())
 }
 
@@ -409,28 +545,61 @@ async fn clear_pending(api: &Api<Webhook>, w: &Webhook) -> Result<(), Error> {
 
 fn synced_condition(result: &Result<Synced, Error>, w: &Webhook) -> (Status, &'static str, String) {
     let policy_note = match w.spec.management_policy {
-        ManagementPolicy::ObserveOnly => "managementPolicy ObserveOnly: nothing is written to Bitbucket",
+        ManagementPolicy::ObserveOnly => {
+            "managementPolicy ObserveOnly: nothing is written to Bitbucket"
+        }
         ManagementPolicy::Manage => "driftPolicy Report: the change is reported, not undone",
     };
-    let list = |fields: &[Field]| fields.iter().map(|f| f.name()).collect::<Vec<_>>().join(", ");
+    let list = |fields: &[Field]| {
+        fields
+            .iter()
+            .map(|f| f.name())
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
     match result {
         Ok(s) => {
             let id = s.id.as_deref().unwrap_or("");
             let repo = &s.repository;
             match &s.done {
-                Done::InSync => (Status::True, "InSync", format!("hook {id} on {repo} matches the spec")),
-                Done::Created => (Status::True, "Created", format!("created hook {id} on {repo}")),
-                Done::Adopted => (Status::True, "Adopted", format!("adopted the existing hook {id} on {repo}, which has the same URL")),
-                Done::Updated(fields) => (Status::True, "Updated", format!("updated {} of hook {id} on {repo}", list(fields))),
+                Done::InSync => (
+                    Status::True,
+                    "InSync",
+                    format!("hook {id} on {repo} matches the spec"),
+                ),
+                Done::Created => (
+                    Status::True,
+                    "Created",
+                    format!("created hook {id} on {repo}"),
+                ),
+                Done::Adopted => (
+                    Status::True,
+                    "Adopted",
+                    format!("adopted the existing hook {id} on {repo}, which has the same URL"),
+                ),
+                Done::Updated(fields) => (
+                    Status::True,
+                    "Updated",
+                    format!("updated {} of hook {id} on {repo}", list(fields)),
+                ),
                 Done::Drifted(fields) => (
                     Status::False,
                     "Drifted",
-                    format!("hook {id} on {repo} differs from the spec in {}; {policy_note}", list(fields)),
+                    format!(
+                        "hook {id} on {repo} differs from the spec in {}; {policy_note}",
+                        list(fields)
+                    ),
                 ),
                 Done::Missing { deleted: true } => (
                     Status::False,
                     "Drifted",
-                    format!("hook {} was deleted in Bitbucket; {policy_note}", w.status.as_ref().and_then(|s| s.webhook_id.as_deref()).unwrap_or("")),
+                    format!(
+                        "hook {} was deleted in Bitbucket; {policy_note}",
+                        w.status
+                            .as_ref()
+                            .and_then(|s| s.webhook_id.as_deref())
+                            .unwrap_or("")
+                    ),
                 ),
                 Done::Missing { deleted: false } => (
                     Status::False,
@@ -471,12 +640,39 @@ fn new_status(w: &Webhook, result: &Result<Synced, Error>) -> WebhookStatus {
     let now = Time(jiff::Timestamp::now());
     let generation = w.metadata.generation;
     let (s, reason, message) = synced_condition(result, w);
-    let synced = conditions::condition(&previous.conditions, conditions::SYNCED, s, reason, message, generation, &now);
+    let synced = conditions::condition(
+        &previous.conditions,
+        conditions::SYNCED,
+        s,
+        reason,
+        message,
+        generation,
+        &now,
+    );
     let (s, reason, message) = delivering_condition(result);
-    let delivering = conditions::condition(&previous.conditions, conditions::DELIVERING, s, reason, message, generation, &now);
+    let delivering = conditions::condition(
+        &previous.conditions,
+        conditions::DELIVERING,
+        s,
+        reason,
+        message,
+        generation,
+        &now,
+    );
     let (s, reason, message) = conditions::ready(&synced, &delivering);
-    let ready = conditions::condition(&previous.conditions, conditions::READY, s, &reason, message, generation, &now);
-    let delivery = previous.delivery.clone().unwrap_or(DeliveryStatus { health: DeliveryHealth::Unknown, ..Default::default() });
+    let ready = conditions::condition(
+        &previous.conditions,
+        conditions::READY,
+        s,
+        &reason,
+        message,
+        generation,
+        &now,
+    );
+    let delivery = previous.delivery.clone().unwrap_or(DeliveryStatus {
+        health: DeliveryHealth::Unknown,
+        ..Default::default()
+    });
     match result {
         Ok(done) => WebhookStatus {
             observed_generation: generation,
@@ -501,18 +697,27 @@ async fn apply(w: Arc<Webhook>, api: &Api<Webhook>, ctx: &Context) -> Result<Act
     let result = sync(&w, api, ctx).await;
     let status = new_status(&w, &result);
     let patch = json!({ "apiVersion": "bitbucket.hooks.dev/v1alpha1", "kind": "Webhook", "status": status });
-    api.patch_status(&w.name_any(), &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&patch))
-        .await?;
+    api.patch_status(
+        &w.name_any(),
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(&patch),
+    )
+    .await?;
     if w.annotations().contains_key(PENDING_CREATE_ANNOTATION) && status.webhook_id.is_some() {
         clear_pending(api, &w).await?;
     }
     tell(ctx, &w, &result, &status).await;
     let group = match &result {
-        Ok(s) => format!("{:?}|{}|{}", w.spec.connection_ref.kind, w.spec.connection_ref.name, s.repository),
+        Ok(s) => format!(
+            "{:?}|{}|{}",
+            w.spec.connection_ref.kind, w.spec.connection_ref.name, s.repository
+        ),
         Err(_) => key.clone(),
     };
     let slot = until_next_slot(
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default(),
         ctx.config.resync_period,
         &group,
     );
@@ -530,15 +735,35 @@ async fn apply(w: Arc<Webhook>, api: &Api<Webhook>, ctx: &Context) -> Result<Act
 
 /// Events on actions and on changes of the Synced condition.
 async fn tell(ctx: &Context, w: &Webhook, result: &Result<Synced, Error>, status: &WebhookStatus) {
-    let before = w.status.as_ref().and_then(|s| conditions::find(&s.conditions, conditions::SYNCED));
-    let Some(after) = conditions::find(&status.conditions, conditions::SYNCED) else { return };
-    let acted = matches!(result, Ok(Synced { done: Done::Created | Done::Adopted | Done::Updated(_), .. }));
-    let changed = before.is_none_or(|b| b.status != after.status || b.reason != after.reason || b.message != after.message);
+    let before = w
+        .status
+        .as_ref()
+        .and_then(|s| conditions::find(&s.conditions, conditions::SYNCED));
+    let Some(after) = conditions::find(&status.conditions, conditions::SYNCED) else {
+        return;
+    };
+    let acted = matches!(
+        result,
+        Ok(Synced {
+            done: Done::Created | Done::Adopted | Done::Updated(_),
+            ..
+        })
+    );
+    // A new status, or a new failure; not the quiet step from "Created" to "InSync".
+    let changed = before.is_none_or(|b| {
+        b.status != after.status
+            || (after.status == "False" && (b.reason != after.reason || b.message != after.message))
+    });
     if acted || changed {
-        let type_ = if after.status == "False" { EventType::Warning } else { EventType::Normal };
+        let type_ = if after.status == "False" {
+            EventType::Warning
+        } else {
+            EventType::Normal
+        };
         publish(ctx, w, type_, &after.reason, "Sync", after.message.clone()).await;
     }
-    let new_generation = w.status.as_ref().and_then(|s| s.observed_generation) != w.metadata.generation;
+    let new_generation =
+        w.status.as_ref().and_then(|s| s.observed_generation) != w.metadata.generation;
     if w.spec.skip_cert_verification && new_generation && result.is_ok() {
         publish(
             ctx,
@@ -555,17 +780,28 @@ async fn tell(ctx: &Context, w: &Webhook, result: &Result<Synced, Error>, status
 // ------------------------------------------------------------------ cleanup
 
 async fn cleanup(w: Arc<Webhook>, ctx: &Context) -> Result<Action, Error> {
-    let forced = w.annotations().get(FORCE_ORPHAN_ANNOTATION).is_some_and(|v| v == "true");
+    let forced = w
+        .annotations()
+        .get(FORCE_ORPHAN_ANNOTATION)
+        .is_some_and(|v| v == "true");
     let id = w.status.as_ref().and_then(|s| s.webhook_id.clone());
     let pending = w.annotations().contains_key(PENDING_CREATE_ANNOTATION);
     if forced {
-        let note = format!("{FORCE_ORPHAN_ANNOTATION}=true: released without deleting hook {}", id.as_deref().unwrap_or("(none)"));
+        let note = format!(
+            "{FORCE_ORPHAN_ANNOTATION}=true: released without deleting hook {}",
+            id.as_deref().unwrap_or("(none)")
+        );
         publish(ctx, &w, EventType::Warning, "ForceOrphaned", "Delete", note).await;
         return Ok(Action::await_change());
     }
-    if w.spec.deletion_policy == DeletionPolicy::Orphan || w.spec.management_policy == ManagementPolicy::ObserveOnly {
+    if w.spec.deletion_policy == DeletionPolicy::Orphan
+        || w.spec.management_policy == ManagementPolicy::ObserveOnly
+    {
         if let Some(id) = &id {
-            let note = format!("hook {id} is left on Bitbucket (deletionPolicy {:?}, managementPolicy {:?})", w.spec.deletion_policy, w.spec.management_policy);
+            let note = format!(
+                "hook {id} is left on Bitbucket (deletionPolicy {:?}, managementPolicy {:?})",
+                w.spec.deletion_policy, w.spec.management_policy
+            );
             publish(ctx, &w, EventType::Normal, "Orphaned", "Delete", note).await;
         }
         return Ok(Action::await_change());
@@ -590,9 +826,16 @@ async fn cleanup(w: Arc<Webhook>, ctx: &Context) -> Result<Action, Error> {
 
 async fn delete(w: &Webhook, id: Option<String>, ctx: &Context) -> Result<String, Error> {
     let view = resolve_connection(w, ctx).await?;
-    let backend = ctx.connections.backend(&ctx.client, &view, &ctx.config.retry).await?;
-    let repo = RepoRef::parse(&w.spec.repository)
-        .ok_or_else(|| Error::InvalidSpec(format!("repository {:?} is not owner/slug", w.spec.repository)))?;
+    let backend = ctx
+        .connections
+        .backend(&ctx.client, &view, &ctx.config.retry)
+        .await?;
+    let repo = RepoRef::parse(&w.spec.repository).ok_or_else(|| {
+        Error::InvalidSpec(format!(
+            "repository {:?} is not owner/slug",
+            w.spec.repository
+        ))
+    })?;
     let key = list_key(&view, &repo);
     let id = match id {
         Some(id) => id,
@@ -605,7 +848,11 @@ async fn delete(w: &Webhook, id: Option<String>, ctx: &Context) -> Result<String
                 .map_err(|e| repository_error(&repo, e))?;
             match hooks.into_iter().find(|h| h.url == w.spec.url) {
                 Some(h) => h.id,
-                None => return Ok(format!("no hook with this URL on {repo}: nothing to delete")),
+                None => {
+                    return Ok(format!(
+                        "no hook with this URL on {repo}: nothing to delete"
+                    ));
+                }
             }
         }
     };

@@ -7,10 +7,10 @@ use std::sync::Arc;
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Secret;
 use kube::core::DeserializeGuard;
+use kube::core::PartialObjectMeta;
 use kube::runtime::controller::Controller;
 use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::reflector::{self, ObjectRef, Store};
-use kube::core::PartialObjectMeta;
 use kube::runtime::{PredicateConfig, WatchStreamExt, watcher};
 use kube::{Api, Resource, ResourceExt};
 
@@ -30,7 +30,12 @@ fn changed<K: Resource>(obj: &K) -> Option<u64> {
     Some(hasher.finish())
 }
 
-fn webhooks_using(store: &Store<DeserializeGuard<Webhook>>, kind: ConnectionKind, namespace: Option<String>, name: String) -> Vec<ObjectRef<DeserializeGuard<Webhook>>> {
+fn webhooks_using(
+    store: &Store<DeserializeGuard<Webhook>>,
+    kind: ConnectionKind,
+    namespace: Option<String>,
+    name: String,
+) -> Vec<ObjectRef<DeserializeGuard<Webhook>>> {
     store
         .state()
         .into_iter()
@@ -46,7 +51,11 @@ fn webhooks_using(store: &Store<DeserializeGuard<Webhook>>, kind: ConnectionKind
 }
 
 /// Runs the three controllers until `shutdown` resolves.
-pub async fn run(client: kube::Client, config: Config, shutdown: impl Future<Output = ()> + Send + 'static) {
+pub async fn run(
+    client: kube::Client,
+    config: Config,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) {
     let reporter = Reporter {
         controller: crate::api::FIELD_MANAGER.to_owned(),
         instance: std::env::var("POD_NAME").ok(),
@@ -72,21 +81,47 @@ pub async fn run(client: kube::Client, config: Config, shutdown: impl Future<Out
         .reflect(writer)
         .applied_objects()
         .predicate_filter(changed, PredicateConfig::default());
-    let ctx = Arc::new(Context::new(client.clone(), recorder, config, webhooks.clone()));
+    let ctx = Arc::new(Context::new(
+        client.clone(),
+        recorder,
+        config,
+        webhooks.clone(),
+    ));
 
     let by_connection = webhooks.clone();
     let by_cluster_connection = webhooks.clone();
     let by_secret = webhooks.clone();
-    let secrets = watcher(Api::<PartialObjectMeta<Secret>>::all(client.clone()), watcher::Config::default())
-        .default_backoff()
-        .touched_objects();
+    let secrets = watcher(
+        Api::<PartialObjectMeta<Secret>>::all(client.clone()),
+        watcher::Config::default(),
+    )
+    .default_backoff()
+    .touched_objects();
     let webhook_controller = Controller::for_stream(webhook_stream, webhooks)
-        .watches(Api::<BitbucketConnection>::all(client.clone()), watcher::Config::default(), move |c| {
-            webhooks_using(&by_connection, ConnectionKind::BitbucketConnection, c.namespace(), c.name_any())
-        })
-        .watches(Api::<ClusterBitbucketConnection>::all(client.clone()), watcher::Config::default(), move |c| {
-            webhooks_using(&by_cluster_connection, ConnectionKind::ClusterBitbucketConnection, None, c.name_any())
-        })
+        .watches(
+            Api::<BitbucketConnection>::all(client.clone()),
+            watcher::Config::default(),
+            move |c| {
+                webhooks_using(
+                    &by_connection,
+                    ConnectionKind::BitbucketConnection,
+                    c.namespace(),
+                    c.name_any(),
+                )
+            },
+        )
+        .watches(
+            Api::<ClusterBitbucketConnection>::all(client.clone()),
+            watcher::Config::default(),
+            move |c| {
+                webhooks_using(
+                    &by_cluster_connection,
+                    ConnectionKind::ClusterBitbucketConnection,
+                    None,
+                    c.name_any(),
+                )
+            },
+        )
         .watches_stream(secrets, move |secret| {
             let (namespace, name) = (secret.namespace(), secret.name_any());
             by_secret
@@ -94,7 +129,8 @@ pub async fn run(client: kube::Client, config: Config, shutdown: impl Future<Out
                 .into_iter()
                 .filter(|g| {
                     g.0.as_ref().is_ok_and(|w| {
-                        w.namespace() == namespace && w.spec.secret_ref.as_ref().is_some_and(|r| r.name == name)
+                        w.namespace() == namespace
+                            && w.spec.secret_ref.as_ref().is_some_and(|r| r.name == name)
                     })
                 })
                 .map(|g| ObjectRef::from_obj(g.as_ref()))
@@ -109,17 +145,31 @@ pub async fn run(client: kube::Client, config: Config, shutdown: impl Future<Out
         .run(connection::reconcile_namespaced, error_policy, ctx.clone())
         .for_each(|_| async {});
     let cluster_secret_namespace = Some(ctx.config.cluster_secret_namespace.clone());
-    let cluster = connection_controller::<ClusterBitbucketConnection>(&client, &ctx, cluster_secret_namespace)
-        .graceful_shutdown_on(stopped())
-        .run(connection::reconcile_cluster, error_policy, ctx.clone())
-        .for_each(|_| async {});
+    let cluster = connection_controller::<ClusterBitbucketConnection>(
+        &client,
+        &ctx,
+        cluster_secret_namespace,
+    )
+    .graceful_shutdown_on(stopped())
+    .run(connection::reconcile_cluster, error_policy, ctx.clone())
+    .for_each(|_| async {});
     futures::join!(webhook_controller, namespaced, cluster);
 }
 
 /// A connection controller: the connection itself (spec changes), and the Secrets it reads.
-fn connection_controller<K>(client: &kube::Client, _ctx: &Arc<Context>, secret_namespace: Option<String>) -> Controller<K>
+fn connection_controller<K>(
+    client: &kube::Client,
+    _ctx: &Arc<Context>,
+    secret_namespace: Option<String>,
+) -> Controller<K>
 where
-    K: Resource<DynamicType = ()> + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + Sync + 'static,
+    K: Resource<DynamicType = ()>
+        + Clone
+        + std::fmt::Debug
+        + serde::de::DeserializeOwned
+        + Send
+        + Sync
+        + 'static,
     K: ConnectionLike,
 {
     let (store, writer) = reflector::store();
@@ -129,9 +179,12 @@ where
         .applied_objects()
         .predicate_filter(changed, PredicateConfig::default());
     let by_secret = store.clone();
-    let secrets = watcher(Api::<PartialObjectMeta<Secret>>::all(client.clone()), watcher::Config::default())
-        .default_backoff()
-        .touched_objects();
+    let secrets = watcher(
+        Api::<PartialObjectMeta<Secret>>::all(client.clone()),
+        watcher::Config::default(),
+    )
+    .default_backoff()
+    .touched_objects();
     Controller::for_stream(stream, store).watches_stream(secrets, move |secret| {
         let (namespace, name) = (secret.namespace(), secret.name_any());
         by_secret
@@ -139,7 +192,7 @@ where
             .into_iter()
             .filter(|c| {
                 let home = secret_namespace.clone().or_else(|| c.namespace());
-                home == namespace && c.secret_names().iter().any(|n| *n == name)
+                home == namespace && c.secret_names().contains(&name)
             })
             .map(|c| ObjectRef::from_obj(c.as_ref()))
             .collect::<Vec<_>>()
@@ -153,7 +206,11 @@ pub trait ConnectionLike {
 
 fn secret_names(spec: &crate::api::ConnectionSpec) -> Vec<String> {
     let mut names = vec![spec.auth.secret_ref.name.clone()];
-    if let Some(ca) = spec.tls.as_ref().and_then(|t| t.ca_bundle_secret_ref.as_ref()) {
+    if let Some(ca) = spec
+        .tls
+        .as_ref()
+        .and_then(|t| t.ca_bundle_secret_ref.as_ref())
+    {
         names.push(ca.name.clone());
     }
     names
@@ -171,7 +228,11 @@ impl ConnectionLike for ClusterBitbucketConnection {
     }
 }
 
-fn error_policy<K: Resource<DynamicType = ()>>(obj: Arc<K>, error: &reconcile::Error, ctx: Arc<Context>) -> kube::runtime::controller::Action {
+fn error_policy<K: Resource<DynamicType = ()>>(
+    obj: Arc<K>,
+    error: &reconcile::Error,
+    ctx: Arc<Context>,
+) -> kube::runtime::controller::Action {
     let key = reconcile::object_key(obj.as_ref());
     tracing::warn!(object = %key, reason = error.reason(), error = %error, "reconcile failed");
     kube::runtime::controller::Action::requeue(reconcile::requeue_after(&ctx, &key, error))

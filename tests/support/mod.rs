@@ -1,0 +1,306 @@
+//! Shared by the integration tests: the control plane, one operator for the test binary,
+//! and per-test namespaces with their own simulator.
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use bitbucket_sim::Running;
+use bitbucket_sim::client::SimClient;
+use bitbucket_webhook_operator::api::{Flavor, Webhook};
+use bitbucket_webhook_operator::reconcile::Config;
+use kube::Api;
+use testenv::ControlPlane;
+
+/// Where ClusterBitbucketConnection credentials live in the tests.
+pub const OPERATOR_NAMESPACE: &str = "bbwo-system";
+/// Short, so drift tests do not wait ten minutes.
+pub const RESYNC: Duration = Duration::from_secs(4);
+
+pub fn repo_path(rel: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(rel)
+}
+
+pub fn plane() -> &'static ControlPlane {
+    testenv::shared(&repo_path("crds"))
+}
+
+/// Starts the operator once per test binary, on its own thread and runtime (test
+/// runtimes end with their test).
+pub fn operator() -> &'static ControlPlane {
+    static STARTED: OnceLock<()> = OnceLock::new();
+    let plane = plane();
+    STARTED.get_or_init(|| {
+        let _ = plane.kubectl_ok(["create", "namespace", OPERATOR_NAMESPACE]);
+        let kubeconfig = plane.kubeconfig().to_owned();
+        std::thread::Builder::new()
+            .name("operator".into())
+            .spawn(move || {
+                let runtime = tokio::runtime::Runtime::new().expect("operator runtime");
+                runtime.block_on(async move {
+                    let _ = rustls::crypto::ring::default_provider().install_default();
+                    let kc = kube::config::Kubeconfig::read_from(&kubeconfig).expect("kubeconfig");
+                    let config = kube::Config::from_custom_kubeconfig(kc, &Default::default())
+                        .await
+                        .expect("config");
+                    let client = kube::Client::try_from(config).expect("client");
+                    let config = Config {
+                        resync_period: RESYNC,
+                        list_ttl: Duration::from_secs(2),
+                        cluster_secret_namespace: OPERATOR_NAMESPACE.to_owned(),
+                        retry: bitbucket_webhook_operator::bitbucket::RetryPolicy {
+                            max_retries: 2,
+                            min_delay: Duration::from_millis(50),
+                            max_delay: Duration::from_secs(1),
+                        },
+                    };
+                    bitbucket_webhook_operator::runtime::run(
+                        client,
+                        config,
+                        std::future::pending(),
+                    )
+                    .await;
+                });
+            })
+            .expect("operator thread");
+    });
+    plane
+}
+
+pub fn flavor_name(flavor: Flavor) -> &'static str {
+    match flavor {
+        Flavor::Cloud => "Cloud",
+        Flavor::DataCenter => "DataCenter",
+        Flavor::PostWebhooks => "PostWebhooks",
+    }
+}
+
+/// One test's world: a namespace, a simulator with a repository, a connection to it.
+pub struct World {
+    pub plane: &'static ControlPlane,
+    pub ns: String,
+    pub sim: Running,
+    pub ctl: SimClient,
+    pub flavor: Flavor,
+    pub repository: String,
+    pub client: kube::Client,
+}
+
+pub const ADMIN: &str = "admin-token";
+pub const READER: &str = "reader-token";
+
+impl World {
+    pub async fn new(test: &str, flavor: Flavor) -> World {
+        let plane = operator();
+        let ns = plane.namespace(test).expect("namespace");
+        let sim = bitbucket_sim::start().await.expect("simulator");
+        let ctl = sim.control();
+        ctl.token(ADMIN, "alice").await.expect("token");
+        ctl.token(READER, "bob").await.expect("token");
+        let repository = match flavor {
+            Flavor::Cloud => "acme/api".to_owned(),
+            _ => "PLAT/api".to_owned(),
+        };
+        ctl.repository(flavor_name(flavor), &repository, &[ADMIN], &[READER])
+            .await
+            .expect("repository");
+        let client = plane.client().await.expect("client");
+        let world = World {
+            plane,
+            ns,
+            sim,
+            ctl,
+            flavor,
+            repository,
+            client,
+        };
+        world
+            .apply(&world.connection_yaml("bitbucket", ADMIN))
+            .expect("connection");
+        world
+    }
+
+    pub fn base_url(&self) -> String {
+        match self.flavor {
+            Flavor::Cloud => format!("{}/2.0", self.sim.base_url()),
+            _ => self.sim.base_url(),
+        }
+    }
+
+    /// A Secret and a BitbucketConnection named `name` using `token`.
+    pub fn connection_yaml(&self, name: &str, token: &str) -> String {
+        format!(
+            "apiVersion: v1\nkind: Secret\nmetadata: {{name: {name}-token}}\nstringData: {{token: {token}}}\n---\n\
+             apiVersion: bitbucket.hooks.dev/v1alpha1\nkind: BitbucketConnection\nmetadata: {{name: {name}}}\n\
+             spec:\n  flavor: {}\n  baseURL: {}\n  auth: {{type: Bearer, secretRef: {{name: {name}-token}}}}\n",
+            flavor_name(self.flavor),
+            self.base_url()
+        )
+    }
+
+    /// The flavor's push and pull-request-opened events.
+    pub fn events(&self) -> [&'static str; 2] {
+        match self.flavor {
+            Flavor::Cloud => ["repo:push", "pullrequest:created"],
+            Flavor::DataCenter => ["repo:refs_changed", "pr:opened"],
+            Flavor::PostWebhooks => ["ABSTRACT_REPOSITORY_REFS_CHANGED", "PULL_REQUEST_OPENED"],
+        }
+    }
+
+    /// A Webhook manifest; `extra` lines are added under spec (two-space indented).
+    pub fn webhook_yaml(&self, name: &str, url: &str, extra: &str) -> String {
+        let [push, pr] = self.events();
+        format!(
+            "apiVersion: bitbucket.hooks.dev/v1alpha1\nkind: Webhook\nmetadata: {{name: {name}}}\nspec:\n  \
+             connectionRef: {{name: bitbucket}}\n  repository: {}\n  url: {url}\n  events: [\"{push}\", \"{pr}\"]\n{extra}",
+            self.repository
+        )
+    }
+
+    pub fn apply(&self, yaml: &str) -> Result<String, String> {
+        let out = self
+            .plane
+            .kubectl_stdin(["apply", "-n", &self.ns, "-f", "-"], yaml)
+            .map_err(|e| e.to_string())?;
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        if out.status.success() {
+            Ok(text)
+        } else {
+            Err(text)
+        }
+    }
+
+    pub fn kubectl(&self, args: &[&str]) -> Result<String, String> {
+        let mut all = vec!["-n", self.ns.as_str()];
+        all.extend_from_slice(args);
+        self.plane.kubectl_ok(all).map_err(|e| e.to_string())
+    }
+
+    pub fn webhooks(&self) -> Api<Webhook> {
+        Api::namespaced(self.client.clone(), &self.ns)
+    }
+
+    /// Waits until `check` holds for the Webhook, or fails with its last state.
+    pub async fn wait_webhook(
+        &self,
+        name: &str,
+        what: &str,
+        check: impl Fn(&Webhook) -> bool,
+    ) -> Webhook {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let current = self.webhooks().get_opt(name).await.ok().flatten();
+            if let Some(w) = &current
+                && check(w)
+            {
+                return w.clone();
+            }
+            if Instant::now() > deadline {
+                panic!(
+                    "{name}: timed out waiting for {what}; last state: {:#?}",
+                    current.map(|w| w.status)
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    /// Waits for a condition with this status and reason, at the current generation.
+    pub async fn wait_condition(
+        &self,
+        name: &str,
+        type_: &str,
+        status: &str,
+        reason: &str,
+    ) -> Webhook {
+        self.wait_webhook(name, &format!("{type_}={status} ({reason})"), |w| {
+            let s = w.status.as_ref();
+            s.is_some_and(|s| {
+                s.observed_generation == w.metadata.generation
+                    && s.conditions
+                        .iter()
+                        .any(|c| c.type_ == type_ && c.status == status && c.reason == reason)
+            })
+        })
+        .await
+    }
+
+    pub async fn wait_ready(&self, name: &str) -> Webhook {
+        self.wait_condition(name, "Ready", "True", "Ready").await
+    }
+
+    pub async fn wait_gone(&self, name: &str) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while self.webhooks().get_opt(name).await.ok().flatten().is_some() {
+            assert!(Instant::now() < deadline, "{name} was never deleted");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    /// The hooks the simulator holds for this test's repository.
+    pub async fn hooks(&self) -> Vec<serde_json::Value> {
+        self.ctl
+            .hooks()
+            .await
+            .expect("hooks")
+            .into_iter()
+            .filter(|h| {
+                h["repository"]
+                    .as_str()
+                    .is_some_and(|r| r.eq_ignore_ascii_case(&self.repository))
+            })
+            .collect()
+    }
+
+    /// Bitbucket writes (POST, PUT, DELETE on webhook routes) seen so far.
+    pub async fn writes(&self) -> u64 {
+        let mut n = 0;
+        for method in ["POST", "PUT", "DELETE"] {
+            n += self.ctl.count(method, "hooks").await.unwrap_or(0)
+                + self.ctl.count(method, "configurations").await.unwrap_or(0);
+        }
+        n
+    }
+
+    /// Asserts the simulator holds exactly the hooks the namespace's Webhooks record.
+    pub async fn assert_no_strays(&self) {
+        let recorded: std::collections::BTreeSet<String> = self
+            .webhooks()
+            .list(&Default::default())
+            .await
+            .expect("list")
+            .items
+            .into_iter()
+            .filter(|w| {
+                w.spec.deletion_policy == bitbucket_webhook_operator::api::DeletionPolicy::Delete
+            })
+            .filter_map(|w| w.status.and_then(|s| s.webhook_id))
+            .collect();
+        let held: std::collections::BTreeSet<String> = self
+            .hooks()
+            .await
+            .iter()
+            .filter_map(|h| h["id"].as_str().map(str::to_owned))
+            .collect();
+        assert!(
+            held.is_superset(&recorded),
+            "recorded {recorded:?}, Bitbucket holds {held:?}"
+        );
+        let mut urls: Vec<String> = self
+            .hooks()
+            .await
+            .iter()
+            .filter_map(|h| h["url"].as_str().map(str::to_owned))
+            .collect();
+        let before = urls.len();
+        urls.sort();
+        urls.dedup();
+        assert_eq!(before, urls.len(), "no two hooks with one URL: {urls:?}");
+    }
+}
