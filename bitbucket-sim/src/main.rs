@@ -19,13 +19,19 @@ struct Args {
     /// The PEM private key of --tls-cert.
     #[arg(long, requires = "tls_cert")]
     tls_key: Option<PathBuf>,
+    /// Also run a webhook receiver here (for demos): it answers 200 and logs each delivery.
+    #[arg(long)]
+    receiver_listen: Option<SocketAddr>,
 }
 
 #[tokio::main]
 async fn main() -> ExitCode {
     let args = Args::parse();
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
         .with_writer(std::io::stderr)
         .init();
     match run(args).await {
@@ -47,8 +53,16 @@ async fn run(args: Args) -> Result<(), String> {
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
     listener.set_nonblocking(true).map_err(|e| e.to_string())?;
     let scheme = if tls { "https" } else { "http" };
-    // Scripts read this line to learn the port.
+    // Scripts read these lines to learn the ports.
     println!("bitbucket-sim listening on {scheme}://{addr}");
+    let _receiver = match args.receiver_listen {
+        Some(listen) => {
+            let receiver = bitbucket_sim::receiver::Receiver::start_on(listen, false).await?;
+            println!("receiver listening on http://{}", receiver.addr);
+            Some(receiver)
+        }
+        None => None,
+    };
     let shutdown = axum_server::Handle::new();
     let on_signal = shutdown.clone();
     tokio::spawn(async move {

@@ -59,7 +59,7 @@ async fn record(
     headers: HeaderMap,
     body: Bytes,
 ) -> StatusCode {
-    let headers = headers
+    let headers: HashMap<String, String> = headers
         .iter()
         .map(|(k, v)| {
             (
@@ -68,6 +68,9 @@ async fn record(
             )
         })
         .collect();
+    let key = headers.get("x-event-key").cloned().unwrap_or_default();
+    let signed = headers.contains_key("x-hub-signature");
+    tracing::info!(path = %uri.path(), event = %key, signed, bytes = body.len(), "delivery received");
     shared
         .received
         .lock()
@@ -84,6 +87,11 @@ impl Receiver {
     /// Starts on a free loopback port; `tls` serves https with a self-signed certificate
     /// for 127.0.0.1 and localhost.
     pub async fn start(tls: bool) -> Result<Receiver, String> {
+        Receiver::start_on("127.0.0.1:0".parse().map_err(|e: std::net::AddrParseError| e.to_string())?, tls).await
+    }
+
+    /// Starts on a given address.
+    pub async fn start_on(listen: SocketAddr, tls: bool) -> Result<Receiver, String> {
         crate::install_crypto_provider();
         let shared = Arc::new(Shared {
             status: AtomicU16::new(200),
@@ -93,7 +101,7 @@ impl Receiver {
             .route("/", any(record))
             .route("/{*path}", any(record))
             .with_state(shared.clone());
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
+        let listener = std::net::TcpListener::bind(listen).map_err(|e| e.to_string())?;
         listener.set_nonblocking(true).map_err(|e| e.to_string())?;
         let addr = listener.local_addr().map_err(|e| e.to_string())?;
         let handle = axum_server::Handle::new();
