@@ -87,7 +87,7 @@ impl Receiver {
     /// Starts on a free loopback port; `tls` serves https with a self-signed certificate
     /// for 127.0.0.1 and localhost.
     pub async fn start(tls: bool) -> Result<Receiver, String> {
-        Receiver::start_on("127.0.0.1:0".parse().map_err(|e: std::net::AddrParseError| e.to_string())?, tls).await
+        Receiver::start_on(SocketAddr::from(([127, 0, 0, 1], 0)), tls).await
     }
 
     /// Starts on a given address.
