@@ -618,3 +618,55 @@ async fn a_resync_lists_each_repository_once() {
     );
     assert_eq!(w.writes().await, 0);
 }
+
+#[tokio::test]
+async fn an_unreachable_deletion_retries_until_force_orphan_releases_it() {
+    let w = World::new("force-orphan", Flavor::DataCenter).await;
+    w.apply(&w.webhook_yaml("stuck", "https://ci.example.com/stuck", ""))
+        .expect("apply");
+    w.wait_ready("stuck").await;
+    // Bitbucket starts failing every request: the delete cannot get through.
+    w.ctl
+        .faults(json!({ "errorRate": 1.0, "status": 503 }))
+        .await
+        .expect("faults");
+    w.kubectl(&["delete", "webhook", "stuck", "--wait=false"])
+        .expect("delete");
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let events = w
+            .kubectl(&[
+                "get",
+                "events",
+                "--field-selector",
+                "reason=DeleteFailed",
+                "-o",
+                "jsonpath={.items[*].message}",
+            ])
+            .expect("events");
+        if events.contains("force-orphan") {
+            break;
+        }
+        if std::time::Instant::now() > deadline {
+            let all = w
+                .kubectl(&["get", "events", "-o", "wide"])
+                .unwrap_or_default();
+            panic!("no DeleteFailed event naming the way out:\n{all}");
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    assert!(
+        w.webhooks().get_opt("stuck").await.expect("get").is_some(),
+        "held by the finalizer while Bitbucket fails"
+    );
+    w.kubectl(&[
+        "annotate",
+        "webhook",
+        "stuck",
+        "bitbucket.hooks.dev/force-orphan=true",
+    ])
+    .expect("annotate");
+    w.wait_gone("stuck").await;
+    w.ctl.clear_faults().await.expect("clear");
+    assert_eq!(w.hooks().await.len(), 1, "force-orphan leaves the hook");
+}
