@@ -2,5 +2,6 @@
 
 pub mod api;
 pub mod bitbucket;
+pub mod health;
 pub mod reconcile;
 pub mod runtime;

@@ -33,6 +33,9 @@ struct RunArgs {
     /// How often every hook is compared with Bitbucket ("10m", "90s"); spread per repository.
     #[arg(long, default_value = "10m", value_parser = parse_duration, env = "BBWO_RESYNC_PERIOD")]
     resync_period: std::time::Duration,
+    /// How often Data Center delivery statistics are read ("5m"): one request per hook.
+    #[arg(long, default_value = "5m", value_parser = parse_duration, env = "BBWO_HEALTH_PERIOD")]
+    health_period: std::time::Duration,
     /// The namespace holding the credential Secrets of ClusterBitbucketConnections.
     #[arg(
         long,
@@ -111,6 +114,8 @@ fn run(args: RunArgs) -> Result<(), String> {
         })?;
         let config = Config {
             resync_period: args.resync_period,
+            list_ttl: args.resync_period.mul_f64(0.9),
+            health_period: args.health_period,
             cluster_secret_namespace: args.cluster_secret_namespace,
             ..Config::default()
         };

@@ -90,8 +90,33 @@ impl Receiver {
         Receiver::start_on(SocketAddr::from(([127, 0, 0, 1], 0)), tls).await
     }
 
+    /// Starts over https with a self-signed certificate that expires `days` from now
+    /// (at midnight UTC), to test certificate-expiry warnings.
+    pub async fn start_expiring(days: i64) -> Result<Receiver, String> {
+        let date = (jiff::Timestamp::now() + jiff::SignedDuration::from_hours(24 * days))
+            .to_zoned(jiff::tz::TimeZone::UTC)
+            .date();
+        let month = u8::try_from(date.month()).map_err(|e| e.to_string())?;
+        let day = u8::try_from(date.day()).map_err(|e| e.to_string())?;
+        Receiver::serve(
+            SocketAddr::from(([127, 0, 0, 1], 0)),
+            true,
+            Some((i32::from(date.year()), month, day)),
+        )
+        .await
+    }
+
     /// Starts on a given address.
     pub async fn start_on(listen: SocketAddr, tls: bool) -> Result<Receiver, String> {
+        Receiver::serve(listen, tls, None).await
+    }
+
+    /// `expires`: the certificate's last day (year, month, day).
+    async fn serve(
+        listen: SocketAddr,
+        tls: bool,
+        expires: Option<(i32, u8, u8)>,
+    ) -> Result<Receiver, String> {
         crate::install_crypto_provider();
         let shared = Arc::new(Shared {
             status: AtomicU16::new(200),
@@ -108,9 +133,12 @@ impl Receiver {
         let mut certificate_pem = None;
         if tls {
             let key = rcgen::KeyPair::generate().map_err(|e| e.to_string())?;
-            let params =
+            let mut params =
                 rcgen::CertificateParams::new(vec!["127.0.0.1".to_owned(), "localhost".to_owned()])
                     .map_err(|e| e.to_string())?;
+            if let Some((year, month, day)) = expires {
+                params.not_after = rcgen::date_time_ymd(year, month, day);
+            }
             let cert = params.self_signed(&key).map_err(|e| e.to_string())?;
             let config = axum_server::tls_rustls::RustlsConfig::from_pem(
                 cert.pem().into_bytes(),

@@ -94,6 +94,16 @@ pub struct ConnectionSpec {
     /// The request budget every call through this connection shares.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rate_limit: Option<RateLimit>,
+
+    /// The endpoint probe for every Webhook of this connection (a Webhook's own `probe`
+    /// wins).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub probe: Option<crate::api::ProbeSpec>,
+
+    /// Let the endpoint probe reach loopback, link-local, private and cluster-internal
+    /// addresses. Off by default so the operator cannot be used to reach into the cluster.
+    #[serde(default)]
+    pub allow_private_targets: bool,
 }
 
 /// Which Bitbucket API a connection talks to.

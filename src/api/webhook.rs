@@ -100,6 +100,23 @@ pub struct WebhookSpec {
     /// Bitbucket and only reports what is there.
     #[serde(default)]
     pub management_policy: ManagementPolicy,
+
+    /// The endpoint probe for this Webhook; overrides the connection's `probe`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub probe: Option<ProbeSpec>,
+}
+
+/// The endpoint probe: a signed `diagnostics:ping` POST to the webhook URL on a schedule,
+/// recording reachability, HTTP status, latency and TLS certificate expiry.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ProbeSpec {
+    /// Whether to probe.
+    pub enabled: bool,
+    /// Seconds between probes (default 300).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 30, max = 86400))]
+    pub interval_seconds: Option<i32>,
 }
 
 /// A reference to the connection a Webhook uses.
@@ -258,6 +275,9 @@ pub enum DeliveryHealth {
 pub struct EndpointStatus {
     /// Whether the URL answered at all.
     pub reachable: bool,
+    /// What happened, in a sentence (why it was refused or unreachable).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
     /// The HTTP status of the answer.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub status_code: Option<i32>,

@@ -28,6 +28,8 @@ pub struct Config {
     pub list_ttl: Duration,
     /// Where ClusterBitbucketConnection credentials live.
     pub cluster_secret_namespace: String,
+    /// How often Data Center delivery statistics are read (one request per hook).
+    pub health_period: Duration,
     pub retry: RetryPolicy,
 }
 
@@ -35,8 +37,11 @@ impl Default for Config {
     fn default() -> Self {
         Config {
             resync_period: Duration::from_secs(600),
-            list_ttl: Duration::from_secs(60),
+            // A resync slot finds the list expired; anything in between (health polls,
+            // watch events) is served from it.
+            list_ttl: Duration::from_secs(540),
             cluster_secret_namespace: "bitbucket-webhook-operator".to_owned(),
+            health_period: Duration::from_secs(300),
             retry: RetryPolicy::default(),
         }
     }
@@ -49,6 +54,7 @@ pub struct Context {
     pub config: Config,
     pub connections: connection::Registry,
     pub lists: cache::RepoLists,
+    pub health: crate::health::Schedule,
     /// All Webhooks, for conflicts and for mapping connection and Secret changes.
     pub webhooks: Store<DeserializeGuard<Webhook>>,
     /// Consecutive failures per object, for backoff.
@@ -68,6 +74,7 @@ impl Context {
             lists: cache::RepoLists::new(config.list_ttl),
             config,
             connections: connection::Registry::default(),
+            health: crate::health::Schedule::default(),
             webhooks,
             failures: Mutex::default(),
         }

@@ -23,11 +23,13 @@ use super::{Context, Error, object_key};
 use crate::api::{
     BitbucketConnection, ClusterBitbucketConnection, ConnectionKind, DeletionPolicy,
     DeliveryHealth, DeliveryStatus, FIELD_MANAGER, FINALIZER, FORCE_ORPHAN_ANNOTATION, Flavor,
-    GENERATED_LABEL, ManagementPolicy, PENDING_CREATE_ANNOTATION, Webhook, WebhookStatus,
+    GENERATED_LABEL, ManagementPolicy, PENDING_CREATE_ANNOTATION, TEST_REQUESTED_ANNOTATION,
+    Webhook, WebhookStatus,
 };
 use crate::bitbucket::{
     self, Deleted, HookSpec, RemoteHook, RepoRef, SecretChange, WebhookBackend,
 };
+use crate::health::{Assessment, Inputs};
 
 /// What a successful sync did.
 #[derive(Debug)]
@@ -48,6 +50,11 @@ struct Synced {
     page: String,
     flavor: Flavor,
     secret_version: Option<String>,
+    backend: Arc<dyn WebhookBackend>,
+    secret: Option<secrecy::SecretString>,
+    /// The Webhook's probe, else the connection's.
+    probe: Option<crate::api::ProbeSpec>,
+    allow_private_targets: bool,
 }
 
 /// Entry point for the controller.
@@ -454,6 +461,7 @@ async fn sync(w: &Webhook, api: &Api<Webhook>, ctx: &Context) -> Result<Synced, 
     }
     let page = backend.webhooks_page(&repo);
     let secret_version = desired.secret.as_ref().map(|s| s.version.clone());
+    let probe = w.spec.probe.clone().or_else(|| view.spec.probe.clone());
     let done = |id: Option<String>, done: Done, secret_version: Option<String>| Synced {
         id,
         done,
@@ -461,6 +469,10 @@ async fn sync(w: &Webhook, api: &Api<Webhook>, ctx: &Context) -> Result<Synced, 
         page: page.clone(),
         flavor,
         secret_version,
+        backend: backend.clone(),
+        secret: desired.secret.as_ref().map(|s| s.value.clone()),
+        probe: probe.clone(),
+        allow_private_targets: view.spec.allow_private_targets,
     };
     Ok(match decision {
         Plan::InSync { id, adopted } => done(
@@ -612,30 +624,37 @@ fn synced_condition(result: &Result<Synced, Error>, w: &Webhook) -> (Status, &'s
     }
 }
 
-fn delivering_condition(result: &Result<Synced, Error>) -> (Status, &'static str, String) {
-    match result {
-        Ok(s) => match s.flavor {
-            Flavor::Cloud => (
-                Status::Unknown,
-                "NotReportedByBitbucket",
-                "Bitbucket Cloud has no public delivery history; turn on the endpoint probe to check the target".to_owned(),
-            ),
-            Flavor::PostWebhooks => (
-                Status::Unknown,
-                "NotReportedByBitbucket",
-                "Post Webhooks for Bitbucket reports no delivery history".to_owned(),
-            ),
-            Flavor::DataCenter => (
-                Status::Unknown,
-                "NotPolled",
-                "delivery statistics are not polled by this version of the operator".to_owned(),
-            ),
-        },
-        Err(_) => (Status::Unknown, "NotSynced", "the hook is not in sync with the spec".to_owned()),
+fn delivering_condition(
+    result: &Result<Synced, Error>,
+    health: Option<&Assessment>,
+) -> (Status, &'static str, String) {
+    match (result, health) {
+        (Ok(_), Some(a)) => {
+            let status = match a.verdict.delivering {
+                Some(true) => Status::True,
+                Some(false) => Status::False,
+                None => Status::Unknown,
+            };
+            (status, a.verdict.reason, a.verdict.message.clone())
+        }
+        (Ok(_), None) => (
+            Status::Unknown,
+            "NoHook",
+            "there is no hook to deliver".to_owned(),
+        ),
+        (Err(_), _) => (
+            Status::Unknown,
+            "NotSynced",
+            "the hook is not in sync with the spec".to_owned(),
+        ),
     }
 }
 
-fn new_status(w: &Webhook, result: &Result<Synced, Error>) -> WebhookStatus {
+fn new_status(
+    w: &Webhook,
+    result: &Result<Synced, Error>,
+    health: Option<&Assessment>,
+) -> WebhookStatus {
     let previous = w.status.clone().unwrap_or_default();
     let now = Time(jiff::Timestamp::now());
     let generation = w.metadata.generation;
@@ -649,7 +668,7 @@ fn new_status(w: &Webhook, result: &Result<Synced, Error>) -> WebhookStatus {
         generation,
         &now,
     );
-    let (s, reason, message) = delivering_condition(result);
+    let (s, reason, message) = delivering_condition(result, health);
     let delivering = conditions::condition(
         &previous.conditions,
         conditions::DELIVERING,
@@ -669,10 +688,13 @@ fn new_status(w: &Webhook, result: &Result<Synced, Error>) -> WebhookStatus {
         generation,
         &now,
     );
-    let delivery = previous.delivery.clone().unwrap_or(DeliveryStatus {
-        health: DeliveryHealth::Unknown,
-        ..Default::default()
-    });
+    let delivery = match health {
+        Some(a) => a.delivery.clone(),
+        None => previous.delivery.clone().unwrap_or(DeliveryStatus {
+            health: DeliveryHealth::Unknown,
+            ..Default::default()
+        }),
+    };
     match result {
         Ok(done) => WebhookStatus {
             observed_generation: generation,
@@ -695,7 +717,11 @@ fn new_status(w: &Webhook, result: &Result<Synced, Error>) -> WebhookStatus {
 async fn apply(w: Arc<Webhook>, api: &Api<Webhook>, ctx: &Context) -> Result<Action, Error> {
     let key = object_key(w.as_ref());
     let result = sync(&w, api, ctx).await;
-    let status = new_status(&w, &result);
+    let health = match &result {
+        Ok(synced) => assess(&w, synced, ctx).await,
+        Err(_) => None,
+    };
+    let status = new_status(&w, &result, health.as_ref());
     let patch = json!({ "apiVersion": "bitbucket.hooks.dev/v1alpha1", "kind": "Webhook", "status": status });
     api.patch_status(
         &w.name_any(),
@@ -706,7 +732,7 @@ async fn apply(w: Arc<Webhook>, api: &Api<Webhook>, ctx: &Context) -> Result<Act
     if w.annotations().contains_key(PENDING_CREATE_ANNOTATION) && status.webhook_id.is_some() {
         clear_pending(api, &w).await?;
     }
-    tell(ctx, &w, &result, &status).await;
+    tell(ctx, &w, &result, &status, health.as_ref()).await;
     let group = match &result {
         Ok(s) => format!(
             "{:?}|{}|{}",
@@ -724,7 +750,8 @@ async fn apply(w: Arc<Webhook>, api: &Api<Webhook>, ctx: &Context) -> Result<Act
     Ok(match &result {
         Ok(_) => {
             ctx.succeeded(&key);
-            Action::requeue(slot)
+            let next = health.and_then(|h| h.next).map_or(slot, |n| n.min(slot));
+            Action::requeue(next.max(Duration::from_millis(500)))
         }
         Err(e) if e.transient() => Action::requeue(super::requeue_after(ctx, &key, e)),
         // Needs a change somewhere (watched), or a person in Bitbucket: look again at the
@@ -734,7 +761,75 @@ async fn apply(w: Arc<Webhook>, api: &Api<Webhook>, ctx: &Context) -> Result<Act
 }
 
 /// Events on actions and on changes of the Synced condition.
-async fn tell(ctx: &Context, w: &Webhook, result: &Result<Synced, Error>, status: &WebhookStatus) {
+/// Delivery health for a hook that exists.
+async fn assess(w: &Webhook, synced: &Synced, ctx: &Context) -> Option<Assessment> {
+    let id = synced.id.as_deref()?;
+    let previous = w.status.as_ref();
+    let uid = w.uid().unwrap_or_default();
+    Some(
+        crate::health::assess(Inputs {
+            schedule: &ctx.health,
+            key: &uid,
+            flavor: synced.flavor,
+            backend: synced.backend.as_ref(),
+            repo: &synced.repository,
+            hook_id: id,
+            url: &w.spec.url,
+            secret: synced.secret.as_ref(),
+            skip_cert_verification: w.spec.skip_cert_verification,
+            probe: synced.probe.as_ref(),
+            allow_private_targets: synced.allow_private_targets,
+            now: previous.and_then(|s| s.observed_generation) != w.metadata.generation,
+            test_requested: w
+                .annotations()
+                .get(TEST_REQUESTED_ANNOTATION)
+                .map(String::as_str),
+            previous: previous.and_then(|s| s.delivery.as_ref()),
+            poll_every: ctx.config.health_period,
+        })
+        .await,
+    )
+}
+
+/// Events on actions and on changes of the Synced and Delivering conditions.
+async fn tell(
+    ctx: &Context,
+    w: &Webhook,
+    result: &Result<Synced, Error>,
+    status: &WebhookStatus,
+    health: Option<&Assessment>,
+) {
+    if let Some((ok, message)) = health.and_then(|h| h.test.as_ref()) {
+        let (type_, reason) = if *ok {
+            (EventType::Normal, "TestDelivered")
+        } else {
+            (EventType::Warning, "TestDeliveryFailed")
+        };
+        publish(ctx, w, type_, reason, "TestDelivery", message.clone()).await;
+    }
+    let delivering_before = w
+        .status
+        .as_ref()
+        .and_then(|s| conditions::find(&s.conditions, conditions::DELIVERING));
+    if let Some(after) = conditions::find(&status.conditions, conditions::DELIVERING)
+        && after.status != "Unknown"
+        && delivering_before.is_none_or(|b| b.status != after.status || b.reason != after.reason)
+    {
+        let type_ = if after.status == "False" {
+            EventType::Warning
+        } else {
+            EventType::Normal
+        };
+        publish(
+            ctx,
+            w,
+            type_,
+            &after.reason,
+            "CheckDelivery",
+            after.message.clone(),
+        )
+        .await;
+    }
     let before = w
         .status
         .as_ref()
@@ -780,6 +875,7 @@ async fn tell(ctx: &Context, w: &Webhook, result: &Result<Synced, Error>, status
 // ------------------------------------------------------------------ cleanup
 
 async fn cleanup(w: Arc<Webhook>, ctx: &Context) -> Result<Action, Error> {
+    ctx.health.forget(&w.uid().unwrap_or_default());
     let forced = w
         .annotations()
         .get(FORCE_ORPHAN_ANNOTATION)

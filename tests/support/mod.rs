@@ -18,6 +18,33 @@ use testenv::ControlPlane;
 pub const OPERATOR_NAMESPACE: &str = "bbwo-system";
 /// Short, so drift tests do not wait ten minutes.
 pub const RESYNC: Duration = Duration::from_secs(4);
+/// How often the tests' operator reads Data Center statistics.
+pub const HEALTH: Duration = Duration::from_secs(2);
+
+/// Everything the operator (and every library it uses) logged, at trace level.
+pub fn logs() -> String {
+    String::from_utf8_lossy(&log_buffer().lock().unwrap_or_else(|p| p.into_inner())).into_owned()
+}
+
+fn log_buffer() -> &'static std::sync::Arc<std::sync::Mutex<Vec<u8>>> {
+    static BUFFER: OnceLock<std::sync::Arc<std::sync::Mutex<Vec<u8>>>> = OnceLock::new();
+    BUFFER.get_or_init(Default::default)
+}
+
+struct LogWriter;
+
+impl std::io::Write for LogWriter {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        log_buffer()
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .extend_from_slice(data);
+        Ok(data.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
 
 pub fn repo_path(rel: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join(rel)
@@ -33,6 +60,11 @@ pub fn operator() -> &'static ControlPlane {
     static STARTED: OnceLock<()> = OnceLock::new();
     let plane = plane();
     STARTED.get_or_init(|| {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new("trace"))
+            .with_ansi(false)
+            .with_writer(|| LogWriter)
+            .try_init();
         let _ = plane.kubectl_ok(["create", "namespace", OPERATOR_NAMESPACE]);
         let kubeconfig = plane.kubeconfig().to_owned();
         std::thread::Builder::new()
@@ -48,7 +80,8 @@ pub fn operator() -> &'static ControlPlane {
                     let client = kube::Client::try_from(config).expect("client");
                     let config = Config {
                         resync_period: RESYNC,
-                        list_ttl: Duration::from_secs(2),
+                        list_ttl: RESYNC.mul_f64(0.9),
+                        health_period: HEALTH,
                         cluster_secret_namespace: OPERATOR_NAMESPACE.to_owned(),
                         retry: bitbucket_webhook_operator::bitbucket::RetryPolicy {
                             max_retries: 2,
