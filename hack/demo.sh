@@ -57,13 +57,14 @@ kubectl label namespace demo bitbucket.hooks.dev/allowed=true >/dev/null
 kubectl create secret generic bitbucket-shared-token -n demo --from-literal=token=shared-token >/dev/null
 
 echo "==> starting the operator (log: $state/operator.log)"
-"$target/bitbucket-webhook-operator" run --resync-period 30s --cluster-secret-namespace demo >"$state/operator.log" 2>&1 &
+"$target/bitbucket-webhook-operator" run --resync-period 30s --health-period 3s --cluster-secret-namespace demo >"$state/operator.log" 2>&1 &
 pids+=($!)
 
 echo "==> applying examples/ to namespace demo, pointed at the simulator"
 for f in examples/*.yaml; do
   sed -e "s#https://bitbucket.example.com#$sim#g" \
       -e "/flavor: Cloud/a\\  baseURL: $sim/2.0" \
+      -e "/^  flavor: /a\\  allowPrivateTargets: true  # demo only: the receiver is on loopback" \
       -e "s#https://\\(ci\\|chat\\|jenkins\\|preview\\)\\.example\\.com#$receiver/\\1#g" "$f"
   echo "---"
 done | kubectl apply -n demo -f -
@@ -81,6 +82,9 @@ fire acme/api repo:push
 fire acme/docs pullrequest:created
 fire PLAT/api repo:refs_changed
 fire PLAT/web repo:refs_changed
+
+echo "==> waiting for delivery health (Data Center statistics, the Cloud endpoint probe)"
+kubectl wait --for=jsonpath='{.status.delivery.health}'=Healthy webhook/chat-notifier webhook/ci-trigger -n demo --timeout=60s
 
 echo "==> kubectl get bitbucket -A"
 kubectl get bitbucket -A
