@@ -3,5 +3,6 @@
 pub mod api;
 pub mod bitbucket;
 pub mod health;
+pub mod metrics;
 pub mod reconcile;
 pub mod runtime;

@@ -43,6 +43,13 @@ struct RunArgs {
         default_value = "bitbucket-webhook-operator"
     )]
     cluster_secret_namespace: String,
+    /// Where /healthz, /readyz and /metrics are served.
+    #[arg(
+        long,
+        env = "BBWO_METRICS_BIND_ADDRESS",
+        default_value = "0.0.0.0:8080"
+    )]
+    metrics_bind_address: std::net::SocketAddr,
     /// Log filter: a level (error, warn, info, debug, trace) or a tracing directive list.
     #[arg(long, env = "BBWO_LOG_LEVEL", default_value = "info")]
     log_level: String,
@@ -119,8 +126,31 @@ fn run(args: RunArgs) -> Result<(), String> {
             cluster_secret_namespace: args.cluster_secret_namespace,
             ..Config::default()
         };
-        tracing::info!(resync = ?config.resync_period, "bitbucket-webhook-operator starting");
-        bitbucket_webhook_operator::runtime::run(client, config, shutdown_signal()).await;
+        let listener = tokio::net::TcpListener::bind(args.metrics_bind_address)
+            .await
+            .map_err(|e| format!("cannot listen on {}: {e}", args.metrics_bind_address))?;
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        tokio::spawn(async move {
+            shutdown_signal().await;
+            let _ = stop.send(true);
+        });
+        let until_stopped = move || {
+            let mut rx = stopped.clone();
+            async move {
+                let _ = rx.wait_for(|s| *s).await;
+            }
+        };
+        let metrics = std::sync::Arc::new(bitbucket_webhook_operator::metrics::Metrics::new());
+        let ready = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let server = tokio::spawn(bitbucket_webhook_operator::runtime::serve(
+            listener,
+            metrics.clone(),
+            ready.clone(),
+            until_stopped(),
+        ));
+        tracing::info!(resync = ?config.resync_period, address = %args.metrics_bind_address, "bitbucket-webhook-operator starting");
+        bitbucket_webhook_operator::runtime::run(client, config, metrics, ready, until_stopped()).await;
+        let _ = server.await;
         tracing::info!("stopped");
         Ok(())
     })

@@ -85,6 +85,7 @@ impl Setup {
             tls: TlsOptions::default(),
             budget: Arc::new(budget),
             retry: fast_retries(),
+            observer: None,
         })
         .expect("client")
     }
@@ -608,6 +609,7 @@ async fn tls_with_a_private_ca_or_explicitly_insecure() {
                 max_retries: 0,
                 ..fast_retries()
             },
+            observer: None,
         })
         .expect("client")
     };
@@ -655,6 +657,7 @@ async fn tls_with_a_private_ca_or_explicitly_insecure() {
         tls: bad,
         budget: Arc::new(Budget::per_hour(1000)),
         retry: fast_retries(),
+        observer: None,
     })
     .expect_err("bad CA bundle");
     assert!(err.to_string().contains("CA bundle"), "{err}");

@@ -396,13 +396,47 @@ async fn secrets_generated_signed_removed_and_never_shown() {
     let webhooks = w
         .kubectl(&["get", "webhooks,bitbucketconnections", "-o", "yaml"])
         .expect("objects");
+    let base = support::metrics_url();
+    let http = reqwest::Client::new();
+    let get = |path: &'static str| {
+        let (http, base) = (http.clone(), base.clone());
+        async move {
+            let r = http
+                .get(format!("{base}{path}"))
+                .send()
+                .await
+                .expect("operator HTTP");
+            (r.status().as_u16(), r.text().await.unwrap_or_default())
+        }
+    };
+    assert_eq!(get("/healthz").await, (200, "ok".to_owned()));
+    assert_eq!(get("/readyz").await.0, 200, "ready once the watches synced");
+    let (status, metrics) = get("/metrics").await;
+    assert_eq!(status, 200);
+    for name in [
+        "bbwo_reconciles_total{kind=\"Webhook\",result=\"ok\"}",
+        "bbwo_reconcile_duration_seconds_bucket{",
+        "bbwo_bitbucket_requests_total{connection=",
+        "bbwo_bitbucket_budget_remaining{connection=",
+        "bbwo_webhooks{health=",
+        "bbwo_webhooks_by_condition{condition=\"Ready\"",
+        "bbwo_delivery_failures_seen_total",
+        "bbwo_reconcile_errors",
+    ] {
+        assert!(metrics.contains(name), "{name} missing from /metrics");
+    }
     let logs = support::logs();
     assert!(
         logs.len() > 10_000,
         "trace logs were captured ({} bytes)",
         logs.len()
     );
-    for (what, text) in [("logs", &logs), ("events", &events), ("objects", &webhooks)] {
+    for (what, text) in [
+        ("logs", &logs),
+        ("events", &events),
+        ("objects", &webhooks),
+        ("metrics", &metrics),
+    ] {
         for needle in [secret_text.as_str(), support::ADMIN, support::READER] {
             assert!(
                 !text.contains(needle),

@@ -253,6 +253,7 @@ async fn adoption_and_conflict(flavor: Flavor) {
                 1000,
             )),
             retry: Default::default(),
+            observer: None,
         },
     )
     .expect("client");

@@ -5,12 +5,13 @@ use std::num::NonZeroU32;
 use std::time::Duration;
 
 use governor::clock::{Clock, DefaultClock};
+use governor::middleware::StateInformationMiddleware;
 use governor::state::{InMemoryState, NotKeyed};
 use governor::{Quota, RateLimiter};
 
 /// A token bucket sized so that no rolling hour exceeds the budget.
 pub struct Budget {
-    limiter: RateLimiter<NotKeyed, InMemoryState, DefaultClock>,
+    limiter: RateLimiter<NotKeyed, InMemoryState, DefaultClock, StateInformationMiddleware>,
     per_hour: u32,
 }
 
@@ -34,15 +35,17 @@ impl Budget {
             .unwrap_or_else(|| Quota::per_hour(NonZeroU32::MIN))
             .allow_burst(NonZeroU32::new(burst).unwrap_or(NonZeroU32::MIN));
         Budget {
-            limiter: RateLimiter::direct(quota),
+            limiter: RateLimiter::direct(quota).with_middleware::<StateInformationMiddleware>(),
             per_hour,
         }
     }
 
-    /// Takes one request from the budget, or says how long until one is available.
-    pub fn try_acquire(&self) -> Result<(), Duration> {
+    /// Takes one request from the budget and says how many more could go at once, or
+    /// says how long until one is available.
+    pub fn try_acquire(&self) -> Result<u32, Duration> {
         self.limiter
             .check()
+            .map(|snapshot| snapshot.remaining_burst_capacity())
             .map_err(|not_until| not_until.wait_time_from(DefaultClock::default().now()))
     }
 

@@ -19,7 +19,7 @@ use secrecy::SecretString;
 pub use budget::Budget;
 pub use credentials::Credentials;
 pub use error::{Error, Result};
-pub use transport::{RetryPolicy, TlsOptions};
+pub use transport::{Observer, RetryPolicy, TlsOptions};
 
 use crate::api::Flavor;
 use transport::Transport;
@@ -172,6 +172,8 @@ pub struct ConnectionConfig {
     pub tls: TlsOptions,
     pub budget: Arc<Budget>,
     pub retry: RetryPolicy,
+    /// Counts requests into the metrics under this connection's name.
+    pub observer: Option<Observer>,
 }
 
 /// The client for a connection's flavor.
@@ -192,6 +194,7 @@ pub fn connect(config: ConnectionConfig) -> Result<Arc<dyn WebhookBackend>> {
         &config.tls,
         config.budget,
         config.retry,
+        config.observer,
     )?;
     Ok(match config.flavor {
         Flavor::Cloud => Arc::new(cloud::CloudClient::new(transport)),

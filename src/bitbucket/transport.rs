@@ -89,8 +89,22 @@ struct Failure {
     maybe_processed: bool,
 }
 
+/// Where request counts go: the connection's name and the metrics.
+#[derive(Clone)]
+pub struct Observer {
+    pub connection: String,
+    pub metrics: std::sync::Arc<crate::metrics::Metrics>,
+}
+
+impl std::fmt::Debug for Observer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Observer({})", self.connection)
+    }
+}
+
 /// Authenticated, budgeted, retrying HTTP to one Bitbucket.
 pub struct Transport {
+    observer: Option<Observer>,
     http: reqwest::Client,
     base: Url,
     credentials: Credentials,
@@ -117,6 +131,7 @@ impl Transport {
         tls: &TlsOptions,
         budget: Arc<Budget>,
         retry: RetryPolicy,
+        observer: Option<Observer>,
     ) -> Result<Transport> {
         let invalid = |message: String| Error::Invalid { message };
         let mut base = Url::parse(base_url.trim_end_matches('/'))
@@ -153,6 +168,7 @@ impl Transport {
             .build()
             .map_err(|e| invalid(format!("cannot build an HTTP client: {e}")))?;
         Ok(Transport {
+            observer,
             http,
             base,
             credentials,
@@ -215,13 +231,20 @@ impl Transport {
     }
 
     async fn once(&self, call: &Call<'_>) -> std::result::Result<Answer, Failure> {
-        self.budget.try_acquire().map_err(|wait| Failure {
+        let remaining = self.budget.try_acquire().map_err(|wait| Failure {
             error: Error::RateLimited {
                 retry_after: Some(wait),
                 local: true,
             },
             maybe_processed: false,
         })?;
+        let observe = |status: Option<u16>| {
+            if let Some(o) = &self.observer {
+                o.metrics
+                    .request(&o.connection, call.method.as_str(), status);
+                o.metrics.budget(&o.connection, remaining);
+            }
+        };
         let mut request = self
             .http
             .request(call.method.clone(), call.url.clone())
@@ -230,13 +253,17 @@ impl Transport {
         if let Some(body) = call.body {
             request = request.json(body);
         }
-        let response = request.send().await.map_err(|e| Failure {
-            maybe_processed: !e.is_connect(),
-            error: Error::Unavailable {
-                message: describe(&e),
-            },
+        let response = request.send().await.map_err(|e| {
+            observe(None);
+            Failure {
+                maybe_processed: !e.is_connect(),
+                error: Error::Unavailable {
+                    message: describe(&e),
+                },
+            }
         })?;
         let status = response.status();
+        observe(Some(status.as_u16()));
         let headers = response.headers().clone();
         let body = response
             .bytes()

@@ -63,6 +63,14 @@ impl View {
         }
     }
 
+    /// The connection's name in metrics: "namespace/name", or "name" for a cluster one.
+    pub fn metric_name(&self) -> String {
+        match &self.namespace {
+            Some(ns) => format!("{ns}/{}", self.name),
+            None => self.name.clone(),
+        }
+    }
+
     /// A key naming this connection in caches: kind/namespace/name.
     pub fn key(&self) -> String {
         format!(
@@ -141,6 +149,7 @@ impl Registry {
         client: &kube::Client,
         view: &View,
         retry: &bitbucket::RetryPolicy,
+        metrics: &Arc<crate::metrics::Metrics>,
     ) -> Result<Arc<dyn WebhookBackend>, Error> {
         let secret_name = &view.spec.auth.secret_ref.name;
         let secret = Api::<Secret>::namespaced(client.clone(), &view.secret_namespace)
@@ -216,6 +225,10 @@ impl Registry {
             tls,
             budget,
             retry: retry.clone(),
+            observer: Some(bitbucket::Observer {
+                connection: view.metric_name(),
+                metrics: metrics.clone(),
+            }),
         })
         .map_err(|e| Error::InvalidSpec(e.to_string()))?;
         self.entries
@@ -238,7 +251,7 @@ async fn verify(view: &View, ctx: &Context) -> (ConnectionStatus, Option<Error>)
     let previous = view.status.clone().unwrap_or_default();
     let result = match ctx
         .connections
-        .backend(&ctx.client, view, &ctx.config.retry)
+        .backend(&ctx.client, view, &ctx.config.retry, &ctx.metrics)
         .await
     {
         Ok(backend) => backend.verify_credentials().await.map_err(Error::from),
@@ -293,7 +306,13 @@ where
     K: Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
 {
     let key = super::object_key(obj);
+    let started = std::time::Instant::now();
     let (status, error) = verify(&view, &ctx).await;
+    ctx.metrics.reconciled(
+        &K::kind(&()),
+        started.elapsed(),
+        error.as_ref().map(Error::reason),
+    );
     let before = view
         .status
         .as_ref()

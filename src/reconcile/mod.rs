@@ -55,6 +55,7 @@ pub struct Context {
     pub connections: connection::Registry,
     pub lists: cache::RepoLists,
     pub health: crate::health::Schedule,
+    pub metrics: std::sync::Arc<crate::metrics::Metrics>,
     /// All Webhooks, for conflicts and for mapping connection and Secret changes.
     pub webhooks: Store<DeserializeGuard<Webhook>>,
     /// Consecutive failures per object, for backoff.
@@ -67,6 +68,7 @@ impl Context {
         recorder: Recorder,
         config: Config,
         webhooks: Store<DeserializeGuard<Webhook>>,
+        metrics: std::sync::Arc<crate::metrics::Metrics>,
     ) -> Context {
         Context {
             client,
@@ -75,6 +77,7 @@ impl Context {
             config,
             connections: connection::Registry::default(),
             health: crate::health::Schedule::default(),
+            metrics,
             webhooks,
             failures: Mutex::default(),
         }

@@ -406,7 +406,7 @@ async fn sync(w: &Webhook, api: &Api<Webhook>, ctx: &Context) -> Result<Synced, 
     conflict(w, ctx)?;
     let backend = ctx
         .connections
-        .backend(&ctx.client, &view, &ctx.config.retry)
+        .backend(&ctx.client, &view, &ctx.config.retry, &ctx.metrics)
         .await?;
     let secret = desired_secret(w, ctx).await?;
     let desired = Desired {
@@ -715,6 +715,7 @@ fn new_status(
 }
 
 async fn apply(w: Arc<Webhook>, api: &Api<Webhook>, ctx: &Context) -> Result<Action, Error> {
+    let started = std::time::Instant::now();
     let key = object_key(w.as_ref());
     let result = sync(&w, api, ctx).await;
     let health = match &result {
@@ -733,6 +734,7 @@ async fn apply(w: Arc<Webhook>, api: &Api<Webhook>, ctx: &Context) -> Result<Act
         clear_pending(api, &w).await?;
     }
     tell(ctx, &w, &result, &status, health.as_ref()).await;
+    record(ctx, &w, &result, &status, started.elapsed());
     let group = match &result {
         Ok(s) => format!(
             "{:?}|{}|{}",
@@ -761,6 +763,37 @@ async fn apply(w: Arc<Webhook>, api: &Api<Webhook>, ctx: &Context) -> Result<Act
 }
 
 /// Events on actions and on changes of the Synced condition.
+/// Metrics of one reconcile: its outcome and the Webhook's health and readiness.
+fn record(
+    ctx: &Context,
+    w: &Webhook,
+    result: &Result<Synced, Error>,
+    status: &WebhookStatus,
+    took: Duration,
+) {
+    let error = result.as_ref().err().map(Error::reason);
+    ctx.metrics.reconciled("Webhook", took, error);
+    let health = status
+        .delivery
+        .as_ref()
+        .map_or(DeliveryHealth::Unknown, |d| d.health);
+    let ready = conditions::find(&status.conditions, conditions::READY)
+        .map_or("Unknown", |c| c.status.as_str());
+    ctx.metrics.webhook(
+        &w.uid().unwrap_or_default(),
+        Some((&format!("{health:?}"), ready)),
+    );
+    let failed = |d: Option<&DeliveryStatus>| {
+        d.map_or(0, |d| d.failures.unwrap_or(0) + d.errors.unwrap_or(0))
+    };
+    let before = failed(w.status.as_ref().and_then(|s| s.delivery.as_ref()));
+    let after = failed(status.delivery.as_ref());
+    if after > before {
+        ctx.metrics
+            .delivery_failures(u64::try_from(after - before).unwrap_or(0));
+    }
+}
+
 /// Delivery health for a hook that exists.
 async fn assess(w: &Webhook, synced: &Synced, ctx: &Context) -> Option<Assessment> {
     let id = synced.id.as_deref()?;
@@ -876,6 +909,7 @@ async fn tell(
 
 async fn cleanup(w: Arc<Webhook>, ctx: &Context) -> Result<Action, Error> {
     ctx.health.forget(&w.uid().unwrap_or_default());
+    ctx.metrics.webhook(&w.uid().unwrap_or_default(), None);
     let forced = w
         .annotations()
         .get(FORCE_ORPHAN_ANNOTATION)
@@ -924,7 +958,7 @@ async fn delete(w: &Webhook, id: Option<String>, ctx: &Context) -> Result<String
     let view = resolve_connection(w, ctx).await?;
     let backend = ctx
         .connections
-        .backend(&ctx.client, &view, &ctx.config.retry)
+        .backend(&ctx.client, &view, &ctx.config.retry, &ctx.metrics)
         .await?;
     let repo = RepoRef::parse(&w.spec.repository).ok_or_else(|| {
         Error::InvalidSpec(format!(

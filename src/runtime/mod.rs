@@ -15,7 +15,9 @@ use kube::runtime::{PredicateConfig, WatchStreamExt, watcher};
 use kube::{Api, Resource, ResourceExt};
 
 use crate::api::{BitbucketConnection, ClusterBitbucketConnection, ConnectionKind, Webhook};
+use crate::metrics::Metrics;
 use crate::reconcile::{self, Config, Context, connection, webhook};
+use std::sync::atomic::AtomicBool;
 
 /// What makes an object worth a reconcile: its spec (generation), annotations, finalizers
 /// and deletion. The operator's own status writes change none of these, so they do not
@@ -50,10 +52,13 @@ fn webhooks_using(
         .collect()
 }
 
-/// Runs the three controllers until `shutdown` resolves.
+/// Runs the three controllers until `shutdown` resolves. `ready` turns true once the
+/// watches have synced.
 pub async fn run(
     client: kube::Client,
     config: Config,
+    metrics: Arc<Metrics>,
+    ready: Arc<AtomicBool>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) {
     let reporter = Reporter {
@@ -79,6 +84,12 @@ pub async fn run(
     let webhook_stream = watcher(webhooks_api, watcher::Config::default())
         .default_backoff()
         .reflect(writer)
+        // Ready once the Webhook watch has listed everything (what /readyz reports).
+        .inspect(move |event| {
+            if matches!(event, Ok(watcher::Event::InitDone)) {
+                ready.store(true, std::sync::atomic::Ordering::Relaxed);
+            }
+        })
         .applied_objects()
         .predicate_filter(changed, PredicateConfig::default());
     let ctx = Arc::new(Context::new(
@@ -86,6 +97,7 @@ pub async fn run(
         recorder,
         config,
         webhooks.clone(),
+        metrics,
     ));
 
     let by_connection = webhooks.clone();
@@ -236,4 +248,51 @@ fn error_policy<K: Resource<DynamicType = ()>>(
     let key = reconcile::object_key(obj.as_ref());
     tracing::warn!(object = %key, reason = error.reason(), error = %error, "reconcile failed");
     kube::runtime::controller::Action::requeue(reconcile::requeue_after(&ctx, &key, error))
+}
+
+/// `/healthz` (the process runs), `/readyz` (the watches have synced) and `/metrics`.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    metrics: Arc<Metrics>,
+    ready: Arc<AtomicBool>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    use axum::http::{StatusCode, header};
+    use axum::routing::get;
+    let app = axum::Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .route(
+            "/readyz",
+            get(move || {
+                let ready = ready.load(std::sync::atomic::Ordering::Relaxed);
+                async move {
+                    if ready {
+                        (StatusCode::OK, "ok")
+                    } else {
+                        (
+                            StatusCode::SERVICE_UNAVAILABLE,
+                            "the watches have not synced yet",
+                        )
+                    }
+                }
+            }),
+        )
+        .route(
+            "/metrics",
+            get(move || {
+                let text = metrics.encode();
+                async move {
+                    (
+                        [(
+                            header::CONTENT_TYPE,
+                            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                        )],
+                        text,
+                    )
+                }
+            }),
+        );
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await
 }

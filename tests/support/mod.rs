@@ -21,6 +21,23 @@ pub const RESYNC: Duration = Duration::from_secs(4);
 /// How often the tests' operator reads Data Center statistics.
 pub const HEALTH: Duration = Duration::from_secs(2);
 
+static METRICS_ADDR: OnceLock<std::net::SocketAddr> = OnceLock::new();
+
+/// The operator's /healthz, /readyz and /metrics, once it runs.
+pub fn metrics_url() -> String {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some(addr) = METRICS_ADDR.get() {
+            return format!("http://{addr}");
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the operator's HTTP server never started"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 /// Everything the operator (and every library it uses) logged, at trace level.
 pub fn logs() -> String {
     String::from_utf8_lossy(&log_buffer().lock().unwrap_or_else(|p| p.into_inner())).into_owned()
@@ -89,9 +106,24 @@ pub fn operator() -> &'static ControlPlane {
                             max_delay: Duration::from_secs(1),
                         },
                     };
+                    let metrics =
+                        std::sync::Arc::new(bitbucket_webhook_operator::metrics::Metrics::new());
+                    let ready = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+                    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+                        .await
+                        .expect("metrics port");
+                    let _ = METRICS_ADDR.set(listener.local_addr().expect("addr"));
+                    tokio::spawn(bitbucket_webhook_operator::runtime::serve(
+                        listener,
+                        metrics.clone(),
+                        ready.clone(),
+                        std::future::pending(),
+                    ));
                     bitbucket_webhook_operator::runtime::run(
                         client,
                         config,
+                        metrics,
+                        ready,
                         std::future::pending(),
                     )
                     .await;

@@ -1,0 +1,278 @@
+//! Prometheus metrics (prometheus-client). Labels never carry secrets: connection names,
+//! methods, statuses, reasons and health values only.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReconcileLabels {
+    pub kind: String,
+    pub result: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KindLabels {
+    pub kind: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ErrorLabels {
+    pub kind: String,
+    pub reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    pub connection: String,
+    pub method: String,
+    /// The HTTP status, or "error" when no answer came.
+    pub status: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ConnectionLabels {
+    pub connection: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct HealthLabels {
+    pub health: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ConditionLabels {
+    pub condition: String,
+    pub status: String,
+}
+
+fn duration_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(0.005, 2.0, 14))
+}
+
+/// Every metric the operator exposes on `/metrics`.
+pub struct Metrics {
+    registry: Registry,
+    reconciles: Family<ReconcileLabels, Counter>,
+    reconcile_errors: Family<ErrorLabels, Counter>,
+    reconcile_duration: Family<KindLabels, Histogram, fn() -> Histogram>,
+    requests: Family<RequestLabels, Counter>,
+    budget_remaining: Family<ConnectionLabels, Gauge>,
+    webhooks_by_health: Family<HealthLabels, Gauge>,
+    webhooks_by_condition: Family<ConditionLabels, Gauge>,
+    delivery_failures: Counter,
+    /// Per Webhook uid: (health, Ready status), from which the gauges are counted.
+    webhooks: Mutex<HashMap<String, (String, String)>>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let mut registry = Registry::with_prefix("bbwo");
+        let reconciles = Family::<ReconcileLabels, Counter>::default();
+        registry.register(
+            "reconciles",
+            "Reconciles by kind and result (ok, error)",
+            reconciles.clone(),
+        );
+        let reconcile_errors = Family::<ErrorLabels, Counter>::default();
+        registry.register(
+            "reconcile_errors",
+            "Failed reconciles by kind and reason (the condition reason)",
+            reconcile_errors.clone(),
+        );
+        let reconcile_duration =
+            Family::<KindLabels, Histogram, fn() -> Histogram>::new_with_constructor(
+                duration_histogram,
+            );
+        registry.register(
+            "reconcile_duration_seconds",
+            "Time one reconcile took, Bitbucket calls included",
+            reconcile_duration.clone(),
+        );
+        let requests = Family::<RequestLabels, Counter>::default();
+        registry.register(
+            "bitbucket_requests",
+            "Requests sent to Bitbucket by connection, method and HTTP status (\"error\": no answer)",
+            requests.clone(),
+        );
+        let budget_remaining = Family::<ConnectionLabels, Gauge>::default();
+        registry.register(
+            "bitbucket_budget_remaining",
+            "Requests the connection may still send at once before its hourly budget makes it wait",
+            budget_remaining.clone(),
+        );
+        let webhooks_by_health = Family::<HealthLabels, Gauge>::default();
+        registry.register(
+            "webhooks",
+            "Webhooks by delivery health",
+            webhooks_by_health.clone(),
+        );
+        let webhooks_by_condition = Family::<ConditionLabels, Gauge>::default();
+        registry.register(
+            "webhooks_by_condition",
+            "Webhooks by the status of their Ready condition",
+            webhooks_by_condition.clone(),
+        );
+        let delivery_failures = Counter::default();
+        registry.register(
+            "delivery_failures_seen",
+            "Failed or unanswered deliveries seen in Bitbucket's statistics",
+            delivery_failures.clone(),
+        );
+        Metrics {
+            registry,
+            reconciles,
+            reconcile_errors,
+            reconcile_duration,
+            requests,
+            budget_remaining,
+            webhooks_by_health,
+            webhooks_by_condition,
+            delivery_failures,
+            webhooks: Mutex::default(),
+        }
+    }
+
+    /// The text exposition (OpenMetrics).
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        if prometheus_client::encoding::text::encode(&mut out, &self.registry).is_err() {
+            out.clear();
+        }
+        out
+    }
+
+    pub fn reconciled(&self, kind: &str, took: Duration, error: Option<&str>) {
+        let result = if error.is_some() { "error" } else { "ok" };
+        self.reconciles
+            .get_or_create(&ReconcileLabels {
+                kind: kind.to_owned(),
+                result: result.to_owned(),
+            })
+            .inc();
+        self.reconcile_duration
+            .get_or_create(&KindLabels {
+                kind: kind.to_owned(),
+            })
+            .observe(took.as_secs_f64());
+        if let Some(reason) = error {
+            self.reconcile_errors
+                .get_or_create(&ErrorLabels {
+                    kind: kind.to_owned(),
+                    reason: reason.to_owned(),
+                })
+                .inc();
+        }
+    }
+
+    pub fn request(&self, connection: &str, method: &str, status: Option<u16>) {
+        let status = status.map_or_else(|| "error".to_owned(), |s| s.to_string());
+        self.requests
+            .get_or_create(&RequestLabels {
+                connection: connection.to_owned(),
+                method: method.to_owned(),
+                status,
+            })
+            .inc();
+    }
+
+    pub fn budget(&self, connection: &str, remaining: u32) {
+        self.budget_remaining
+            .get_or_create(&ConnectionLabels {
+                connection: connection.to_owned(),
+            })
+            .set(i64::from(remaining));
+    }
+
+    pub fn delivery_failures(&self, new: u64) {
+        self.delivery_failures.inc_by(new);
+    }
+
+    /// Records a Webhook's health and Ready status (None: the Webhook is gone).
+    pub fn webhook(&self, uid: &str, state: Option<(&str, &str)>) {
+        let mut webhooks = self.webhooks.lock().unwrap_or_else(|p| p.into_inner());
+        match state {
+            Some((health, ready)) => {
+                webhooks.insert(uid.to_owned(), (health.to_owned(), ready.to_owned()));
+            }
+            None => {
+                webhooks.remove(uid);
+            }
+        }
+        self.webhooks_by_health.clear();
+        self.webhooks_by_condition.clear();
+        for health in ["Healthy", "Degraded", "Failing", "Unknown"] {
+            self.webhooks_by_health
+                .get_or_create(&HealthLabels {
+                    health: health.to_owned(),
+                })
+                .set(0);
+        }
+        // Every value present, also at zero, so alerts and dashboards see them.
+        for status in ["True", "False", "Unknown"] {
+            self.webhooks_by_condition
+                .get_or_create(&ConditionLabels {
+                    condition: "Ready".to_owned(),
+                    status: status.to_owned(),
+                })
+                .set(0);
+        }
+        for (health, ready) in webhooks.values() {
+            self.webhooks_by_health
+                .get_or_create(&HealthLabels {
+                    health: health.clone(),
+                })
+                .inc();
+            self.webhooks_by_condition
+                .get_or_create(&ConditionLabels {
+                    condition: "Ready".to_owned(),
+                    status: ready.clone(),
+                })
+                .inc();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_documented_metric_is_exposed() {
+        let m = Metrics::new();
+        m.reconciled("Webhook", Duration::from_millis(12), Some("Forbidden"));
+        m.request("ci/acme", "GET", Some(200));
+        m.budget("ci/acme", 89);
+        m.delivery_failures(2);
+        m.webhook("uid-1", Some(("Failing", "False")));
+        let text = m.encode();
+        for name in [
+            "bbwo_reconciles_total{kind=\"Webhook\",result=\"error\"} 1",
+            "bbwo_reconcile_errors_total{kind=\"Webhook\",reason=\"Forbidden\"} 1",
+            "bbwo_reconcile_duration_seconds_bucket",
+            "bbwo_bitbucket_requests_total{connection=\"ci/acme\",method=\"GET\",status=\"200\"} 1",
+            "bbwo_bitbucket_budget_remaining{connection=\"ci/acme\"} 89",
+            "bbwo_webhooks{health=\"Failing\"} 1",
+            "bbwo_webhooks{health=\"Healthy\"} 0",
+            "bbwo_webhooks_by_condition{condition=\"Ready\",status=\"False\"} 1",
+            "bbwo_delivery_failures_seen_total 2",
+        ] {
+            assert!(text.contains(name), "{name} missing from:\n{text}");
+        }
+        m.webhook("uid-1", None);
+        assert!(m.encode().contains("bbwo_webhooks{health=\"Failing\"} 0"));
+    }
+}
