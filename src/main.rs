@@ -43,6 +43,16 @@ struct RunArgs {
         default_value = "bitbucket-webhook-operator"
     )]
     cluster_secret_namespace: String,
+    /// Watch only this namespace (default: all namespaces).
+    #[arg(long, env = "BBWO_NAMESPACE")]
+    namespace: Option<String>,
+    /// Watch only Webhooks and connections matching this label selector (to shard).
+    #[arg(long, env = "BBWO_SELECTOR")]
+    selector: Option<String>,
+    /// Serve ClusterBitbucketConnections (needs cluster-wide read access to them and to
+    /// namespaces).
+    #[arg(long, env = "BBWO_CLUSTER_CONNECTIONS", default_value_t = true, action = clap::ArgAction::Set)]
+    cluster_connections: bool,
     /// Where /healthz, /readyz and /metrics are served.
     #[arg(
         long,
@@ -123,6 +133,9 @@ fn run(args: RunArgs) -> Result<(), String> {
             resync_period: args.resync_period,
             list_ttl: args.resync_period.mul_f64(0.9),
             health_period: args.health_period,
+            namespace: args.namespace,
+            selector: args.selector,
+            cluster_connections: args.cluster_connections,
             cluster_secret_namespace: args.cluster_secret_namespace,
             ..Config::default()
         };

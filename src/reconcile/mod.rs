@@ -31,6 +31,12 @@ pub struct Config {
     /// How often Data Center delivery statistics are read (one request per hook).
     pub health_period: Duration,
     pub retry: RetryPolicy,
+    /// Watch only this namespace (None: all).
+    pub namespace: Option<String>,
+    /// Watch only Webhooks and connections with these labels (sharding).
+    pub selector: Option<String>,
+    /// Serve ClusterBitbucketConnections (off when the operator may only see one namespace).
+    pub cluster_connections: bool,
 }
 
 impl Default for Config {
@@ -43,6 +49,9 @@ impl Default for Config {
             cluster_secret_namespace: "bitbucket-webhook-operator".to_owned(),
             health_period: Duration::from_secs(300),
             retry: RetryPolicy::default(),
+            namespace: None,
+            selector: None,
+            cluster_connections: true,
         }
     }
 }

@@ -139,6 +139,11 @@ async fn resolve_connection(w: &Webhook, ctx: &Context) -> Result<View, Error> {
             Ok(View::namespaced(&c))
         }
         ConnectionKind::ClusterBitbucketConnection => {
+            if !ctx.config.cluster_connections {
+                return Err(Error::NotAllowed(
+                    "this operator does not serve ClusterBitbucketConnections (it watches one namespace); use a BitbucketConnection".to_owned(),
+                ));
+            }
             let api = Api::<ClusterBitbucketConnection>::all(ctx.client.clone());
             let c = api
                 .get_opt(name)

@@ -78,10 +78,11 @@ pub async fn run(
         }
     };
 
+    let scope = Scope::of(&config);
     // Webhooks, read through DeserializeGuard so one malformed object cannot stop the stream.
-    let webhooks_api: Api<DeserializeGuard<Webhook>> = Api::all(client.clone());
+    let webhooks_api: Api<DeserializeGuard<Webhook>> = scope.api(&client);
     let (webhooks, writer) = reflector::store();
-    let webhook_stream = watcher(webhooks_api, watcher::Config::default())
+    let webhook_stream = watcher(webhooks_api, scope.watch())
         .default_backoff()
         .reflect(writer)
         // Ready once the Webhook watch has listed everything (what /readyz reports).
@@ -104,32 +105,20 @@ pub async fn run(
     let by_cluster_connection = webhooks.clone();
     let by_secret = webhooks.clone();
     let secrets = watcher(
-        Api::<PartialObjectMeta<Secret>>::all(client.clone()),
+        scope.api::<PartialObjectMeta<Secret>>(&client),
         watcher::Config::default(),
     )
     .default_backoff()
     .touched_objects();
-    let webhook_controller = Controller::for_stream(webhook_stream, webhooks)
+    let mut webhook_controller = Controller::for_stream(webhook_stream, webhooks)
         .watches(
-            Api::<BitbucketConnection>::all(client.clone()),
-            watcher::Config::default(),
+            scope.api::<BitbucketConnection>(&client),
+            scope.watch(),
             move |c| {
                 webhooks_using(
                     &by_connection,
                     ConnectionKind::BitbucketConnection,
                     c.namespace(),
-                    c.name_any(),
-                )
-            },
-        )
-        .watches(
-            Api::<ClusterBitbucketConnection>::all(client.clone()),
-            watcher::Config::default(),
-            move |c| {
-                webhooks_using(
-                    &by_cluster_connection,
-                    ConnectionKind::ClusterBitbucketConnection,
-                    None,
                     c.name_any(),
                 )
             },
@@ -147,31 +136,58 @@ pub async fn run(
                 })
                 .map(|g| ObjectRef::from_obj(g.as_ref()))
                 .collect::<Vec<_>>()
-        })
+        });
+    if scope.cluster_connections {
+        webhook_controller = webhook_controller.watches(
+            Api::<ClusterBitbucketConnection>::all(client.clone()),
+            scope.watch(),
+            move |c| {
+                webhooks_using(
+                    &by_cluster_connection,
+                    ConnectionKind::ClusterBitbucketConnection,
+                    None,
+                    c.name_any(),
+                )
+            },
+        );
+    }
+    let webhook_controller = webhook_controller
         .graceful_shutdown_on(stopped())
         .run(webhook::reconcile, webhook::error_policy, ctx.clone())
         .for_each(|_| async {});
 
-    let namespaced = connection_controller::<BitbucketConnection>(&client, &ctx, None)
+    let namespaced =
+        connection_controller::<BitbucketConnection>(&client, scope.api(&client), &scope, None)
+            .graceful_shutdown_on(stopped())
+            .run(connection::reconcile_namespaced, error_policy, ctx.clone())
+            .for_each(|_| async {});
+    let cluster = async {
+        if !scope.cluster_connections {
+            return;
+        }
+        let secrets = Scope {
+            namespace: Some(ctx.config.cluster_secret_namespace.clone()),
+            ..scope.clone()
+        };
+        connection_controller::<ClusterBitbucketConnection>(
+            &client,
+            Api::all(client.clone()),
+            &secrets,
+            Some(ctx.config.cluster_secret_namespace.clone()),
+        )
         .graceful_shutdown_on(stopped())
-        .run(connection::reconcile_namespaced, error_policy, ctx.clone())
-        .for_each(|_| async {});
-    let cluster_secret_namespace = Some(ctx.config.cluster_secret_namespace.clone());
-    let cluster = connection_controller::<ClusterBitbucketConnection>(
-        &client,
-        &ctx,
-        cluster_secret_namespace,
-    )
-    .graceful_shutdown_on(stopped())
-    .run(connection::reconcile_cluster, error_policy, ctx.clone())
-    .for_each(|_| async {});
+        .run(connection::reconcile_cluster, error_policy, ctx.clone())
+        .for_each(|_| async {})
+        .await;
+    };
     futures::join!(webhook_controller, namespaced, cluster);
 }
 
 /// A connection controller: the connection itself (spec changes), and the Secrets it reads.
 fn connection_controller<K>(
     client: &kube::Client,
-    _ctx: &Arc<Context>,
+    api: Api<K>,
+    scope: &Scope,
     secret_namespace: Option<String>,
 ) -> Controller<K>
 where
@@ -185,14 +201,14 @@ where
     K: ConnectionLike,
 {
     let (store, writer) = reflector::store();
-    let stream = watcher(Api::<K>::all(client.clone()), watcher::Config::default())
+    let stream = watcher(api, scope.watch())
         .default_backoff()
         .reflect(writer)
         .applied_objects()
         .predicate_filter(changed, PredicateConfig::default());
     let by_secret = store.clone();
     let secrets = watcher(
-        Api::<PartialObjectMeta<Secret>>::all(client.clone()),
+        scope.api::<PartialObjectMeta<Secret>>(client),
         watcher::Config::default(),
     )
     .default_backoff()
@@ -295,4 +311,43 @@ pub async fn serve(
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
         .await
+}
+
+/// What this operator watches: one namespace or all, objects matching a label selector,
+/// and whether it serves ClusterBitbucketConnections.
+#[derive(Clone, Debug)]
+struct Scope {
+    namespace: Option<String>,
+    selector: Option<String>,
+    cluster_connections: bool,
+}
+
+impl Scope {
+    fn of(config: &Config) -> Scope {
+        Scope {
+            namespace: config.namespace.clone(),
+            selector: config.selector.clone(),
+            cluster_connections: config.cluster_connections,
+        }
+    }
+
+    /// The API of a namespaced kind, in the watched namespace or all.
+    fn api<K>(&self, client: &kube::Client) -> Api<K>
+    where
+        K: Resource<Scope = k8s_openapi::NamespaceResourceScope>,
+        K::DynamicType: Default,
+    {
+        match &self.namespace {
+            Some(ns) => Api::namespaced(client.clone(), ns),
+            None => Api::all(client.clone()),
+        }
+    }
+
+    /// Watch settings for Webhooks and connections (the label selector shards).
+    fn watch(&self) -> watcher::Config {
+        match &self.selector {
+            Some(selector) => watcher::Config::default().labels(selector),
+            None => watcher::Config::default(),
+        }
+    }
 }

@@ -105,6 +105,7 @@ pub fn operator() -> &'static ControlPlane {
                             min_delay: Duration::from_millis(50),
                             max_delay: Duration::from_secs(1),
                         },
+                        ..Config::default()
                     };
                     let metrics =
                         std::sync::Arc::new(bitbucket_webhook_operator::metrics::Metrics::new());
