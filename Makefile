@@ -12,8 +12,10 @@ export KUBE_VERSION ETCD_VERSION
 CARGO ?= cargo
 CLUSTER_DIR ?= $(CURDIR)/.cluster
 CONTROLPLANE = $(shell bash hack/build-controlplane.sh 2>/dev/null | tail -n1)
+HELM = $(shell bash hack/build-helm.sh 2>/dev/null | tail -n1)
+CHART = charts/bitbucket-webhook-operator
 
-.PHONY: all build crds envtest cluster cluster-down lint test unit-test integration-test demo clean-cluster help
+.PHONY: all build crds envtest helm helm-lint cluster cluster-down lint test unit-test integration-test demo help
 
 all: build
 
@@ -30,9 +32,17 @@ build:
 
 crds:
 	$(CARGO) run --quiet -- crds --out-dir crds
+	$(CARGO) run --quiet -- crds --out-dir $(CHART)/files/crds
 
 envtest:
 	@bash hack/build-controlplane.sh
+
+helm:
+	@bash hack/build-helm.sh
+
+helm-lint: helm
+	$(HELM) lint --strict $(CHART)
+	$(HELM) lint --strict $(CHART) --set rbac.scope=namespaced
 
 cluster: envtest
 	@BBWO_CONTROLPLANE_DIR=$(CONTROLPLANE) $(CARGO) run --quiet -p testenv -- up $(CLUSTER_DIR)
@@ -47,11 +57,11 @@ lint:
 unit-test:
 	$(CARGO) test --workspace --lib --bins
 
-integration-test: envtest
-	BBWO_CONTROLPLANE_DIR=$(CONTROLPLANE) $(CARGO) test --workspace --tests
+integration-test: envtest helm
+	BBWO_CONTROLPLANE_DIR=$(CONTROLPLANE) BBWO_HELM=$(HELM) $(CARGO) test --workspace --tests
 
-test: lint envtest
-	BBWO_CONTROLPLANE_DIR=$(CONTROLPLANE) $(CARGO) test --workspace
+test: lint envtest helm-lint
+	BBWO_CONTROLPLANE_DIR=$(CONTROLPLANE) BBWO_HELM=$(HELM) $(CARGO) test --workspace
 
 demo: envtest
 	@bash hack/demo.sh

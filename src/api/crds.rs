@@ -66,7 +66,16 @@ mod tests {
 
     #[test]
     fn crds_dir_matches_the_rust_types() {
-        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("crds");
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+        for dir in [
+            root.join("crds"),
+            root.join("charts/bitbucket-webhook-operator/files/crds"),
+        ] {
+            assert_dir_matches(&dir);
+        }
+    }
+
+    fn assert_dir_matches(dir: &std::path::Path) {
         for crd in all_crds() {
             let path = dir.join(crd_file_name(&crd));
             let committed = std::fs::read_to_string(&path).unwrap_or_default();
@@ -77,7 +86,9 @@ mod tests {
                 path.display()
             );
         }
-        let files = std::fs::read_dir(&dir).expect("crds/ exists").count();
+        let files = std::fs::read_dir(dir)
+            .expect("the CRD directory exists")
+            .count();
         assert_eq!(
             files,
             all_crds().len(),
