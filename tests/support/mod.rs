@@ -158,8 +158,17 @@ pub const ADMIN: &str = "admin-token";
 pub const READER: &str = "reader-token";
 
 impl World {
+    /// A world served by the test binary's shared operator.
     pub async fn new(test: &str, flavor: Flavor) -> World {
-        let plane = operator();
+        World::on(operator(), test, flavor).await
+    }
+
+    /// A world without the shared operator (the test runs its own).
+    pub async fn standalone(test: &str, flavor: Flavor) -> World {
+        World::on(plane(), test, flavor).await
+    }
+
+    async fn on(plane: &'static ControlPlane, test: &str, flavor: Flavor) -> World {
         let ns = plane.namespace(test).expect("namespace");
         let sim = bitbucket_sim::start().await.expect("simulator");
         let ctl = sim.control();

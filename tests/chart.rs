@@ -1,0 +1,242 @@
+//! The Helm chart on a real control plane: rendered in each RBAC mode, applied with a
+//! server-side dry run and then for real; the operator running as the chart's
+//! ServiceAccount does its whole job and may not read Secrets elsewhere.
+
+mod support;
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+
+use bitbucket_webhook_operator::api::Flavor;
+use bitbucket_webhook_operator::reconcile::Config;
+use k8s_openapi::api::core::v1::Secret;
+use kube::Api;
+use support::{World, plane, repo_path};
+
+fn helm() -> PathBuf {
+    let path = std::env::var_os("BBWO_HELM")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| panic!("BBWO_HELM is not set: run the tests with `make test` (it builds helm from its Go module)"));
+    assert!(
+        path.is_file(),
+        "{} does not exist: run `make helm`",
+        path.display()
+    );
+    path
+}
+
+/// `helm template` of the chart into `namespace` with `--set` values.
+fn render(release: &str, namespace: &str, sets: &[&str]) -> String {
+    let mut cmd = Command::new(helm());
+    cmd.args(["template", release])
+        .arg(repo_path("charts/bitbucket-webhook-operator"))
+        .args(["--namespace", namespace, "--kube-version", "v1.37.2"]);
+    for set in sets {
+        cmd.args(["--set", set]);
+    }
+    let out = cmd.output().expect("helm runs");
+    assert!(
+        out.status.success(),
+        "helm template failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).expect("utf-8")
+}
+
+fn apply(manifests: &str, dry_run: bool) -> String {
+    let mut args = vec!["apply", "--server-side", "--force-conflicts", "-f", "-"];
+    if dry_run {
+        args.push("--dry-run=server");
+    }
+    let out = plane()
+        .kubectl_stdin(args, manifests)
+        .expect("kubectl runs");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "apply failed:\n{text}");
+    text
+}
+
+#[test]
+fn helm_lint_passes_in_each_mode() {
+    for sets in [
+        vec![],
+        vec!["rbac.scope=namespaced"],
+        vec![
+            "serviceMonitor.enabled=true",
+            "prometheusRule.enabled=true",
+            "podDisruptionBudget.enabled=true",
+        ],
+    ] {
+        let mut cmd = Command::new(helm());
+        cmd.args(["lint", "--strict"])
+            .arg(repo_path("charts/bitbucket-webhook-operator"));
+        for set in &sets {
+            cmd.args(["--set", set]);
+        }
+        let out = cmd.output().expect("helm runs");
+        assert!(
+            out.status.success(),
+            "{sets:?}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    // values.schema.json refuses nonsense.
+    let out = Command::new(helm())
+        .args(["template", "x"])
+        .arg(repo_path("charts/bitbucket-webhook-operator"))
+        .args([
+            "--kube-version",
+            "v1.37.2",
+            "--set",
+            "rbac.scope=everywhere",
+        ])
+        .output()
+        .expect("helm runs");
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("/rbac/scope"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn the_chart_applies_in_each_mode() {
+    let p = plane();
+    for (mode, sets) in [
+        ("cluster", vec![]),
+        ("namespaced", vec!["rbac.scope=namespaced"]),
+    ] {
+        let ns = p.namespace(&format!("chart-{mode}")).expect("namespace");
+        let release = format!("r-{ns}");
+        let manifests = render(&release, &ns, &sets);
+        for must in [
+            "kind: Deployment",
+            "kind: ServiceAccount",
+            "kind: Service",
+            "helm.sh/resource-policy: keep",
+        ] {
+            assert!(manifests.contains(must), "{mode}: {must} missing");
+        }
+        assert!(
+            manifests.contains("readOnlyRootFilesystem: true")
+                && manifests.contains("runAsNonRoot: true")
+        );
+        assert!(
+            manifests.contains("type: RuntimeDefault") && manifests.contains("drop: [\"ALL\"]")
+        );
+        let role = if mode == "cluster" {
+            "kind: ClusterRole"
+        } else {
+            "kind: Role"
+        };
+        assert!(manifests.contains(role), "{mode}: {role}");
+        apply(&manifests, true);
+        let applied = apply(&manifests, false);
+        assert!(
+            applied.contains(&format!(
+                "deployment.apps/{release}-bitbucket-webhook-operator serverside-applied"
+            )),
+            "{applied}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn the_operator_works_as_the_charts_service_account_and_no_further() {
+    let w = World::standalone("chart-identity", Flavor::DataCenter).await;
+    let release = format!("id-{}", w.ns);
+    apply(
+        &render(
+            &release,
+            &w.ns,
+            &["rbac.scope=namespaced", "installCRDs=false"],
+        ),
+        false,
+    );
+
+    // The operator, impersonating the chart's ServiceAccount, watching only its namespace.
+    let sa = format!(
+        "system:serviceaccount:{}:{release}-bitbucket-webhook-operator",
+        w.ns
+    );
+    let kubeconfig = kube::config::Kubeconfig::read_from(w.plane.kubeconfig()).expect("kubeconfig");
+    let mut config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
+        .await
+        .expect("config");
+    config.auth_info.impersonate = Some(sa.clone());
+    config.auth_info.impersonate_groups = Some(vec![
+        "system:serviceaccounts".to_owned(),
+        format!("system:serviceaccounts:{}", w.ns),
+    ]);
+    let as_operator = kube::Client::try_from(config).expect("client");
+    let operator_config = Config {
+        resync_period: support::RESYNC,
+        list_ttl: support::RESYNC.mul_f64(0.9),
+        health_period: support::HEALTH,
+        namespace: Some(w.ns.clone()),
+        cluster_connections: false,
+        ..Config::default()
+    };
+    let client = as_operator.clone();
+    let operator = tokio::spawn(async move {
+        bitbucket_webhook_operator::runtime::run(
+            client,
+            operator_config,
+            Arc::new(bitbucket_webhook_operator::metrics::Metrics::new()),
+            Arc::new(AtomicBool::new(false)),
+            std::future::pending(),
+        )
+        .await;
+    });
+
+    w.apply(&w.webhook_yaml(
+        "ci",
+        "https://ci.example.com/x",
+        "  secretRef: {name: made, generate: true}\n",
+    ))
+    .expect("apply");
+    w.wait_ready("ci").await;
+    assert_eq!(
+        w.hooks().await.len(),
+        1,
+        "the hook was created under the ServiceAccount's rights"
+    );
+    w.kubectl(&["delete", "webhook", "ci", "--wait=false"])
+        .expect("delete");
+    w.wait_gone("ci").await;
+    assert!(w.hooks().await.is_empty());
+
+    // A Secret elsewhere is out of reach.
+    let other = w.plane.namespace("chart-other").expect("namespace");
+    w.plane
+        .kubectl_stdin(
+            ["apply", "-n", &other, "-f", "-"],
+            "apiVersion: v1\nkind: Secret\nmetadata: {name: unrelated}\nstringData: {token: x}\n",
+        )
+        .expect("secret");
+    let err = Api::<Secret>::namespaced(as_operator.clone(), &other)
+        .get("unrelated")
+        .await
+        .expect_err("forbidden");
+    assert!(
+        matches!(&err, kube::Error::Api(s) if s.code == 403),
+        "{err:?}"
+    );
+    let err = Api::<Secret>::all(as_operator)
+        .list(&Default::default())
+        .await
+        .expect_err("forbidden");
+    assert!(
+        matches!(&err, kube::Error::Api(s) if s.code == 403),
+        "{err:?}"
+    );
+    operator.abort();
+}
