@@ -19,7 +19,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the operator: reconcile Webhooks and connections until SIGTERM or Ctrl-C.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Print the CustomResourceDefinitions as YAML (kubectl apply -f - ready).
     Crds {
         /// Write one file per CRD into this directory instead of printing them.
@@ -53,6 +53,16 @@ struct RunArgs {
     /// namespaces).
     #[arg(long, env = "BBWO_CLUSTER_CONNECTIONS", default_value_t = true, action = clap::ArgAction::Set)]
     cluster_connections: bool,
+    /// Hold this Lease (in --leader-election-namespace) to work; other replicas wait.
+    /// Empty: no leader election (one replica only).
+    #[arg(long, env = "BBWO_LEADER_ELECTION_LEASE", default_value = "")]
+    leader_election_lease: String,
+    /// The namespace of the leader Lease (default: POD_NAMESPACE).
+    #[arg(long, env = "BBWO_LEADER_ELECTION_NAMESPACE")]
+    leader_election_namespace: Option<String>,
+    /// Seconds a leader keeps the Lease without renewing it; a standby takes over after.
+    #[arg(long, env = "BBWO_LEADER_ELECTION_DURATION", default_value_t = 15)]
+    leader_election_duration: u64,
     /// Where /healthz, /readyz and /metrics are served.
     #[arg(
         long,
@@ -79,7 +89,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Crds { out_dir } => crds(out_dir),
-        Command::Run(args) => run(args),
+        Command::Run(args) => run(*args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -136,6 +146,19 @@ fn run(args: RunArgs) -> Result<(), String> {
             namespace: args.namespace,
             selector: args.selector,
             cluster_connections: args.cluster_connections,
+            leader_election: (!args.leader_election_lease.is_empty()).then(|| {
+                bitbucket_webhook_operator::reconcile::LeaderElection {
+                    namespace: args
+                        .leader_election_namespace
+                        .clone()
+                        .unwrap_or_else(|| args.cluster_secret_namespace.clone()),
+                    lease: args.leader_election_lease.clone(),
+                    identity: std::env::var("POD_NAME").unwrap_or_else(|_| {
+                        format!("{}-{}", hostname(), std::process::id())
+                    }),
+                    duration_seconds: args.leader_election_duration.max(2),
+                }
+            }),
             cluster_secret_namespace: args.cluster_secret_namespace,
             ..Config::default()
         };
@@ -162,10 +185,11 @@ fn run(args: RunArgs) -> Result<(), String> {
             until_stopped(),
         ));
         tracing::info!(resync = ?config.resync_period, address = %args.metrics_bind_address, "bitbucket-webhook-operator starting");
-        bitbucket_webhook_operator::runtime::run(client, config, metrics, ready, until_stopped()).await;
-        let _ = server.await;
+        let result =
+            bitbucket_webhook_operator::runtime::run_elected(client, config, metrics, ready, until_stopped()).await;
+        server.abort();
         tracing::info!("stopped");
-        Ok(())
+        result
     })
 }
 
@@ -188,4 +212,10 @@ async fn shutdown_signal() {
     }
     #[cfg(not(unix))]
     let _ = ctrl_c.await;
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_owned())
+        .unwrap_or_else(|_| "operator".to_owned())
 }

@@ -183,11 +183,18 @@ async fn the_operator_works_as_the_charts_service_account_and_no_further() {
         health_period: support::HEALTH,
         namespace: Some(w.ns.clone()),
         cluster_connections: false,
+        // The chart's Lease permissions are part of what is tested.
+        leader_election: Some(bitbucket_webhook_operator::reconcile::LeaderElection {
+            namespace: w.ns.clone(),
+            lease: format!("{release}-bitbucket-webhook-operator"),
+            identity: "chart-test".to_owned(),
+            duration_seconds: 10,
+        }),
         ..Config::default()
     };
     let client = as_operator.clone();
     let operator = tokio::spawn(async move {
-        bitbucket_webhook_operator::runtime::run(
+        let result = bitbucket_webhook_operator::runtime::run_elected(
             client,
             operator_config,
             Arc::new(bitbucket_webhook_operator::metrics::Metrics::new()),
@@ -195,6 +202,7 @@ async fn the_operator_works_as_the_charts_service_account_and_no_further() {
             std::future::pending(),
         )
         .await;
+        panic!("the operator stopped: {result:?}");
     });
 
     w.apply(&w.webhook_yaml(

@@ -37,6 +37,18 @@ pub struct Config {
     pub selector: Option<String>,
     /// Serve ClusterBitbucketConnections (off when the operator may only see one namespace).
     pub cluster_connections: bool,
+    /// Run only while holding this Lease (several replicas: one works, the others wait).
+    pub leader_election: Option<LeaderElection>,
+}
+
+/// Where the leader Lease lives and who this replica is.
+#[derive(Clone, Debug)]
+pub struct LeaderElection {
+    pub namespace: String,
+    pub lease: String,
+    pub identity: String,
+    /// Seconds a leader holds the Lease without renewing it.
+    pub duration_seconds: u64,
 }
 
 impl Default for Config {
@@ -52,6 +64,7 @@ impl Default for Config {
             namespace: None,
             selector: None,
             cluster_connections: true,
+            leader_election: None,
         }
     }
 }

@@ -351,3 +351,72 @@ impl Scope {
         }
     }
 }
+
+/// Runs the controllers while this replica holds the leader Lease (or always, without
+/// leader election). Returns when `shutdown` resolves or leadership is lost; a lost
+/// lease ends the process so that it restarts as a standby and never writes twice.
+pub async fn run_elected(
+    client: kube::Client,
+    config: Config,
+    metrics: Arc<Metrics>,
+    ready: Arc<AtomicBool>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), String> {
+    let Some(election) = config.leader_election.clone() else {
+        run(client, config, metrics, ready, shutdown).await;
+        return Ok(());
+    };
+    let manager = kube_lease_manager::LeaseManagerBuilder::new(client.clone(), &election.lease)
+        .with_namespace(&election.namespace)
+        .with_identity(&election.identity)
+        .with_duration(election.duration_seconds)
+        .with_grace(election.duration_seconds.div_ceil(3).max(1))
+        // The default field manager is per identity; a shared one would let two replicas'
+        // server-side applies both "win" the Lease.
+        .build()
+        .await
+        .map_err(|e| {
+            format!(
+                "cannot set up leader election on Lease {}/{}: {e}",
+                election.namespace, election.lease
+            )
+        })?;
+    let (mut leader, lease_task) = manager.watch().await;
+    let shutdown = futures::FutureExt::shared(Box::pin(shutdown));
+    tracing::info!(lease = %election.lease, identity = %election.identity, "waiting to become the leader");
+    // A standby is ready too: it knows the lease state and serves its probes.
+    ready.store(true, std::sync::atomic::Ordering::Relaxed);
+    tokio::select! {
+        _ = shutdown.clone() => return Ok(()),
+        acquired = leader.wait_for(|is_leader| *is_leader) => {
+            acquired.map_err(|_| "the leader election task stopped".to_owned())?;
+        }
+    }
+    tracing::info!(identity = %election.identity, "became the leader");
+    ready.store(false, std::sync::atomic::Ordering::Relaxed);
+    let mut watch_leader = leader.clone();
+    let lost = Arc::new(AtomicBool::new(false));
+    let lost_flag = lost.clone();
+    let stop = {
+        let shutdown = shutdown.clone();
+        async move {
+            tokio::select! {
+                _ = shutdown => {}
+                _ = watch_leader.wait_for(|is_leader| !*is_leader) => {
+                    lost_flag.store(true, std::sync::atomic::Ordering::Relaxed);
+                }
+            }
+        }
+    };
+    run(client, config, metrics, ready, stop).await;
+    // Dropping the receivers makes the lease task release the Lease.
+    drop(leader);
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(5), lease_task).await;
+    if lost.load(std::sync::atomic::Ordering::Relaxed) {
+        return Err(format!(
+            "lost the leader Lease {}/{}; exiting to restart as a standby",
+            election.namespace, election.lease
+        ));
+    }
+    Ok(())
+}

@@ -1,0 +1,117 @@
+//! Two operator processes against one control plane: only the Lease holder works; after
+//! `kill -9` of the leader the other takes over within the lease duration, and no hook is
+//! duplicated.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use bitbucket_webhook_operator::api::Flavor;
+use support::World;
+
+const LEASE_SECONDS: u64 = 6;
+
+fn operator(w: &World, identity: &str) -> tokio::process::Child {
+    let log = std::fs::File::create(std::env::temp_dir().join(format!("{}-{identity}.log", w.ns)))
+        .expect("log file");
+    tokio::process::Command::new(env!("CARGO_BIN_EXE_bitbucket-webhook-operator"))
+        .args([
+            "run",
+            "--namespace",
+            &w.ns,
+            "--cluster-connections=false",
+            "--metrics-bind-address=127.0.0.1:0",
+            "--resync-period=4s",
+            "--health-period=2s",
+            "--leader-election-lease=bitbucket-webhook-operator",
+            "--leader-election-namespace",
+            &w.ns,
+            &format!("--leader-election-duration={LEASE_SECONDS}"),
+        ])
+        .env("KUBECONFIG", w.plane.kubeconfig())
+        .env("POD_NAME", identity)
+        .env("BBWO_LOG_LEVEL", "info")
+        .stdout(std::process::Stdio::null())
+        .stderr(log)
+        .kill_on_drop(true)
+        .spawn()
+        .expect("operator process")
+}
+
+fn holder(w: &World) -> String {
+    w.kubectl(&[
+        "get",
+        "lease",
+        "bitbucket-webhook-operator",
+        "-o",
+        "jsonpath={.spec.holderIdentity}",
+    ])
+    .unwrap_or_default()
+}
+
+#[tokio::test]
+async fn only_the_leader_works_and_a_standby_takes_over() {
+    let w = World::standalone("leader", Flavor::DataCenter).await;
+    let mut a = operator(&w, "replica-a");
+    let mut b = operator(&w, "replica-b");
+    w.apply(&w.webhook_yaml("ci", "https://ci.example.com/one", ""))
+        .expect("apply");
+    w.wait_ready("ci").await;
+    let leader = holder(&w);
+    assert!(
+        leader == "replica-a" || leader == "replica-b",
+        "a holder: {leader:?}"
+    );
+    assert_eq!(w.hooks().await.len(), 1);
+
+    // Only the leader talks to Bitbucket: the standby's absence of writes shows in the
+    // total, which is exactly one create.
+    assert_eq!(w.writes().await, 1, "one create, by one replica");
+
+    let (dead, survivor, standby) = if leader == "replica-a" {
+        (&mut a, "replica-b", &mut b)
+    } else {
+        (&mut b, "replica-a", &mut a)
+    };
+    dead.start_kill().expect("kill -9 the leader");
+    let _ = dead.wait().await;
+    let killed = Instant::now();
+    while holder(&w) != survivor {
+        assert!(
+            killed.elapsed() < Duration::from_secs(LEASE_SECONDS * 3 + 10),
+            "no takeover after {:?}",
+            killed.elapsed()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let takeover = killed.elapsed();
+    println!(
+        "takeover after kill -9 of the leader: {:.1}s (lease duration {LEASE_SECONDS}s)",
+        takeover.as_secs_f64()
+    );
+    assert!(
+        takeover <= Duration::from_secs(LEASE_SECONDS + LEASE_SECONDS.div_ceil(3) + 3),
+        "took {takeover:?}"
+    );
+
+    // The new leader works: an edit reaches Bitbucket, and there is still one hook.
+    w.apply(&w.webhook_yaml("ci", "https://ci.example.com/two", ""))
+        .expect("edit");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let hooks = w.hooks().await;
+        if hooks.len() == 1 && hooks[0]["url"] == "https://ci.example.com/two" {
+            break;
+        }
+        assert!(hooks.len() <= 1, "duplicated: {hooks:?}");
+        assert!(
+            Instant::now() < deadline,
+            "the new leader never applied the edit: {hooks:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(
+        standby.try_wait().expect("status").is_none(),
+        "the survivor keeps running"
+    );
+}
