@@ -121,16 +121,34 @@ fn crds(out_dir: Option<PathBuf>) -> Result<(), String> {
 }
 
 fn run(args: RunArgs) -> Result<(), String> {
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
     let filter = tracing_subscriber::EnvFilter::try_new(&args.log_level)
         .map_err(|e| format!("--log-level {:?}: {e}", args.log_level))?;
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+    // The filter sits behind a reload handle so PUT /debug/log-level can change it.
+    let (filter, reload) = tracing_subscriber::reload::Layer::new(filter);
+    let registry = tracing_subscriber::registry().with(filter);
     if args.log_format == "json" {
-        builder.json().init();
+        registry
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .json()
+                    .with_writer(std::io::stderr),
+            )
+            .init();
     } else {
-        builder.init();
+        registry
+            .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))
+            .init();
     }
+    let log_level: bitbucket_webhook_operator::runtime::LogLevelControl =
+        std::sync::Arc::new(move |level: &str| {
+            let filter = tracing_subscriber::EnvFilter::try_new(level)
+                .map_err(|e| format!("{level:?} is not a log filter: {e}"))?;
+            reload
+                .reload(filter)
+                .map_err(|e| format!("cannot change the log filter: {e}"))
+        });
     // reqwest and kube both use rustls; exactly one crypto provider must be installed.
     let _ = rustls::crypto::ring::default_provider().install_default();
     let runtime = tokio::runtime::Runtime::new()
@@ -182,6 +200,7 @@ fn run(args: RunArgs) -> Result<(), String> {
             listener,
             metrics.clone(),
             ready.clone(),
+            Some(log_level),
             until_stopped(),
         ));
         tracing::info!(resync = ?config.resync_period, address = %args.metrics_bind_address, "bitbucket-webhook-operator starting");

@@ -445,3 +445,41 @@ async fn secrets_generated_signed_removed_and_never_shown() {
         }
     }
 }
+
+#[tokio::test]
+async fn readyz_waits_for_the_first_sync() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("port");
+    let addr = listener.local_addr().expect("addr");
+    let ready = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let server = tokio::spawn(bitbucket_webhook_operator::runtime::serve(
+        listener,
+        std::sync::Arc::new(bitbucket_webhook_operator::metrics::Metrics::new()),
+        ready.clone(),
+        None,
+        std::future::pending(),
+    ));
+    let status = |path: &'static str| async move {
+        reqwest::get(format!("http://{addr}{path}"))
+            .await
+            .expect("request")
+            .status()
+            .as_u16()
+    };
+    assert_eq!(status("/healthz").await, 200);
+    assert_eq!(
+        status("/readyz").await,
+        503,
+        "not ready before the watches synced"
+    );
+    ready.store(true, std::sync::atomic::Ordering::Relaxed);
+    assert_eq!(status("/readyz").await, 200);
+    assert_eq!(
+        status("/debug/log-level").await,
+        404,
+        "no log control unless given one"
+    );
+    server.abort();
+}

@@ -11,7 +11,14 @@ use support::World;
 
 const LEASE_SECONDS: u64 = 6;
 
-fn operator(w: &World, identity: &str) -> tokio::process::Child {
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+fn operator(w: &World, identity: &str, port: u16) -> tokio::process::Child {
     let log = std::fs::File::create(std::env::temp_dir().join(format!("{}-{identity}.log", w.ns)))
         .expect("log file");
     tokio::process::Command::new(env!("CARGO_BIN_EXE_bitbucket-webhook-operator"))
@@ -20,7 +27,7 @@ fn operator(w: &World, identity: &str) -> tokio::process::Child {
             "--namespace",
             &w.ns,
             "--cluster-connections=false",
-            "--metrics-bind-address=127.0.0.1:0",
+            &format!("--metrics-bind-address=127.0.0.1:{port}"),
             "--resync-period=4s",
             "--health-period=2s",
             "--leader-election-lease=bitbucket-webhook-operator",
@@ -52,8 +59,9 @@ fn holder(w: &World) -> String {
 #[tokio::test]
 async fn only_the_leader_works_and_a_standby_takes_over() {
     let w = World::standalone("leader", Flavor::DataCenter).await;
-    let mut a = operator(&w, "replica-a");
-    let mut b = operator(&w, "replica-b");
+    let (port_a, port_b) = (free_port(), free_port());
+    let mut a = operator(&w, "replica-a", port_a);
+    let mut b = operator(&w, "replica-b", port_b);
     w.apply(&w.webhook_yaml("ci", "https://ci.example.com/one", ""))
         .expect("apply");
     w.wait_ready("ci").await;
@@ -113,5 +121,35 @@ async fn only_the_leader_works_and_a_standby_takes_over() {
     assert!(
         standby.try_wait().expect("status").is_none(),
         "the survivor keeps running"
+    );
+
+    // The survivor's endpoints: ready, and its log filter can change at run time.
+    let port = if survivor == "replica-a" {
+        port_a
+    } else {
+        port_b
+    };
+    let http = reqwest::Client::new();
+    let url = |path: &str| format!("http://127.0.0.1:{port}{path}");
+    let ready = http.get(url("/readyz")).send().await.expect("readyz");
+    assert_eq!(ready.status().as_u16(), 200);
+    let set = http
+        .put(url("/debug/log-level"))
+        .body("debug")
+        .send()
+        .await
+        .expect("log level");
+    assert_eq!(set.status().as_u16(), 200);
+    let bad = http
+        .put(url("/debug/log-level"))
+        .body("no such=filter=")
+        .send()
+        .await
+        .expect("log level");
+    assert_eq!(
+        bad.status().as_u16(),
+        400,
+        "{}",
+        bad.text().await.unwrap_or_default()
     );
 }

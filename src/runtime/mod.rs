@@ -266,16 +266,21 @@ fn error_policy<K: Resource<DynamicType = ()>>(
     kube::runtime::controller::Action::requeue(reconcile::requeue_after(&ctx, &key, error))
 }
 
-/// `/healthz` (the process runs), `/readyz` (the watches have synced) and `/metrics`.
+/// Changes the log filter of the running process.
+pub type LogLevelControl = Arc<dyn Fn(&str) -> Result<(), String> + Send + Sync>;
+
+/// `/healthz` (the process runs), `/readyz` (the watches have synced, or a standby knows
+/// it is one), `/metrics`, and optionally `PUT /debug/log-level`.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     metrics: Arc<Metrics>,
     ready: Arc<AtomicBool>,
+    log_level: Option<LogLevelControl>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     use axum::http::{StatusCode, header};
-    use axum::routing::get;
-    let app = axum::Router::new()
+    use axum::routing::{get, put};
+    let mut app = axum::Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route(
             "/readyz",
@@ -308,6 +313,25 @@ pub async fn serve(
                 }
             }),
         );
+    if let Some(control) = log_level {
+        // PUT a filter ("debug", "bitbucket_webhook_operator=trace") to change logging
+        // without a restart.
+        app = app.route(
+            "/debug/log-level",
+            put(move |body: String| {
+                let result = control(body.trim());
+                async move {
+                    match result {
+                        Ok(()) => (
+                            StatusCode::OK,
+                            format!("log filter set to {}\n", body.trim()),
+                        ),
+                        Err(e) => (StatusCode::BAD_REQUEST, format!("{e}\n")),
+                    }
+                }
+            }),
+        );
+    }
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
         .await

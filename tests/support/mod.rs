@@ -118,6 +118,7 @@ pub fn operator() -> &'static ControlPlane {
                         listener,
                         metrics.clone(),
                         ready.clone(),
+                        None,
                         std::future::pending(),
                     ));
                     bitbucket_webhook_operator::runtime::run(
