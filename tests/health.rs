@@ -396,6 +396,14 @@ async fn secrets_generated_signed_removed_and_never_shown() {
     let webhooks = w
         .kubectl(&["get", "webhooks,bitbucketconnections", "-o", "yaml"])
         .expect("objects");
+    // One failing reconcile, so the error counter has a sample.
+    w.apply(
+        &w.webhook_yaml("broken", "https://ci.example.com/b", "")
+            .replace("name: bitbucket}", "name: missing}"),
+    )
+    .expect("apply");
+    w.wait_condition("broken", "Synced", "False", "ConnectionNotFound")
+        .await;
     let base = support::metrics_url();
     let http = reqwest::Client::new();
     let get = |path: &'static str| {
@@ -421,7 +429,7 @@ async fn secrets_generated_signed_removed_and_never_shown() {
         "bbwo_webhooks{health=",
         "bbwo_webhooks_by_condition{condition=\"Ready\"",
         "bbwo_delivery_failures_seen_total",
-        "bbwo_reconcile_errors",
+        "bbwo_reconcile_errors_total{kind=\"Webhook\",reason=\"ConnectionNotFound\"}",
     ] {
         assert!(metrics.contains(name), "{name} missing from /metrics");
     }
