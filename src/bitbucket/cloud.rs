@@ -162,15 +162,9 @@ impl WebhookBackend for CloudClient {
 
     async fn create_hook(&self, repo: &RepoRef, spec: &HookSpec) -> Result<RemoteHook> {
         let body = Self::body(spec, true);
-        let call = Call {
-            method: Method::POST,
-            url: self.hooks_url(repo),
-            body: Some(&body),
-            idempotent: false,
-        };
         let sub: Subscription = self
             .transport
-            .json(call)
+            .write(Method::POST, self.hooks_url(repo), &body)
             .await
             .map_err(|e| repository_not_found(repo, e))?;
         Ok(sub.into())
@@ -178,28 +172,15 @@ impl WebhookBackend for CloudClient {
 
     async fn update_hook(&self, repo: &RepoRef, id: &str, spec: &HookSpec) -> Result<RemoteHook> {
         let body = Self::body(spec, false);
-        let call = Call {
-            method: Method::PUT,
-            url: self.hook_url(repo, id),
-            body: Some(&body),
-            idempotent: true,
-        };
-        let sub: Subscription = self.transport.json(call).await?;
+        let sub: Subscription = self
+            .transport
+            .write(Method::PUT, self.hook_url(repo, id), &body)
+            .await?;
         Ok(sub.into())
     }
 
     async fn delete_hook(&self, repo: &RepoRef, id: &str) -> Result<Deleted> {
-        let call = Call {
-            method: Method::DELETE,
-            url: self.hook_url(repo, id),
-            body: None,
-            idempotent: true,
-        };
-        match self.transport.send(call).await {
-            Ok(_) => Ok(Deleted::Removed),
-            Err(Error::NotFound { .. }) => Ok(Deleted::AlreadyGone),
-            Err(e) => Err(e),
-        }
+        self.transport.delete(self.hook_url(repo, id)).await
     }
 
     async fn delivery_stats(&self, _repo: &RepoRef, _id: &str) -> Result<Option<DeliveryStats>> {

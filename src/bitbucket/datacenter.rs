@@ -225,15 +225,9 @@ impl WebhookBackend for DataCenterClient {
 
     async fn create_hook(&self, repo: &RepoRef, spec: &HookSpec) -> Result<RemoteHook> {
         let body = Self::body(spec, true);
-        let call = Call {
-            method: Method::POST,
-            url: self.webhooks(repo, &[]),
-            body: Some(&body),
-            idempotent: false,
-        };
         let hook: Webhook = self
             .transport
-            .json(call)
+            .write(Method::POST, self.webhooks(repo, &[]), &body)
             .await
             .map_err(|e| repository_not_found(repo, e))?;
         Ok(hook.into())
@@ -241,28 +235,15 @@ impl WebhookBackend for DataCenterClient {
 
     async fn update_hook(&self, repo: &RepoRef, id: &str, spec: &HookSpec) -> Result<RemoteHook> {
         let body = Self::body(spec, false);
-        let call = Call {
-            method: Method::PUT,
-            url: self.webhooks(repo, &[id]),
-            body: Some(&body),
-            idempotent: true,
-        };
-        let hook: Webhook = self.transport.json(call).await?;
+        let hook: Webhook = self
+            .transport
+            .write(Method::PUT, self.webhooks(repo, &[id]), &body)
+            .await?;
         Ok(hook.into())
     }
 
     async fn delete_hook(&self, repo: &RepoRef, id: &str) -> Result<Deleted> {
-        let call = Call {
-            method: Method::DELETE,
-            url: self.webhooks(repo, &[id]),
-            body: None,
-            idempotent: true,
-        };
-        match self.transport.send(call).await {
-            Ok(_) => Ok(Deleted::Removed),
-            Err(Error::NotFound { .. }) => Ok(Deleted::AlreadyGone),
-            Err(e) => Err(e),
-        }
+        self.transport.delete(self.webhooks(repo, &[id])).await
     }
 
     async fn delivery_stats(&self, repo: &RepoRef, id: &str) -> Result<Option<DeliveryStats>> {

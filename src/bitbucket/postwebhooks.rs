@@ -124,15 +124,9 @@ impl WebhookBackend for PostWebhooksClient {
 
     async fn create_hook(&self, repo: &RepoRef, spec: &HookSpec) -> Result<RemoteHook> {
         let body = Self::body(repo, spec)?;
-        let call = Call {
-            method: Method::POST,
-            url: self.collection(&[]),
-            body: Some(&body),
-            idempotent: false,
-        };
         let config: Configuration = self
             .transport
-            .json(call)
+            .write(Method::POST, self.collection(&[]), &body)
             .await
             .map_err(|e| repository_not_found(repo, e))?;
         Ok(config.into())
@@ -140,28 +134,15 @@ impl WebhookBackend for PostWebhooksClient {
 
     async fn update_hook(&self, repo: &RepoRef, id: &str, spec: &HookSpec) -> Result<RemoteHook> {
         let body = Self::body(repo, spec)?;
-        let call = Call {
-            method: Method::PUT,
-            url: self.collection(&[id]),
-            body: Some(&body),
-            idempotent: true,
-        };
-        let config: Configuration = self.transport.json(call).await?;
+        let config: Configuration = self
+            .transport
+            .write(Method::PUT, self.collection(&[id]), &body)
+            .await?;
         Ok(config.into())
     }
 
     async fn delete_hook(&self, _repo: &RepoRef, id: &str) -> Result<Deleted> {
-        let call = Call {
-            method: Method::DELETE,
-            url: self.collection(&[id]),
-            body: None,
-            idempotent: true,
-        };
-        match self.transport.send(call).await {
-            Ok(_) => Ok(Deleted::Removed),
-            Err(Error::NotFound { .. }) => Ok(Deleted::AlreadyGone),
-            Err(e) => Err(e),
-        }
+        self.transport.delete(self.collection(&[id])).await
     }
 
     async fn delivery_stats(&self, _repo: &RepoRef, _id: &str) -> Result<Option<DeliveryStats>> {

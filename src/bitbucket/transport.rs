@@ -225,6 +225,39 @@ impl Transport {
             .map_err(|f| f.error)
     }
 
+    /// Sends a JSON body with `method` and decodes the answer. A POST (a create) is not
+    /// idempotent; PUT is.
+    pub async fn write<T: DeserializeOwned>(
+        &self,
+        method: Method,
+        url: Url,
+        body: &Value,
+    ) -> Result<T> {
+        let idempotent = method != Method::POST;
+        self.json(Call {
+            method,
+            url,
+            body: Some(body),
+            idempotent,
+        })
+        .await
+    }
+
+    /// Deletes; a 404 means it is already gone.
+    pub async fn delete(&self, url: Url) -> Result<super::Deleted> {
+        let call = Call {
+            method: Method::DELETE,
+            url,
+            body: None,
+            idempotent: true,
+        };
+        match self.send(call).await {
+            Ok(_) => Ok(super::Deleted::Removed),
+            Err(Error::NotFound { .. }) => Ok(super::Deleted::AlreadyGone),
+            Err(e) => Err(e),
+        }
+    }
+
     /// Sends and decodes a JSON answer.
     pub async fn json<T: DeserializeOwned>(&self, call: Call<'_>) -> Result<T> {
         self.send(call).await?.json()
@@ -293,12 +326,17 @@ impl Transport {
 
 /// reqwest's own text says little ("error sending request"); its sources say why.
 fn describe(e: &reqwest::Error) -> String {
-    let mut text = if e.is_timeout() {
-        "timed out".to_owned()
-    } else {
-        e.to_string()
-    };
-    let mut source = std::error::Error::source(e);
+    if e.is_timeout() {
+        return "timed out".to_owned();
+    }
+    error_chain(e)
+}
+
+/// An error with its sources: reqwest's own text says little ("error sending request"),
+/// its sources say why (connection refused, certificate unknown, ...).
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
     while let Some(s) = source {
         text.push_str(": ");
         text.push_str(&s.to_string());

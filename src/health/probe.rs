@@ -11,6 +11,7 @@ use reqwest::Url;
 use secrecy::{ExposeSecret, SecretString};
 
 use super::classify::ProbeOutcome;
+use crate::bitbucket::transport::error_chain;
 
 /// Like Bitbucket, the probe gives a target 10 seconds.
 const TIMEOUT: Duration = Duration::from_secs(10);
@@ -108,17 +109,6 @@ async fn targets(
     Ok((host, addrs))
 }
 
-fn chain(e: &reqwest::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = std::error::Error::source(e);
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
-    }
-    text
-}
-
 fn not_after(der: &[u8]) -> Option<Timestamp> {
     let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
     Timestamp::from_second(cert.validity().not_after.timestamp()).ok()
@@ -154,7 +144,7 @@ pub async fn run(probe: &Probe<'_>) -> (ProbeOutcome, Option<Duration>) {
         .build();
     let client = match client {
         Ok(c) => c,
-        Err(e) => return (ProbeOutcome::Unreachable(chain(&e)), None),
+        Err(e) => return (ProbeOutcome::Unreachable(error_chain(&e)), None),
     };
     let body = serde_json::to_vec(
         &serde_json::json!({ "test": true, "source": "bitbucket-webhook-operator" }),
@@ -191,7 +181,7 @@ pub async fn run(probe: &Probe<'_>) -> (ProbeOutcome, Option<Duration>) {
             )
         }
         Err(e) => {
-            let text = chain(&e);
+            let text = error_chain(&e);
             let lower = text.to_ascii_lowercase();
             if lower.contains("certificate") || lower.contains("unknownissuer") {
                 (ProbeOutcome::CertificateRejected(text), None)

@@ -511,7 +511,7 @@ async fn sync(w: &Webhook, api: &Api<Webhook>, ctx: &Context) -> Result<Synced, 
             done(Some(hook.id), done_kind, secret_version)
         }
         Plan::Create => {
-            mark_pending(api, w, &desired.url).await?;
+            mark_pending(api, w, Some(&desired.url)).await?;
             let secret = desired
                 .secret
                 .as_ref()
@@ -534,21 +534,10 @@ async fn create(
         .map_err(|e| repository_error(repo, e))
 }
 
-/// Records the intent to create before creating, so a crash after Bitbucket's answer
-/// leads to adoption, not a second hook.
-async fn mark_pending(api: &Api<Webhook>, w: &Webhook, url: &str) -> Result<(), Error> {
+/// Sets (before a create) or clears (once the id is in status) the pending-create mark:
+/// after a crash in between, the hook with this URL is known to be ours.
+async fn mark_pending(api: &Api<Webhook>, w: &Webhook, url: Option<&str>) -> Result<(), Error> {
     let patch = json!({ "metadata": { "annotations": { PENDING_CREATE_ANNOTATION: url } } });
-    api.patch(
-        &w.name_any(),
-        &PatchParams::default(),
-        &Patch::Merge(&patch),
-    )
-    .await?;
-    Ok(())
-}
-
-async fn clear_pending(api: &Api<Webhook>, w: &Webhook) -> Result<(), Error> {
-    let patch = json!({ "metadata": { "annotations": { PENDING_CREATE_ANNOTATION: null } } });
     api.patch(
         &w.name_any(),
         &PatchParams::default(),
@@ -736,7 +725,7 @@ async fn apply(w: Arc<Webhook>, api: &Api<Webhook>, ctx: &Context) -> Result<Act
     )
     .await?;
     if w.annotations().contains_key(PENDING_CREATE_ANNOTATION) && status.webhook_id.is_some() {
-        clear_pending(api, &w).await?;
+        mark_pending(api, &w, None).await?;
     }
     tell(ctx, &w, &result, &status, health.as_ref()).await;
     record(ctx, &w, &result, &status, started.elapsed());
