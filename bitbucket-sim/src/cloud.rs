@@ -17,7 +17,7 @@ use serde_json::{Value, json};
 use crate::Sim;
 use crate::access::{self, Denied};
 use crate::http::{cloud_error, origin, parse_body, valid_target_url};
-use crate::state::{Hook, Platform, Scope, Stats};
+use crate::state::{Changes, Hook, Platform, Scope, Stats};
 
 type Shared = AxumState<Arc<Sim>>;
 type Params = Query<HashMap<String, String>>;
@@ -399,29 +399,18 @@ fn update(sim: &Sim, headers: &HeaderMap, body: &[u8], scope: Scope, uid: &str) 
     else {
         return not_found_hook();
     };
-    if let Some(v) = input.description {
-        hook.title = v;
-    }
-    if let Some(v) = input.url {
-        hook.url = v;
-    }
-    if let Some(v) = input.active {
-        hook.active = v;
-    }
-    if let Some(v) = input.events {
-        hook.events = v;
-    }
-    // Omitting `secret` keeps it; null or "" removes it.
-    if let Some(v) = input.secret {
-        hook.secret = v;
-    }
-    if let Some(v) = input.skip_cert_verification {
-        hook.skip_cert_verification = v;
-    }
     if let Some(v) = input.history_enabled {
         hook.history_enabled = v;
     }
-    hook.updated = Timestamp::now();
+    // Omitting `secret` keeps it; null or "" removes it.
+    hook.apply(Changes {
+        title: input.description,
+        url: input.url,
+        active: input.active,
+        events: input.events,
+        secret: input.secret,
+        skip_cert_verification: input.skip_cert_verification,
+    });
     axum::Json(render(hook, &scope, &origin)).into_response()
 }
 

@@ -18,7 +18,7 @@ use crate::Sim;
 use crate::access::{self, Denied};
 use crate::delivery::Outgoing;
 use crate::http::{dc_error, parse_body, valid_target_url};
-use crate::state::{Hook, Invocation, Outcome, Platform, Scope, Stats};
+use crate::state::{Changes, Hook, Invocation, Outcome, Platform, Scope, Stats};
 
 type Shared = AxumState<Arc<Sim>>;
 type Params = Query<HashMap<String, String>>;
@@ -254,7 +254,7 @@ pub fn page(values: Vec<Value>, params: &HashMap<String, String>) -> Value {
     body
 }
 
-fn bad_request(message: &str) -> Response {
+pub(crate) fn bad_request(message: &str) -> Response {
     dc_error(
         StatusCode::BAD_REQUEST,
         message,
@@ -476,29 +476,18 @@ async fn handle(sim: &Sim, headers: &HeaderMap, scope: Scope, op: Op<'_>) -> Res
             else {
                 return no_such_webhook(id);
             };
-            if let Some(v) = input.name {
-                hook.title = v;
-            }
-            if let Some(v) = input.url {
-                hook.url = v;
-            }
-            if let Some(v) = input.active {
-                hook.active = v;
-            }
-            if let Some(v) = input.events {
-                hook.events = v;
-            }
-            // `configuration` replaces the configuration; without it the secret stays.
-            if let Some(v) = input.secret {
-                hook.secret = v;
-            }
-            if let Some(v) = input.ssl_verification_required {
-                hook.skip_cert_verification = !v;
-            }
             if let Some(v) = input.credentials {
                 hook.credentials = v;
             }
-            hook.updated = Timestamp::now();
+            // `configuration` replaces the configuration; without it the secret stays.
+            hook.apply(Changes {
+                title: input.name,
+                url: input.url,
+                active: input.active,
+                events: input.events,
+                secret: input.secret,
+                skip_cert_verification: input.ssl_verification_required.map(|required| !required),
+            });
             axum::Json(render(hook, &scope, false)).into_response()
         }
         Op::Delete(id) => {

@@ -19,6 +19,7 @@ use serde_json::{Value, json};
 
 use crate::Sim;
 use crate::access::{self, Denied};
+use crate::datacenter::bad_request;
 use crate::http::{dc_error, parse_body, valid_target_url};
 use crate::state::{Platform, PwConfig, Scope, State};
 
@@ -116,14 +117,6 @@ pub fn render(c: &PwConfig) -> Value {
         body["authUsername"] = json!(u);
     }
     body
-}
-
-fn bad_request(message: &str) -> Response {
-    dc_error(
-        StatusCode::BAD_REQUEST,
-        message,
-        "com.atlassian.bitbucket.validation.ArgumentValidationException",
-    )
 }
 
 /// Applies a request body to a configuration (every field optional on update).

@@ -105,6 +105,43 @@ pub struct Hook {
     pub stats: Stats,
 }
 
+/// The fields an update sends; None keeps the current value.
+#[derive(Default)]
+pub struct Changes {
+    pub title: Option<String>,
+    pub url: Option<String>,
+    pub active: Option<bool>,
+    pub events: Option<Vec<String>>,
+    /// Some(None) removes the secret.
+    pub secret: Option<Option<String>>,
+    pub skip_cert_verification: Option<bool>,
+}
+
+impl Hook {
+    /// Applies an update (Cloud and Data Center alike: fields sent replace, others stay).
+    pub fn apply(&mut self, changes: Changes) {
+        if let Some(v) = changes.title {
+            self.title = v;
+        }
+        if let Some(v) = changes.url {
+            self.url = v;
+        }
+        if let Some(v) = changes.active {
+            self.active = v;
+        }
+        if let Some(v) = changes.events {
+            self.events = v;
+        }
+        if let Some(v) = changes.secret {
+            self.secret = v;
+        }
+        if let Some(v) = changes.skip_cert_verification {
+            self.skip_cert_verification = v;
+        }
+        self.updated = Timestamp::now();
+    }
+}
+
 /// A Post Webhooks configuration.
 #[derive(Clone, Debug)]
 pub struct PwConfig {
