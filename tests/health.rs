@@ -94,16 +94,7 @@ async fn data_center_statistics_turn_failing_and_recover() {
             .is_some_and(|e| e.contains("FAILURE")),
         "{delivery:?}"
     );
-    let events = w
-        .kubectl(&[
-            "get",
-            "events",
-            "--field-selector",
-            "reason=DeliveriesFailing",
-            "-o",
-            "name",
-        ])
-        .expect("events");
+    let events = w.event_names("DeliveriesFailing");
     assert!(
         !events.trim().is_empty(),
         "a Warning event when deliveries start failing"
@@ -247,16 +238,7 @@ async fn the_probe_checks_tls_verification_and_expiry() {
         ping.header("X-Hub-Signature").is_none(),
         "no secret, no signature"
     );
-    let warnings = w
-        .kubectl(&[
-            "get",
-            "events",
-            "--field-selector",
-            "reason=CertificateVerificationSkipped",
-            "-o",
-            "name",
-        ])
-        .expect("events");
+    let warnings = w.event_names("CertificateVerificationSkipped");
     assert!(!warnings.trim().is_empty());
 
     let expiring = Receiver::start_expiring(3)

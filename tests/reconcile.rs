@@ -75,16 +75,7 @@ async fn lifecycle(flavor: Flavor) {
     assert_eq!(hook["active"], false);
     assert_eq!(hook["skipCertVerification"], true);
     assert_eq!(hook["events"].as_array().map(Vec::len), Some(1));
-    let events = w
-        .kubectl(&[
-            "get",
-            "events",
-            "--field-selector",
-            "reason=CertificateVerificationSkipped",
-            "-o",
-            "name",
-        ])
-        .expect("events");
+    let events = w.event_names("CertificateVerificationSkipped");
     assert!(
         !events.trim().is_empty(),
         "a Warning event for skipCertVerification"
@@ -277,16 +268,7 @@ async fn adoption_and_conflict(flavor: Flavor) {
     let first = w.wait_ready("first").await;
     assert_eq!(id_of(&first), existing.id, "adopted, not duplicated");
     assert_eq!(w.hooks().await.len(), 1);
-    let adopted = w
-        .kubectl(&[
-            "get",
-            "events",
-            "--field-selector",
-            "reason=Adopted",
-            "-o",
-            "name",
-        ])
-        .expect("events");
+    let adopted = w.event_names("Adopted");
     assert!(!adopted.trim().is_empty());
 
     // A second Webhook for the same repository and URL is refused.

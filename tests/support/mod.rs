@@ -258,6 +258,19 @@ impl World {
         self.plane.kubectl_ok(all).map_err(|e| e.to_string())
     }
 
+    /// Names of the Events with this reason in the test's namespace, one per line.
+    pub fn event_names(&self, reason: &str) -> String {
+        self.kubectl(&[
+            "get",
+            "events",
+            "--field-selector",
+            &format!("reason={reason}"),
+            "-o",
+            "name",
+        ])
+        .expect("events")
+    }
+
     pub fn webhooks(&self) -> Api<Webhook> {
         Api::namespaced(self.client.clone(), &self.ns)
     }
