@@ -248,3 +248,55 @@ async fn the_operator_works_as_the_charts_service_account_and_no_further() {
     );
     operator.abort();
 }
+
+#[tokio::test]
+async fn a_label_selector_shards_the_work() {
+    let w = World::standalone("selector", Flavor::Cloud).await;
+    let config = Config {
+        resync_period: support::RESYNC,
+        list_ttl: support::RESYNC.mul_f64(0.9),
+        namespace: Some(w.ns.clone()),
+        selector: Some("shard=a".to_owned()),
+        cluster_connections: false,
+        ..Config::default()
+    };
+    let client = w.client.clone();
+    let operator = tokio::spawn(async move {
+        bitbucket_webhook_operator::runtime::run(
+            client,
+            config,
+            Arc::new(bitbucket_webhook_operator::metrics::Metrics::new()),
+            Arc::new(AtomicBool::new(false)),
+            std::future::pending(),
+        )
+        .await;
+    });
+    let labelled = |yaml: String, name: &str| {
+        yaml.replace(
+            &format!("metadata: {{name: {name}}}"),
+            &format!("metadata: {{name: {name}, labels: {{shard: a}}}}"),
+        )
+    };
+    w.kubectl(&["label", "bbconn", "bitbucket", "shard=a"])
+        .expect("label the connection");
+    w.apply(&labelled(
+        w.webhook_yaml("mine", "https://ci.example.com/mine", ""),
+        "mine",
+    ))
+    .expect("apply");
+    w.apply(&w.webhook_yaml("theirs", "https://ci.example.com/theirs", ""))
+        .expect("apply");
+    w.wait_ready("mine").await;
+    tokio::time::sleep(support::RESYNC).await;
+    let theirs = w.webhooks().get("theirs").await.expect("get");
+    assert!(
+        theirs.status.is_none(),
+        "another shard's Webhook is left alone: {:?}",
+        theirs.status
+    );
+    assert!(theirs.metadata.finalizers.unwrap_or_default().is_empty());
+    let hooks = w.hooks().await;
+    assert_eq!(hooks.len(), 1);
+    assert_eq!(hooks[0]["url"], "https://ci.example.com/mine");
+    operator.abort();
+}
