@@ -43,9 +43,10 @@ struct RunArgs {
         default_value = "bitbucket-webhook-operator"
     )]
     cluster_secret_namespace: String,
-    /// Watch only this namespace (default: all namespaces).
-    #[arg(long, env = "BBWO_NAMESPACE")]
-    namespace: Option<String>,
+    /// Watch only this namespace; repeat (or separate with commas) for several. Default:
+    /// all namespaces.
+    #[arg(long = "namespace", env = "BBWO_NAMESPACES", value_delimiter = ',')]
+    namespaces: Vec<String>,
     /// Watch only Webhooks and connections matching this label selector (to shard).
     #[arg(long, env = "BBWO_SELECTOR")]
     selector: Option<String>,
@@ -161,7 +162,7 @@ fn run(args: RunArgs) -> Result<(), String> {
             resync_period: args.resync_period,
             list_ttl: args.resync_period.mul_f64(0.9),
             health_period: args.health_period,
-            namespace: args.namespace,
+            namespaces: args.namespaces,
             selector: args.selector,
             cluster_connections: args.cluster_connections,
             leader_election: (!args.leader_election_lease.is_empty()).then(|| {

@@ -181,7 +181,7 @@ async fn the_operator_works_as_the_charts_service_account_and_no_further() {
         resync_period: support::RESYNC,
         list_ttl: support::RESYNC.mul_f64(0.9),
         health_period: support::HEALTH,
-        namespace: Some(w.ns.clone()),
+        namespaces: vec![w.ns.clone()],
         cluster_connections: false,
         // The chart's Lease permissions are part of what is tested.
         leader_election: Some(bitbucket_webhook_operator::reconcile::LeaderElection {
@@ -255,7 +255,7 @@ async fn a_label_selector_shards_the_work() {
     let config = Config {
         resync_period: support::RESYNC,
         list_ttl: support::RESYNC.mul_f64(0.9),
-        namespace: Some(w.ns.clone()),
+        namespaces: vec![w.ns.clone()],
         selector: Some("shard=a".to_owned()),
         cluster_connections: false,
         ..Config::default()
@@ -298,5 +298,50 @@ async fn a_label_selector_shards_the_work() {
     let hooks = w.hooks().await;
     assert_eq!(hooks.len(), 1);
     assert_eq!(hooks[0]["url"], "https://ci.example.com/mine");
+    operator.abort();
+}
+
+#[tokio::test]
+async fn several_namespaces_are_watched_and_no_other() {
+    let a = World::standalone("multi-a", Flavor::DataCenter).await;
+    let b = World::standalone("multi-b", Flavor::DataCenter).await;
+    let other = World::standalone("multi-other", Flavor::DataCenter).await;
+    let config = Config {
+        resync_period: support::RESYNC,
+        list_ttl: support::RESYNC.mul_f64(0.9),
+        namespaces: vec![a.ns.clone(), b.ns.clone()],
+        cluster_connections: false,
+        ..Config::default()
+    };
+    let ready = Arc::new(AtomicBool::new(false));
+    let client = a.client.clone();
+    let synced = ready.clone();
+    let operator = tokio::spawn(async move {
+        bitbucket_webhook_operator::runtime::run(
+            client,
+            config,
+            Arc::new(bitbucket_webhook_operator::metrics::Metrics::new()),
+            synced,
+            std::future::pending(),
+        )
+        .await;
+    });
+    for w in [&a, &b, &other] {
+        w.apply(&w.webhook_yaml("ci", "https://ci.example.com/x", ""))
+            .expect("apply");
+    }
+    a.wait_ready("ci").await;
+    b.wait_ready("ci").await;
+    assert!(
+        ready.load(std::sync::atomic::Ordering::Relaxed),
+        "ready once both namespaces synced"
+    );
+    tokio::time::sleep(support::RESYNC).await;
+    let untouched = other.webhooks().get("ci").await.expect("get");
+    assert!(
+        untouched.status.is_none(),
+        "a namespace outside --namespace is left alone"
+    );
+    assert!(other.hooks().await.is_empty());
     operator.abort();
 }

@@ -9,7 +9,7 @@ pub mod schedule;
 pub mod webhook;
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use kube::core::DeserializeGuard;
@@ -31,8 +31,8 @@ pub struct Config {
     /// How often Data Center delivery statistics are read (one request per hook).
     pub health_period: Duration,
     pub retry: RetryPolicy,
-    /// Watch only this namespace (None: all).
-    pub namespace: Option<String>,
+    /// Watch only these namespaces (empty: all).
+    pub namespaces: Vec<String>,
     /// Watch only Webhooks and connections with these labels (sharding).
     pub selector: Option<String>,
     /// Serve ClusterBitbucketConnections (off when the operator may only see one namespace).
@@ -61,7 +61,7 @@ impl Default for Config {
             cluster_secret_namespace: "bitbucket-webhook-operator".to_owned(),
             health_period: Duration::from_secs(300),
             retry: RetryPolicy::default(),
-            namespace: None,
+            namespaces: Vec::new(),
             selector: None,
             cluster_connections: true,
             leader_election: None,
@@ -74,14 +74,35 @@ pub struct Context {
     pub client: kube::Client,
     pub recorder: Recorder,
     pub config: Config,
-    pub connections: connection::Registry,
-    pub lists: cache::RepoLists,
-    pub health: crate::health::Schedule,
-    pub metrics: std::sync::Arc<crate::metrics::Metrics>,
+    pub connections: Arc<connection::Registry>,
+    pub lists: Arc<cache::RepoLists>,
+    pub health: Arc<crate::health::Schedule>,
+    pub metrics: Arc<crate::metrics::Metrics>,
     /// All Webhooks, for conflicts and for mapping connection and Secret changes.
     pub webhooks: Store<DeserializeGuard<Webhook>>,
     /// Consecutive failures per object, for backoff.
     failures: Mutex<HashMap<String, u32>>,
+}
+
+/// What the controllers of every namespace share: connection clients (and so their
+/// request budgets), the repository lists, the health schedule and the metrics.
+#[derive(Clone)]
+pub struct Shared {
+    pub connections: Arc<connection::Registry>,
+    pub lists: Arc<cache::RepoLists>,
+    pub health: Arc<crate::health::Schedule>,
+    pub metrics: Arc<crate::metrics::Metrics>,
+}
+
+impl Shared {
+    pub fn new(config: &Config, metrics: Arc<crate::metrics::Metrics>) -> Shared {
+        Shared {
+            connections: Arc::default(),
+            lists: Arc::new(cache::RepoLists::new(config.list_ttl)),
+            health: Arc::default(),
+            metrics,
+        }
+    }
 }
 
 impl Context {
@@ -90,16 +111,16 @@ impl Context {
         recorder: Recorder,
         config: Config,
         webhooks: Store<DeserializeGuard<Webhook>>,
-        metrics: std::sync::Arc<crate::metrics::Metrics>,
+        shared: &Shared,
     ) -> Context {
         Context {
             client,
             recorder,
-            lists: cache::RepoLists::new(config.list_ttl),
+            lists: shared.lists.clone(),
             config,
-            connections: connection::Registry::default(),
-            health: crate::health::Schedule::default(),
-            metrics,
+            connections: shared.connections.clone(),
+            health: shared.health.clone(),
+            metrics: shared.metrics.clone(),
             webhooks,
             failures: Mutex::default(),
         }

@@ -16,7 +16,7 @@ use kube::{Api, Resource, ResourceExt};
 
 use crate::api::{BitbucketConnection, ClusterBitbucketConnection, ConnectionKind, Webhook};
 use crate::metrics::Metrics;
-use crate::reconcile::{self, Config, Context, connection, webhook};
+use crate::reconcile::{self, Config, Context, Shared, connection, webhook};
 use std::sync::atomic::AtomicBool;
 
 /// What makes an object worth a reconcile: its spec (generation), annotations, finalizers
@@ -52,8 +52,10 @@ fn webhooks_using(
         .collect()
 }
 
-/// Runs the three controllers until `shutdown` resolves. `ready` turns true once the
-/// watches have synced.
+/// Runs the controllers until `shutdown` resolves: for each watched namespace (or all) a
+/// Webhook and a BitbucketConnection controller, and one ClusterBitbucketConnection
+/// controller. Namespaces share the connection clients, their budgets and the caches.
+/// `ready` turns true once every namespace's Webhook watch has synced.
 pub async fn run(
     client: kube::Client,
     config: Config,
@@ -78,9 +80,88 @@ pub async fn run(
         }
     };
 
-    let scope = Scope::of(&config);
+    let shared = Shared::new(&config, metrics);
+    let namespaces: Vec<Option<String>> = if config.namespaces.is_empty() {
+        vec![None]
+    } else {
+        config.namespaces.iter().cloned().map(Some).collect()
+    };
+    let synced: Arc<Vec<AtomicBool>> =
+        Arc::new(namespaces.iter().map(|_| AtomicBool::new(false)).collect());
+    let mut shards = Vec::new();
+    let mut first: Option<Arc<Context>> = None;
+    for (index, namespace) in namespaces.into_iter().enumerate() {
+        let scope = Scope {
+            namespace,
+            selector: config.selector.clone(),
+            cluster_connections: config.cluster_connections,
+        };
+        let ready = ready.clone();
+        let synced = synced.clone();
+        let on_synced = move || {
+            if let Some(flag) = synced.get(index) {
+                flag.store(true, std::sync::atomic::Ordering::Relaxed);
+            }
+            if synced
+                .iter()
+                .all(|f| f.load(std::sync::atomic::Ordering::Relaxed))
+            {
+                ready.store(true, std::sync::atomic::Ordering::Relaxed);
+            }
+        };
+        let (ctx, work) = shard(
+            &client,
+            &config,
+            &shared,
+            recorder.clone(),
+            scope,
+            on_synced,
+            stopped.clone(),
+        );
+        first.get_or_insert(ctx);
+        shards.push(work);
+    }
+    let cluster = async {
+        let Some(ctx) = first.filter(|_| config.cluster_connections) else {
+            return;
+        };
+        let namespace = ctx.config.cluster_secret_namespace.clone();
+        let secrets = Scope {
+            namespace: Some(namespace.clone()),
+            selector: config.selector.clone(),
+            cluster_connections: true,
+        };
+        connection_controller::<ClusterBitbucketConnection>(
+            &client,
+            Api::all(client.clone()),
+            &secrets,
+            Some(namespace),
+        )
+        .graceful_shutdown_on(stopped())
+        .run(connection::reconcile_cluster, error_policy, ctx.clone())
+        .for_each(|_| async {})
+        .await;
+    };
+    futures::join!(futures::future::join_all(shards), cluster);
+}
+
+/// The controllers of one namespace (or of all): Webhooks and BitbucketConnections.
+fn shard<S, F, R>(
+    client: &kube::Client,
+    config: &Config,
+    shared: &Shared,
+    recorder: Recorder,
+    scope: Scope,
+    on_synced: R,
+    stopped: S,
+) -> (Arc<Context>, impl Future<Output = ()> + use<S, F, R>)
+where
+    S: Fn() -> F + Clone + Send + 'static,
+    F: Future<Output = ()> + Send + Sync + 'static,
+    R: Fn() + Send + Sync + 'static,
+{
     // Webhooks, read through DeserializeGuard so one malformed object cannot stop the stream.
-    let webhooks_api: Api<DeserializeGuard<Webhook>> = scope.api(&client);
+    let webhooks_api: Api<DeserializeGuard<Webhook>> = scope.api(client);
     let (webhooks, writer) = reflector::store();
     let webhook_stream = watcher(webhooks_api, scope.watch())
         .default_backoff()
@@ -88,7 +169,7 @@ pub async fn run(
         // Ready once the Webhook watch has listed everything (what /readyz reports).
         .inspect(move |event| {
             if matches!(event, Ok(watcher::Event::InitDone)) {
-                ready.store(true, std::sync::atomic::Ordering::Relaxed);
+                on_synced();
             }
         })
         .applied_objects()
@@ -96,23 +177,23 @@ pub async fn run(
     let ctx = Arc::new(Context::new(
         client.clone(),
         recorder,
-        config,
+        config.clone(),
         webhooks.clone(),
-        metrics,
+        shared,
     ));
 
     let by_connection = webhooks.clone();
     let by_cluster_connection = webhooks.clone();
     let by_secret = webhooks.clone();
     let secrets = watcher(
-        scope.api::<PartialObjectMeta<Secret>>(&client),
+        scope.api::<PartialObjectMeta<Secret>>(client),
         watcher::Config::default(),
     )
     .default_backoff()
     .touched_objects();
     let mut webhook_controller = Controller::for_stream(webhook_stream, webhooks)
         .watches(
-            scope.api::<BitbucketConnection>(&client),
+            scope.api::<BitbucketConnection>(client),
             scope.watch(),
             move |c| {
                 webhooks_using(
@@ -155,32 +236,15 @@ pub async fn run(
         .graceful_shutdown_on(stopped())
         .run(webhook::reconcile, webhook::error_policy, ctx.clone())
         .for_each(|_| async {});
-
     let namespaced =
-        connection_controller::<BitbucketConnection>(&client, scope.api(&client), &scope, None)
+        connection_controller::<BitbucketConnection>(client, scope.api(client), &scope, None)
             .graceful_shutdown_on(stopped())
             .run(connection::reconcile_namespaced, error_policy, ctx.clone())
             .for_each(|_| async {});
-    let cluster = async {
-        if !scope.cluster_connections {
-            return;
-        }
-        let secrets = Scope {
-            namespace: Some(ctx.config.cluster_secret_namespace.clone()),
-            ..scope.clone()
-        };
-        connection_controller::<ClusterBitbucketConnection>(
-            &client,
-            Api::all(client.clone()),
-            &secrets,
-            Some(ctx.config.cluster_secret_namespace.clone()),
-        )
-        .graceful_shutdown_on(stopped())
-        .run(connection::reconcile_cluster, error_policy, ctx.clone())
-        .for_each(|_| async {})
-        .await;
+    let work = async move {
+        futures::join!(webhook_controller, namespaced);
     };
-    futures::join!(webhook_controller, namespaced, cluster);
+    (ctx, work)
 }
 
 /// A connection controller: the connection itself (spec changes), and the Secrets it reads.
@@ -337,7 +401,7 @@ pub async fn serve(
         .await
 }
 
-/// What this operator watches: one namespace or all, objects matching a label selector,
+/// What one set of controllers watches: one namespace or all, objects matching a label selector,
 /// and whether it serves ClusterBitbucketConnections.
 #[derive(Clone, Debug)]
 struct Scope {
@@ -347,14 +411,6 @@ struct Scope {
 }
 
 impl Scope {
-    fn of(config: &Config) -> Scope {
-        Scope {
-            namespace: config.namespace.clone(),
-            selector: config.selector.clone(),
-            cluster_connections: config.cluster_connections,
-        }
-    }
-
     /// The API of a namespaced kind, in the watched namespace or all.
     fn api<K>(&self, client: &kube::Client) -> Api<K>
     where
