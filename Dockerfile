@@ -2,9 +2,11 @@
 # no shell), as the non-root user 65532. Not built in this repository's CI (no Docker
 # engine there); `docker build -t bitbucket-webhook-operator .` builds it.
 FROM rust:1.95-bookworm AS build
+# Cargo features, for example `--build-arg FEATURES=otel` for OpenTelemetry export.
+ARG FEATURES=""
 WORKDIR /src
 COPY . .
-RUN cargo build --release --locked --bin bitbucket-webhook-operator \
+RUN cargo build --release --locked --features "$FEATURES" --bin bitbucket-webhook-operator \
  && install -D target/release/bitbucket-webhook-operator /out/bitbucket-webhook-operator
 
 FROM gcr.io/distroless/cc-debian12:nonroot

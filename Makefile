@@ -53,6 +53,7 @@ cluster-down:
 lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
+	$(CARGO) clippy --all-targets --features otel -- -D warnings
 
 unit-test:
 	$(CARGO) test --workspace --lib --bins
@@ -62,6 +63,7 @@ integration-test: envtest helm
 
 test: lint envtest helm-lint
 	BBWO_CONTROLPLANE_DIR=$(CONTROLPLANE) BBWO_HELM=$(HELM) $(CARGO) test --workspace
+	BBWO_CONTROLPLANE_DIR=$(CONTROLPLANE) $(CARGO) test --features otel --test otel
 
 demo: envtest
 	@bash hack/demo.sh

@@ -6,3 +6,5 @@ pub mod health;
 pub mod metrics;
 pub mod reconcile;
 pub mod runtime;
+#[cfg(feature = "otel")]
+pub mod telemetry;

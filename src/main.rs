@@ -74,6 +74,10 @@ struct RunArgs {
     /// Log filter: a level (error, warn, info, debug, trace) or a tracing directive list.
     #[arg(long, env = "BBWO_LOG_LEVEL", default_value = "info")]
     log_level: String,
+    /// Export traces over OTLP/HTTP to OTEL_EXPORTER_OTLP_ENDPOINT (needs the "otel" build
+    /// feature).
+    #[arg(long, env = "BBWO_OTEL", default_value_t = false, action = clap::ArgAction::Set)]
+    otel: bool,
     /// Log format.
     #[arg(long, env = "BBWO_LOG_FORMAT", default_value = "text", value_parser = ["text", "json"])]
     log_format: String,
@@ -122,13 +126,29 @@ fn crds(out_dir: Option<PathBuf>) -> Result<(), String> {
 }
 
 fn run(args: RunArgs) -> Result<(), String> {
+    // reqwest, kube (and the OTLP exporter) use rustls; exactly one crypto provider must
+    // be installed, before any client is built.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     use tracing_subscriber::layer::SubscriberExt;
     use tracing_subscriber::util::SubscriberInitExt;
     let filter = tracing_subscriber::EnvFilter::try_new(&args.log_level)
         .map_err(|e| format!("--log-level {:?}: {e}", args.log_level))?;
     // The filter sits behind a reload handle so PUT /debug/log-level can change it.
     let (filter, reload) = tracing_subscriber::reload::Layer::new(filter);
-    let registry = tracing_subscriber::registry().with(filter);
+    #[cfg(feature = "otel")]
+    let (otel, provider) = if args.otel {
+        let (layer, provider) = bitbucket_webhook_operator::telemetry::layer()?;
+        (Some(layer), Some(provider))
+    } else {
+        (None, None)
+    };
+    #[cfg(not(feature = "otel"))]
+    let otel: Option<tracing_subscriber::layer::Identity> = if args.otel {
+        return Err("--otel needs a build with the \"otel\" cargo feature".to_owned());
+    } else {
+        None
+    };
+    let registry = tracing_subscriber::registry().with(filter).with(otel);
     if args.log_format == "json" {
         registry
             .with(
@@ -150,8 +170,6 @@ fn run(args: RunArgs) -> Result<(), String> {
                 .reload(filter)
                 .map_err(|e| format!("cannot change the log filter: {e}"))
         });
-    // reqwest and kube both use rustls; exactly one crypto provider must be installed.
-    let _ = rustls::crypto::ring::default_provider().install_default();
     let runtime = tokio::runtime::Runtime::new()
         .map_err(|e| format!("cannot start the async runtime: {e}"))?;
     runtime.block_on(async {
@@ -209,6 +227,11 @@ fn run(args: RunArgs) -> Result<(), String> {
             bitbucket_webhook_operator::runtime::run_elected(client, config, metrics, ready, until_stopped()).await;
         server.abort();
         tracing::info!("stopped");
+        #[cfg(feature = "otel")]
+        if let Some(provider) = &provider {
+            // Send what is still batched before the process ends.
+            let _ = provider.shutdown();
+        }
         result
     })
 }
