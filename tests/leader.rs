@@ -153,3 +153,47 @@ async fn only_the_leader_works_and_a_standby_takes_over() {
         bad.text().await.unwrap_or_default()
     );
 }
+
+#[tokio::test]
+async fn sigterm_exits_cleanly_and_releases_the_lease() {
+    let w = World::standalone("handover", Flavor::DataCenter).await;
+    let mut a = operator(&w, "replica-a", free_port());
+    let mut b = operator(&w, "replica-b", free_port());
+    w.apply(&w.webhook_yaml("ci", "https://ci.example.com/one", ""))
+        .expect("apply");
+    w.wait_ready("ci").await;
+    let leader = holder(&w);
+    let (first, survivor) = if leader == "replica-a" {
+        (&mut a, "replica-b")
+    } else {
+        (&mut b, "replica-a")
+    };
+    let pid = first.id().expect("pid").to_string();
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .expect("kill -TERM");
+    assert!(status.success());
+    let sent = Instant::now();
+    let exit = first.wait().await.expect("the leader exits on SIGTERM");
+    assert!(exit.success(), "a clean exit: {exit:?}");
+    // It released the Lease on the way out (the standby may not have looked yet).
+    let released = holder(&w);
+    assert!(
+        released.is_empty() || released == survivor,
+        "the Lease still names the stopped leader: {released:?}"
+    );
+    while holder(&w) != survivor {
+        assert!(
+            sent.elapsed() < Duration::from_secs(LEASE_SECONDS * 3),
+            "no handover after {:?}",
+            sent.elapsed()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    println!(
+        "handover after SIGTERM of the leader: {:.1}s (lease duration {LEASE_SECONDS}s)",
+        sent.elapsed().as_secs_f64()
+    );
+    assert_eq!(w.hooks().await.len(), 1);
+}
