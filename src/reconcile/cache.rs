@@ -34,13 +34,13 @@ impl RepoLists {
     }
 
     /// The cached list if it is younger than the TTL (and `fresh` is not asked), else a new
-    /// one from `fetch`. The bool says whether it came from the cache.
+    /// one from `fetch`, with its age (zero when just fetched).
     pub async fn get<F, Fut>(
         &self,
         key: &str,
         fresh: bool,
         fetch: F,
-    ) -> Result<(Vec<RemoteHook>, bool)>
+    ) -> Result<(Vec<RemoteHook>, Duration)>
     where
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<Vec<RemoteHook>>>,
@@ -51,12 +51,12 @@ impl RepoLists {
             && let Some((at, hooks)) = entry.as_ref()
             && at.elapsed() < self.ttl
         {
-            return Ok((hooks.clone(), true));
+            return Ok((hooks.clone(), at.elapsed()));
         }
         match fetch().await {
             Ok(hooks) => {
                 *entry = Some((Instant::now(), hooks.clone()));
-                Ok((hooks, false))
+                Ok((hooks, Duration::ZERO))
             }
             Err(e) => {
                 *entry = None;
@@ -110,9 +110,12 @@ mod tests {
             calls.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             Ok(vec![hook("1")])
         };
-        assert!(!lists.get("k", false, fetch).await.expect("list").1);
-        let (hooks, cached) = lists.get("k", false, fetch).await.expect("list");
-        assert!(cached);
+        assert_eq!(
+            lists.get("k", false, fetch).await.expect("list").1,
+            Duration::ZERO
+        );
+        let (hooks, age) = lists.get("k", false, fetch).await.expect("list");
+        assert!(age > Duration::ZERO, "served from the cache");
         assert_eq!(hooks.len(), 1);
         lists.upsert("k", hook("2")).await;
         lists.remove("k", "1").await;

@@ -31,6 +31,9 @@ use crate::bitbucket::{
 };
 use crate::health::{Assessment, Inputs};
 
+/// How old a cached list may be and still decide a create.
+const RECENT_LIST: Duration = Duration::from_secs(10);
+
 /// What a successful sync did.
 #[derive(Debug)]
 enum Done {
@@ -458,10 +461,13 @@ async fn sync(w: &Webhook, api: &Api<Webhook>, ctx: &Context) -> Result<Synced, 
         };
         plan(&desired, &observed, policies)
     };
-    let (hooks, cached) = list(false).await?;
+    let (hooks, age) = list(false).await?;
     let mut decision = decide(&hooks);
-    if decision == Plan::Create && cached {
-        // Never create from a cached list: look once more right before.
+    if decision == Plan::Create && (age > RECENT_LIST || pending) {
+        // Do not create from an old list, nor when a create of ours may have happened
+        // (pending mark): look once more right before. A list of the last seconds (which
+        // the operator's own creates keep current) is good enough otherwise, and not
+        // re-listing then keeps a burst of creates from spending the budget on lists.
         decision = decide(&list(true).await?.0);
     }
     let page = backend.webhooks_page(&repo);
@@ -516,7 +522,16 @@ async fn sync(w: &Webhook, api: &Api<Webhook>, ctx: &Context) -> Result<Synced, 
                 .secret
                 .as_ref()
                 .map_or(SecretChange::Keep, |s| SecretChange::Set(s.value.clone()));
-            let hook = create(&*backend, &repo, &hook_spec(&desired, secret)).await?;
+            let hook = match create(&*backend, &repo, &hook_spec(&desired, secret)).await {
+                Ok(hook) => hook,
+                // Refused before Bitbucket acted (a spent budget, a 429): nothing was
+                // created, so the mark goes; otherwise the next try would re-list first.
+                Err(e @ Error::Bitbucket(bitbucket::Error::RateLimited { .. })) => {
+                    mark_pending(api, w, None).await?;
+                    return Err(e);
+                }
+                Err(e) => return Err(e),
+            };
             ctx.lists.upsert(&key, hook.clone()).await;
             done(Some(hook.id), Done::Created, secret_version)
         }
