@@ -56,24 +56,16 @@ async fn many_webhooks_converge_and_stay_cheap() {
         "  rateLimit: {requestsPerHour: 100000}\n  auth: {type: Bearer",
     );
     w.apply(&connection).expect("connection");
-    let mut operator =
-        tokio::process::Command::new(env!("CARGO_BIN_EXE_bitbucket-webhook-operator"))
-            .args([
-                "run",
-                "--namespace",
-                &w.ns,
-                "--cluster-connections=false",
-                "--metrics-bind-address=127.0.0.1:0",
-                &format!("--resync-period={RESYNC_SECONDS}s"),
-                "--health-period=1h",
-                "--log-level=warn",
-            ])
-            .env("KUBECONFIG", w.plane.kubeconfig())
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("operator");
+    let mut operator = w
+        .operator_command()
+        .args([
+            "--metrics-bind-address=127.0.0.1:0",
+            &format!("--resync-period={RESYNC_SECONDS}s"),
+            "--health-period=1h",
+            "--log-level=warn",
+        ])
+        .spawn()
+        .expect("operator");
     let pid = operator.id().expect("pid");
 
     let total = REPOSITORIES * PER_REPOSITORY;

@@ -21,12 +21,8 @@ fn free_port() -> u16 {
 fn operator(w: &World, identity: &str, port: u16) -> tokio::process::Child {
     let log = std::fs::File::create(std::env::temp_dir().join(format!("{}-{identity}.log", w.ns)))
         .expect("log file");
-    tokio::process::Command::new(env!("CARGO_BIN_EXE_bitbucket-webhook-operator"))
+    w.operator_command()
         .args([
-            "run",
-            "--namespace",
-            &w.ns,
-            "--cluster-connections=false",
             &format!("--metrics-bind-address=127.0.0.1:{port}"),
             "--resync-period=4s",
             "--health-period=2s",
@@ -35,12 +31,9 @@ fn operator(w: &World, identity: &str, port: u16) -> tokio::process::Child {
             &w.ns,
             &format!("--leader-election-duration={LEASE_SECONDS}"),
         ])
-        .env("KUBECONFIG", w.plane.kubeconfig())
         .env("POD_NAME", identity)
         .env("BBWO_LOG_LEVEL", "info")
-        .stdout(std::process::Stdio::null())
         .stderr(log)
-        .kill_on_drop(true)
         .spawn()
         .expect("operator process")
 }

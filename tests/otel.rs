@@ -17,24 +17,13 @@ async fn spans_are_exported_over_otlp() {
         .await
         .expect("a stand-in OTLP collector");
     let endpoint = format!("http://{}", collector.addr);
-    let mut operator =
-        tokio::process::Command::new(env!("CARGO_BIN_EXE_bitbucket-webhook-operator"))
-            .args([
-                "run",
-                "--otel=true",
-                "--namespace",
-                &w.ns,
-                "--cluster-connections=false",
-                "--metrics-bind-address=127.0.0.1:0",
-            ])
-            .env("KUBECONFIG", w.plane.kubeconfig())
-            .env("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint)
-            .env("OTEL_BSP_SCHEDULE_DELAY", "200")
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("operator");
+    let mut operator = w
+        .operator_command()
+        .args(["--otel=true", "--metrics-bind-address=127.0.0.1:0"])
+        .env("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint)
+        .env("OTEL_BSP_SCHEDULE_DELAY", "200")
+        .spawn()
+        .expect("operator");
     w.apply(&w.webhook_yaml("ci", "https://ci.example.com/x", ""))
         .expect("apply");
     w.wait_ready("ci").await;

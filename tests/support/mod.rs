@@ -258,6 +258,24 @@ impl World {
         self.plane.kubectl_ok(all).map_err(|e| e.to_string())
     }
 
+    /// The operator binary as its own process, watching only this test's namespace;
+    /// add flags and environment, then spawn. Killed when dropped.
+    pub fn operator_command(&self) -> tokio::process::Command {
+        let mut cmd =
+            tokio::process::Command::new(env!("CARGO_BIN_EXE_bitbucket-webhook-operator"));
+        cmd.args([
+            "run",
+            "--namespace",
+            &self.ns,
+            "--cluster-connections=false",
+        ])
+        .env("KUBECONFIG", self.plane.kubeconfig())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true);
+        cmd
+    }
+
     /// Names of the Events with this reason in the test's namespace, one per line.
     pub fn event_names(&self, reason: &str) -> String {
         self.kubectl(&[
