@@ -33,9 +33,15 @@ struct RunArgs {
     /// How often every hook is compared with Bitbucket ("10m", "90s"); spread per repository.
     #[arg(long, default_value = "10m", value_parser = parse_duration, env = "BBWO_RESYNC_PERIOD")]
     resync_period: std::time::Duration,
-    /// How often Data Center delivery statistics are read ("5m"): one request per hook.
+    /// How often Data Center delivery statistics are read ("5m"): one listing per
+    /// repository, shared with the resync when their slots meet (a divisor of the resync
+    /// period makes them meet).
     #[arg(long, default_value = "5m", value_parser = parse_duration, env = "BBWO_HEALTH_PERIOD")]
     health_period: std::time::Duration,
+    /// After Bitbucket answers 429 without Retry-After, how long every request of that
+    /// credential waits ("60s"); doubled per further 429, at most an hour.
+    #[arg(long, default_value = "60s", value_parser = parse_duration, env = "BBWO_RATE_LIMIT_PAUSE")]
+    rate_limit_pause: std::time::Duration,
     /// The namespace holding the credential Secrets of ClusterBitbucketConnections.
     #[arg(
         long,
@@ -180,6 +186,10 @@ fn run(args: RunArgs) -> Result<(), String> {
             resync_period: args.resync_period,
             list_ttl: args.resync_period.mul_f64(0.9),
             health_period: args.health_period,
+            retry: bitbucket_webhook_operator::bitbucket::RetryPolicy {
+                rate_limit_pause: args.rate_limit_pause,
+                ..Default::default()
+            },
             namespaces: args.namespaces,
             selector: args.selector,
             cluster_connections: args.cluster_connections,
@@ -197,7 +207,6 @@ fn run(args: RunArgs) -> Result<(), String> {
                 }
             }),
             cluster_secret_namespace: args.cluster_secret_namespace,
-            ..Config::default()
         };
         let listener = tokio::net::TcpListener::bind(args.metrics_bind_address)
             .await

@@ -52,11 +52,15 @@ async fn setup(flavor: Flavor) -> Setup {
     }
 }
 
+/// The pause after a 429 without Retry-After, longer than the client waits by itself.
+const PAUSE: Duration = Duration::from_secs(3);
+
 fn fast_retries() -> RetryPolicy {
     RetryPolicy {
         max_retries: 3,
         min_delay: Duration::from_millis(10),
         max_delay: Duration::from_secs(2),
+        rate_limit_pause: PAUSE,
     }
 }
 
@@ -131,7 +135,7 @@ async fn every_operation_round_trips_on_each_backend() {
         let s = setup(flavor).await;
         let client = s.client(ADMIN);
         let who = client.verify_credentials().await.expect("verify");
-        assert_eq!(who.user, "alice", "{flavor:?}");
+        assert_eq!(who.user.as_deref(), Some("alice"), "{flavor:?}");
         assert!(client.list_hooks(&s.repo).await.expect("list").is_empty());
 
         let created = client
@@ -151,7 +155,7 @@ async fn every_operation_round_trips_on_each_backend() {
         changed.skip_cert_verification = true;
         changed.events = s.events()[..1].to_vec();
         let updated = client
-            .update_hook(&s.repo, &created.id, &changed)
+            .update_hook(&s.repo, &created, &changed)
             .await
             .expect("update");
         assert_eq!(updated.id, created.id, "{flavor:?}: updated in place");
@@ -217,7 +221,7 @@ async fn secrets_are_set_kept_and_removed() {
         spec.secret = SecretChange::Keep;
         spec.title = "kept".into();
         let kept = client
-            .update_hook(&s.repo, &hook.id, &spec)
+            .update_hook(&s.repo, &hook, &spec)
             .await
             .expect("update");
         assert_eq!(
@@ -227,7 +231,7 @@ async fn secrets_are_set_kept_and_removed() {
         );
         spec.secret = SecretChange::Remove;
         let removed = client
-            .update_hook(&s.repo, &hook.id, &spec)
+            .update_hook(&s.repo, &kept, &spec)
             .await
             .expect("update");
         assert_eq!(
@@ -362,29 +366,34 @@ async fn rate_limits_with_and_without_retry_after() {
             started.elapsed() >= Duration::from_millis(900),
             "{flavor:?}: Retry-After honoured"
         );
-        // One 429 without Retry-After: retried with backoff.
+        // One 429 without Retry-After: no quick retry (Cloud's window is a rolling hour);
+        // every request of the credential waits out the pause, then it works.
         s.ctl
             .faults(json!({ "errorRate": 1.0, "status": 429, "count": 1 }))
             .await
             .expect("faults");
-        client
-            .list_hooks(&s.repo)
-            .await
-            .expect("retried with backoff");
-        // Persistent 429s: the retry budget runs out and the caller learns it.
-        s.ctl
-            .faults(json!({ "errorRate": 1.0, "status": 429 }))
-            .await
-            .expect("faults");
-        let err = client.list_hooks(&s.repo).await.expect_err("still limited");
+        s.ctl.reset_requests().await.expect("reset");
+        let err = client.list_hooks(&s.repo).await.expect_err("paused");
         assert_eq!(
             err,
             Error::RateLimited {
-                retry_after: None,
+                retry_after: Some(PAUSE),
                 local: false
             },
             "{flavor:?}"
         );
+        let err = client.list_hooks(&s.repo).await.expect_err("still paused");
+        assert!(
+            matches!(err, Error::RateLimited { local: true, .. }),
+            "{flavor:?}: {err:?}"
+        );
+        assert_eq!(
+            s.ctl.count("GET", s.list_route()).await.unwrap_or(0),
+            1,
+            "{flavor:?}: nothing sent during the pause"
+        );
+        tokio::time::sleep(PAUSE).await;
+        client.list_hooks(&s.repo).await.expect("after the pause");
         // A Retry-After longer than the client waits: handed to the caller, no retry.
         s.ctl
             .faults(json!({ "errorRate": 1.0, "status": 429, "retryAfter": 3600 }))
@@ -398,7 +407,11 @@ async fn rate_limits_with_and_without_retry_after() {
             1,
             "{flavor:?}: not retried"
         );
-        // The simulator's per-credential hourly limit.
+        // The simulator's per-credential hourly limit (a new client: the old one's
+        // credential is paused for the hour Bitbucket asked for).
+        let client = s.client(ADMIN);
+        s.ctl.clear_faults().await.expect("clear");
+        client.verify_credentials().await.expect("verify");
         s.ctl
             .faults(json!({ "rateLimitPerHour": 2 }))
             .await
@@ -418,6 +431,8 @@ async fn a_burst_of_5xx_recovers_within_the_retry_budget() {
     for flavor in FLAVORS {
         let s = setup(flavor).await;
         let client = s.client(ADMIN);
+        // Post Webhooks: the app's API is detected once, before the faults.
+        client.verify_credentials().await.expect("verify");
         s.ctl
             .faults(json!({ "errorRate": 1.0, "status": 503, "count": 2 }))
             .await
@@ -512,70 +527,391 @@ async fn the_connection_budget_is_never_exceeded() {
 }
 
 #[tokio::test]
-async fn data_center_statistics_and_test_deliveries() {
-    let s = setup(Flavor::DataCenter).await;
-    let client = s.client(ADMIN);
-    let receiver = bitbucket_sim::receiver::Receiver::start(false)
-        .await
-        .expect("receiver");
-    let hook = client
-        .create_hook(&s.repo, &s.spec(&receiver.url()))
-        .await
-        .expect("create");
-    let empty = client
-        .delivery_stats(&s.repo, &hook.id)
-        .await
-        .expect("stats")
-        .expect("reported");
-    assert_eq!((empty.successes, empty.failures, empty.errors), (0, 0, 0));
+async fn data_center_statistics_in_both_shapes_and_test_deliveries() {
+    for shape in ["summary", "byEvent"] {
+        let s = setup(Flavor::DataCenter).await;
+        s.ctl
+            .variants(json!({ "dcStatistics": shape }))
+            .await
+            .expect("variant");
+        let client = s.client(ADMIN);
+        let receiver = bitbucket_sim::receiver::Receiver::start(false)
+            .await
+            .expect("receiver");
+        let hook = client
+            .create_hook(&s.repo, &s.spec(&receiver.url()))
+            .await
+            .expect("create");
+        let stats_now = || async {
+            let hooks = client.list_hooks(&s.repo).await.expect("list");
+            hooks[0].stats.clone().expect("statistics with the listing")
+        };
+        let empty = stats_now().await;
+        assert_eq!(
+            (empty.successes, empty.failures, empty.errors),
+            (0, 0, 0),
+            "{shape}"
+        );
 
-    s.ctl
-        .emit("PLAT/api", "repo:refs_changed")
-        .await
-        .expect("emit");
-    receiver.set_status(500);
-    s.ctl.emit("PLAT/api", "pr:opened").await.expect("emit");
-    let stats = client
-        .delivery_stats(&s.repo, &hook.id)
-        .await
-        .expect("stats")
-        .expect("reported");
-    assert_eq!((stats.successes, stats.failures, stats.errors), (1, 1, 0));
-    assert_eq!(
-        stats.last_success.as_ref().map(|i| i.event.as_str()),
-        Some("repo:refs_changed")
-    );
-    let failure = stats.last_failure.expect("a failure");
-    assert_eq!(
-        (failure.outcome.as_str(), failure.description.as_str()),
-        ("FAILURE", "500")
-    );
+        s.ctl
+            .emit("PLAT/api", "repo:refs_changed")
+            .await
+            .expect("emit");
+        receiver.set_status(500);
+        s.ctl.emit("PLAT/api", "pr:opened").await.expect("emit");
+        s.ctl.reset_requests().await.expect("reset");
+        let stats = stats_now().await;
+        assert_eq!(
+            s.ctl.count("GET", "webhooks").await.expect("count"),
+            1,
+            "{shape}: one listing, no call per hook"
+        );
+        assert_eq!(
+            (stats.successes, stats.failures, stats.errors),
+            (1, 1, 0),
+            "{shape}"
+        );
+        assert_eq!(
+            stats.last_success.as_ref().map(|i| i.event.as_str()),
+            Some("repo:refs_changed"),
+            "{shape}"
+        );
+        let failure = stats.last_failure.expect("a failure");
+        assert_eq!(
+            (failure.outcome.as_str(), failure.description.as_str()),
+            ("FAILURE", "500"),
+            "{shape}"
+        );
 
-    let result = client.test_delivery(&s.repo, &hook.id).await.expect("test");
-    assert_eq!(result.status, Some(500));
-    receiver.set_status(204);
-    let result = client.test_delivery(&s.repo, &hook.id).await.expect("test");
-    assert_eq!(result.status, Some(204), "{}", result.message);
-    let pings = receiver
-        .received()
-        .into_iter()
-        .filter(|r| r.header("X-Event-Key") == Some("diagnostics:ping"))
-        .count();
-    assert_eq!(pings, 2);
+        let url = receiver.url();
+        let result = client
+            .test_delivery(&s.repo, &hook.id, &url, false)
+            .await
+            .expect("test");
+        assert_eq!(result.status, Some(500));
+        receiver.set_status(204);
+        let result = client
+            .test_delivery(&s.repo, &hook.id, &url, false)
+            .await
+            .expect("test");
+        assert_eq!(result.status, Some(204), "{}", result.message);
+        let pings = receiver
+            .received()
+            .into_iter()
+            .filter(|r| r.header("X-Event-Key") == Some("diagnostics:ping"))
+            .count();
+        assert_eq!(pings, 2);
+    }
 
     let cloud = setup(Flavor::Cloud).await;
-    assert_eq!(
-        cloud
-            .client(ADMIN)
-            .delivery_stats(&cloud.repo, "{x}")
-            .await
-            .expect("stats"),
-        None
-    );
+    let client = cloud.client(ADMIN);
+    client
+        .create_hook(&cloud.repo, &cloud.spec("https://ci.example.com/a"))
+        .await
+        .expect("create");
+    let hooks = client.list_hooks(&cloud.repo).await.expect("list");
+    assert!(hooks[0].stats.is_none(), "Cloud reports no statistics");
     assert!(matches!(
-        cloud.client(ADMIN).test_delivery(&cloud.repo, "{x}").await,
+        client
+            .test_delivery(&cloud.repo, "{x}", "https://ci.example.com/a", false)
+            .await,
         Err(Error::Unsupported { .. })
     ));
+}
+
+#[tokio::test]
+async fn a_data_center_test_delivery_without_url_fails_as_live_servers_do() {
+    let s = setup(Flavor::DataCenter).await;
+    let hook = s
+        .client(ADMIN)
+        .create_hook(&s.repo, &s.spec("https://ci.example.com/a"))
+        .await
+        .expect("create");
+    let answer = reqwest::Client::new()
+        .post(format!(
+            "{}/rest/api/latest/projects/PLAT/repos/api/webhooks/test?webhookId={}",
+            s.sim.base_url(),
+            hook.id
+        ))
+        .basic_auth("alice", Some(ADMIN))
+        .json(&json!({}))
+        .send()
+        .await
+        .expect("answer");
+    assert_eq!(answer.status().as_u16(), 500);
+}
+
+#[tokio::test]
+async fn a_data_center_update_sends_the_whole_webhook() {
+    let s = setup(Flavor::DataCenter).await;
+    // A hook made in Bitbucket's UI: a secret and delivery credentials.
+    let made = reqwest::Client::new()
+        .post(format!(
+            "{}/rest/api/latest/projects/PLAT/repos/api/webhooks",
+            s.sim.base_url()
+        ))
+        .basic_auth("alice", Some(ADMIN))
+        .json(&json!({
+            "name": "CI trigger", "url": "https://ci.example.com/a", "events": ["repo:refs_changed"],
+            "configuration": { "secret": "ui-secret" },
+            "credentials": { "username": "deliverer", "password": "pw" },
+        }))
+        .send()
+        .await
+        .expect("create");
+    assert!(made.status().is_success());
+    let client = s.client(ADMIN);
+    let current = client.list_hooks(&s.repo).await.expect("list").remove(0);
+    let mut spec = s.spec("https://ci.example.com/b");
+    spec.events = vec!["repo:refs_changed".into()];
+    client
+        .update_hook(&s.repo, &current, &spec)
+        .await
+        .expect("update");
+    let hooks = s.ctl.hooks().await.expect("hooks");
+    assert_eq!(hooks[0]["url"], json!("https://ci.example.com/b"));
+    assert_eq!(
+        hooks[0]["secret"],
+        json!("ui-secret"),
+        "the secret survives"
+    );
+    let listed = client.list_hooks(&s.repo).await.expect("list").remove(0);
+    assert_eq!(
+        listed.read.0.get("credentials"),
+        Some(&json!({ "username": "deliverer" })),
+        "delivery credentials survive"
+    );
+
+    // The simulator's PUT replaces: a partial body loses the secret.
+    let partial = reqwest::Client::new()
+        .put(format!(
+            "{}/rest/api/latest/projects/PLAT/repos/api/webhooks/{}",
+            s.sim.base_url(),
+            listed.id
+        ))
+        .basic_auth("alice", Some(ADMIN))
+        .json(&json!({ "name": "x", "url": "https://ci.example.com/c", "events": ["repo:refs_changed"] }))
+        .send()
+        .await
+        .expect("put");
+    assert!(partial.status().is_success());
+    assert_eq!(
+        s.ctl.hooks().await.expect("hooks")[0]["secret"],
+        json!(null)
+    );
+}
+
+#[tokio::test]
+async fn cloud_credentials_of_every_kind() {
+    let s = setup(Flavor::Cloud).await;
+    s.ctl
+        .repository(
+            "Cloud",
+            "acme/api",
+            &[
+                "repo-token",
+                "project-token",
+                "workspace-token",
+                "api-token",
+                "oauth-token",
+                "no-scope",
+            ],
+            &[],
+        )
+        .await
+        .expect("repository");
+    let kinds: [(&str, &str, &[&str], Option<&str>); 5] = [
+        ("repo-token", "repositoryAccessToken", &["webhook"], None),
+        (
+            "project-token",
+            "projectAccessToken",
+            &["webhook", "repository"],
+            None,
+        ),
+        (
+            "workspace-token",
+            "workspaceAccessToken",
+            &["webhook", "account"],
+            Some("acme-bot"),
+        ),
+        (
+            "api-token",
+            "apiToken",
+            &[
+                "read:webhook:bitbucket",
+                "write:webhook:bitbucket",
+                "delete:webhook:bitbucket",
+            ],
+            None,
+        ),
+        (
+            "oauth-token",
+            "oauth",
+            &["webhook", "account"],
+            Some("acme-bot"),
+        ),
+    ];
+    for status in [403, 401] {
+        s.ctl
+            .variants(json!({ "cloudScopeStatus": status }))
+            .await
+            .expect("variant");
+        for (token, kind, scopes, user) in kinds {
+            s.ctl
+                .scoped_token(token, "acme-bot", kind, scopes)
+                .await
+                .expect("token");
+            let client = if kind == "apiToken" {
+                connect(ConnectionConfig {
+                    flavor: Flavor::Cloud,
+                    base_url: Some(format!("{}/2.0", s.sim.base_url())),
+                    credentials: Credentials::Basic {
+                        username: "acme-bot".into(),
+                        password: token.to_owned().into(),
+                    },
+                    tls: TlsOptions::default(),
+                    budget: Arc::new(Budget::per_hour(1000)),
+                    retry: fast_retries(),
+                    observer: None,
+                })
+                .expect("client")
+            } else {
+                s.client(token)
+            };
+            let who = client.verify_credentials().await.expect("verified");
+            assert_eq!(who.user.as_deref(), user, "{kind} ({status})");
+            if user.is_none() {
+                assert!(
+                    who.detail.as_deref().is_some_and(|d| d.contains("lacks")),
+                    "{kind}: {who:?}"
+                );
+            }
+            let hook = client
+                .create_hook(&s.repo, &s.spec(&format!("https://ci.example.com/{kind}")))
+                .await
+                .unwrap_or_else(|e| panic!("{kind} ({status}): {e}"));
+            client.list_hooks(&s.repo).await.expect("list");
+            client.delete_hook(&s.repo, &hook.id).await.expect("delete");
+        }
+        // A token without the webhook scope: the refusal names what is missing.
+        s.ctl
+            .scoped_token(
+                "no-scope",
+                "acme-bot",
+                "repositoryAccessToken",
+                &["repository"],
+            )
+            .await
+            .expect("token");
+        let err = s
+            .client("no-scope")
+            .list_hooks(&s.repo)
+            .await
+            .expect_err("no webhook scope");
+        assert_eq!(
+            err,
+            Error::MissingScope {
+                required: vec!["webhook".into()],
+                granted: vec!["repository".into()]
+            },
+            "{status}"
+        );
+        assert_eq!(err.reason(), "Forbidden");
+    }
+    // A plain token (registered without a kind) keeps working as before.
+    assert_eq!(
+        s.client(ADMIN)
+            .verify_credentials()
+            .await
+            .expect("verify")
+            .user
+            .as_deref(),
+        Some("alice")
+    );
+}
+
+#[tokio::test]
+async fn post_webhooks_on_the_v1_api_and_v2_updates_keep_the_app_settings() {
+    // v1 (app older than 3.5.5): detected, and the same spec works through triggers.
+    let s = setup(Flavor::PostWebhooks).await;
+    s.ctl
+        .variants(json!({ "postWebhooksApi": "v1" }))
+        .await
+        .expect("variant");
+    let client = s.client(ADMIN);
+    let who = client.verify_credentials().await.expect("verify");
+    assert!(
+        who.detail
+            .as_deref()
+            .is_some_and(|d| d.contains("older than 3.5.5")),
+        "{who:?}"
+    );
+    let hook = client
+        .create_hook(&s.repo, &s.spec("https://ci.example.com/a"))
+        .await
+        .expect("create");
+    let listed = client.list_hooks(&s.repo).await.expect("list");
+    assert_eq!(listed.len(), 1);
+    let mut want = s.events();
+    want.sort();
+    let mut got = listed[0].events.clone();
+    got.sort();
+    assert_eq!(got, want);
+    let mut spec = s.spec("https://ci.example.com/b");
+    spec.events = vec!["TAG_CREATED".into()];
+    let updated = client
+        .update_hook(&s.repo, &listed[0], &spec)
+        .await
+        .expect("update");
+    assert_eq!(updated.events, ["TAG_CREATED"]);
+    assert_eq!(updated.id, hook.id);
+    let mut bad = s.spec("https://ci.example.com/c");
+    bad.events = vec!["PULL_REQUEST_COMMENT_ACTIVITY".into()];
+    assert!(matches!(
+        client.create_hook(&s.repo, &bad).await,
+        Err(Error::Invalid { .. })
+    ));
+    assert_eq!(
+        client.delete_hook(&s.repo, &hook.id).await.expect("delete"),
+        Deleted::Removed
+    );
+    assert!(
+        s.ctl
+            .count("GET", "/rest/webhook/1.0")
+            .await
+            .expect("count")
+            > 0,
+        "the v1 API was used"
+    );
+
+    // v2: a configuration with settings made in the app's UI keeps them on update.
+    let s = setup(Flavor::PostWebhooks).await;
+    let made = reqwest::Client::new()
+        .post(format!(
+            "{}/rest/webhook/2.0/configurations",
+            s.sim.base_url()
+        ))
+        .bearer_auth(ADMIN)
+        .json(&json!({
+            "name": "CI trigger", "enabled": true, "projectKey": "PLAT", "repositorySlug": "api",
+            "destinations": [{ "useUrl": true, "url": "https://ci.example.com/a" }],
+            "eventTypes": ["ABSTRACT_REPOSITORY_REFS_CHANGED"],
+            "branchesToIgnore": "wip/*", "users": ["alice"],
+        }))
+        .send()
+        .await
+        .expect("create");
+    assert!(made.status().is_success());
+    let client = s.client(ADMIN);
+    let current = client.list_hooks(&s.repo).await.expect("list").remove(0);
+    client
+        .update_hook(&s.repo, &current, &s.spec("https://ci.example.com/b"))
+        .await
+        .expect("update");
+    let after = client.list_hooks(&s.repo).await.expect("list").remove(0);
+    assert_eq!(after.url, "https://ci.example.com/b");
+    assert_eq!(after.read.0.get("branchesToIgnore"), Some(&json!("wip/*")));
+    assert_eq!(after.read.0.get("users"), Some(&json!(["alice"])));
 }
 
 #[tokio::test]
@@ -596,7 +932,14 @@ async fn tls_with_a_private_ca_or_explicitly_insecure() {
         .expect("https simulator");
     {
         let mut state = sim.sim.lock();
-        state.tokens.insert(ADMIN.into(), "alice".into());
+        state.tokens.insert(
+            ADMIN.into(),
+            bitbucket_sim::state::Token {
+                user: "alice".into(),
+                kind: None,
+                scopes: Vec::new(),
+            },
+        );
     }
     let client = |tls: TlsOptions| {
         connect(ConnectionConfig {
@@ -631,8 +974,9 @@ async fn tls_with_a_private_ca_or_explicitly_insecure() {
             .verify_credentials()
             .await
             .expect("trusted CA")
-            .user,
-        "alice"
+            .user
+            .as_deref(),
+        Some("alice")
     );
     let insecure = TlsOptions {
         ca_bundle_pem: None,
@@ -643,8 +987,9 @@ async fn tls_with_a_private_ca_or_explicitly_insecure() {
             .verify_credentials()
             .await
             .expect("insecure")
-            .user,
-        "alice"
+            .user
+            .as_deref(),
+        Some("alice")
     );
     let bad = TlsOptions {
         ca_bundle_pem: Some(b"not pem".to_vec()),

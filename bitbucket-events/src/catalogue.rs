@@ -103,6 +103,26 @@ pub const POST_WEBHOOKS_EVENTS: &[(&str, &str)] = &[
     ("BUILD_STATUS_SET", "build:status"),
 ];
 
+/// The Post Webhooks app's v1 API (before app 3.5.5) has one boolean per trigger instead
+/// of event types: each trigger and the v2 event type it stands for. Source: the vendor's
+/// help pages ("Version 1") and Jenkins' Bitbucket Branch Source plugin's v1 manager.
+pub const POST_WEBHOOKS_V1_TRIGGERS: &[(&str, &str)] = &[
+    ("repoPush", "ABSTRACT_REPOSITORY_REFS_CHANGED"),
+    ("branchCreated", "BRANCH_CREATED"),
+    ("branchDeleted", "BRANCH_DELETED"),
+    ("tagCreated", "TAG_CREATED"),
+    ("repoMirrorSynced", "REPOSITORY_MIRROR_SYNCHRONIZED"),
+    ("prCreated", "PULL_REQUEST_OPENED"),
+    ("prUpdated", "PULL_REQUEST_UPDATED"),
+    ("prRescoped", "PULL_REQUEST_RESCOPED"),
+    ("prReopened", "PULL_REQUEST_REOPENED"),
+    ("prMerged", "PULL_REQUEST_MERGED"),
+    ("prDeclined", "PULL_REQUEST_DECLINED"),
+    ("prCommented", "PULL_REQUEST_COMMENT"),
+    ("prDeleted", "PULL_REQUEST_DELETED"),
+    ("buildStatus", "BUILD_STATUS_SET"),
+];
+
 /// The same happening under each backend's name: (Cloud, Data Center, Post Webhooks).
 const EQUIVALENTS: &[(Option<&str>, Option<&str>, Option<&str>)] = &[
     (

@@ -62,6 +62,31 @@ impl SimClient {
         .map(drop)
     }
 
+    /// Registers a Cloud credential of a kind (`repositoryAccessToken`, `apiToken`, ...)
+    /// holding `scopes`.
+    pub async fn scoped_token(
+        &self,
+        token: &str,
+        user: &str,
+        kind: &str,
+        scopes: &[&str],
+    ) -> Result<(), String> {
+        self.call(
+            reqwest::Method::POST,
+            "/_sim/tokens",
+            Some(json!({ "token": token, "user": user, "kind": kind, "scopes": scopes })),
+        )
+        .await
+        .map(drop)
+    }
+
+    /// Chooses which variant the simulator serves where sources disagree.
+    pub async fn variants(&self, variants: Value) -> Result<(), String> {
+        self.call(reqwest::Method::PUT, "/_sim/variants", Some(variants))
+            .await
+            .map(drop)
+    }
+
     /// Creates a repository with its admin and reader tokens.
     pub async fn repository(
         &self,

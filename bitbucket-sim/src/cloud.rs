@@ -17,6 +17,7 @@ use serde_json::{Value, json};
 use crate::Sim;
 use crate::access::{self, Denied};
 use crate::http::{cloud_error, origin, parse_body, valid_target_url};
+use crate::scopes::{self, Need};
 use crate::state::{Changes, Hook, Platform, Scope, Stats};
 
 type Shared = AxumState<Arc<Sim>>;
@@ -144,6 +145,19 @@ fn denied(denied: Denied, scope: &Scope) -> Response {
     }
 }
 
+/// The caller, if its credential has the scope the call needs and it administers `scope`.
+fn admin(
+    state: &crate::state::State,
+    headers: &HeaderMap,
+    scope: &Scope,
+    need: Need,
+) -> Result<(), Response> {
+    scopes::check(state, headers, need)?;
+    access::admin(state, headers, Platform::Cloud, scope)
+        .map(drop)
+        .map_err(|d| denied(d, scope))
+}
+
 fn same_uuid(hook: &Hook, uid: &str) -> bool {
     hook.uuid.trim_matches(|c| c == '{' || c == '}') == uid.trim_matches(|c| c == '{' || c == '}')
 }
@@ -216,8 +230,8 @@ fn list(
     scope: Scope,
 ) -> Response {
     let state = sim.lock();
-    if let Err(d) = access::admin(&state, headers, Platform::Cloud, &scope) {
-        return denied(d, &scope);
+    if let Err(r) = admin(&state, headers, &scope, Need::ReadHooks) {
+        return r;
     }
     let origin = origin(headers, sim.tls);
     let hooks = state
@@ -321,8 +335,8 @@ fn bad_request(detail: &str) -> Response {
 
 fn create(sim: &Sim, headers: &HeaderMap, body: &[u8], scope: Scope) -> Response {
     let mut state = sim.lock();
-    if let Err(d) = access::admin(&state, headers, Platform::Cloud, &scope) {
-        return denied(d, &scope);
+    if let Err(r) = admin(&state, headers, &scope, Need::WriteHooks) {
+        return r;
     }
     let input = match parse_body(body).and_then(|b| parse_input(&b)) {
         Ok(i) => i,
@@ -370,8 +384,8 @@ fn not_found_hook() -> Response {
 
 fn get_one(sim: &Sim, headers: &HeaderMap, scope: Scope, uid: &str) -> Response {
     let state = sim.lock();
-    if let Err(d) = access::admin(&state, headers, Platform::Cloud, &scope) {
-        return denied(d, &scope);
+    if let Err(r) = admin(&state, headers, &scope, Need::ReadHooks) {
+        return r;
     }
     let origin = origin(headers, sim.tls);
     match state
@@ -385,8 +399,8 @@ fn get_one(sim: &Sim, headers: &HeaderMap, scope: Scope, uid: &str) -> Response 
 
 fn update(sim: &Sim, headers: &HeaderMap, body: &[u8], scope: Scope, uid: &str) -> Response {
     let mut state = sim.lock();
-    if let Err(d) = access::admin(&state, headers, Platform::Cloud, &scope) {
-        return denied(d, &scope);
+    if let Err(r) = admin(&state, headers, &scope, Need::WriteHooks) {
+        return r;
     }
     let input = match parse_body(body).and_then(|b| parse_input(&b)) {
         Ok(i) => i,
@@ -416,8 +430,8 @@ fn update(sim: &Sim, headers: &HeaderMap, body: &[u8], scope: Scope, uid: &str) 
 
 fn delete(sim: &Sim, headers: &HeaderMap, scope: Scope, uid: &str) -> Response {
     let mut state = sim.lock();
-    if let Err(d) = access::admin(&state, headers, Platform::Cloud, &scope) {
-        return denied(d, &scope);
+    if let Err(r) = admin(&state, headers, &scope, Need::DeleteHooks) {
+        return r;
     }
     let Some(hooks) = state.hooks_mut(Platform::Cloud, &scope) else {
         return not_found_hook();
@@ -433,6 +447,9 @@ fn delete(sim: &Sim, headers: &HeaderMap, scope: Scope, uid: &str) -> Response {
 /// `GET /2.0/user`: the account behind the credential (the operator's cheap check).
 async fn user(s: Shared, headers: HeaderMap) -> Response {
     let state = s.lock();
+    if let Err(r) = scopes::check(&state, &headers, Need::Account) {
+        return r;
+    }
     match access::authenticated(&state, &headers) {
         Ok(Some(p)) => axum::Json(json!({
             "type": "user",

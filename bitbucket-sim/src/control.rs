@@ -3,7 +3,8 @@
 //! | call | does |
 //! |---|---|
 //! | `POST /_sim/repositories` `{"flavor","repository","admins","readers"}` | creates a repository and who may do what (extension: `"ownerAdmins"`, the workspace owners / project admins) |
-//! | `POST /_sim/tokens` `{"token","user"}` | registers a credential |
+//! | `POST /_sim/tokens` `{"token","user"}` | registers a credential (extension: `"kind"` and `"scopes"` of a Cloud credential) |
+//! | `PUT /_sim/variants` `{"cloudScopeStatus","dcStatistics","postWebhooksApi"}` | extension: which variant to serve where sources disagree |
 //! | `POST /_sim/events` `{"repository","event"}` | emits an event; answers with each delivery's outcome |
 //! | `PUT /_sim/faults` `{"errorRate","status","latencyMs","rateLimitPerHour","routes"}` | injects faults (extensions: `"count"`, `"retryAfter"`); `DELETE` clears them |
 //! | `GET /_sim/requests` | counts of API calls received, by method, route and status (extension: `DELETE` resets them) |
@@ -22,7 +23,7 @@ use serde_json::{Value, json};
 
 use crate::Sim;
 use crate::delivery::{self, EmitRequest};
-use crate::state::{Faults, Platform, Scope, State};
+use crate::state::{Faults, Platform, Scope, State, Token, TokenKind, Variants};
 
 type Shared = AxumState<Arc<Sim>>;
 
@@ -30,6 +31,7 @@ pub fn routes() -> Router<Arc<Sim>> {
     Router::new()
         .route("/_sim/repositories", post(create_repository))
         .route("/_sim/tokens", post(create_token))
+        .route("/_sim/variants", put(set_variants).get(get_variants))
         .route("/_sim/events", post(emit))
         .route(
             "/_sim/faults",
@@ -96,17 +98,51 @@ async fn create_repository(s: Shared, Json(req): Json<NewRepository>) -> Respons
 }
 
 #[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 struct NewToken {
     token: String,
     user: String,
+    #[serde(default)]
+    kind: Option<TokenKind>,
+    #[serde(default)]
+    scopes: Vec<String>,
 }
 
 async fn create_token(s: Shared, Json(req): Json<NewToken>) -> Response {
     if req.token.is_empty() || req.user.is_empty() {
         return bad("token and user must not be empty");
     }
-    s.lock().tokens.insert(req.token, req.user.clone());
+    if req.kind.is_none() && !req.scopes.is_empty() {
+        return bad("scopes need a kind");
+    }
+    if let Some(kind) = req.kind
+        && let Some(bad_scope) = req
+            .scopes
+            .iter()
+            .find(|s| !crate::scopes::can_hold(kind, s))
+    {
+        return bad(format!("a {kind:?} cannot hold the scope {bad_scope}"));
+    }
+    let token = Token {
+        user: req.user.clone(),
+        kind: req.kind,
+        scopes: req.scopes,
+    };
+    s.lock().tokens.insert(req.token, token);
     (StatusCode::CREATED, Json(json!({ "user": req.user }))).into_response()
+}
+
+async fn set_variants(s: Shared, Json(variants): Json<Variants>) -> Response {
+    if !matches!(variants.cloud_scope_status, 401 | 403) {
+        return bad("cloudScopeStatus must be 401 or 403");
+    }
+    let mut state = s.lock();
+    state.variants = variants;
+    Json(json!(state.variants)).into_response()
+}
+
+async fn get_variants(s: Shared) -> Response {
+    Json(json!(s.lock().variants)).into_response()
 }
 
 async fn emit(s: Shared, Json(req): Json<EmitRequest>) -> Response {

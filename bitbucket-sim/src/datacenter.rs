@@ -18,7 +18,7 @@ use crate::Sim;
 use crate::access::{self, Denied};
 use crate::delivery::Outgoing;
 use crate::http::{dc_error, parse_body, valid_target_url};
-use crate::state::{Changes, Hook, Invocation, Outcome, Platform, Scope, Stats};
+use crate::state::{Changes, Hook, Invocation, Outcome, Platform, Scope, StatisticsShape, Stats};
 
 type Shared = AxumState<Arc<Sim>>;
 type Params = Query<HashMap<String, String>>;
@@ -182,6 +182,41 @@ fn render_invocation(i: &Invocation, scope: &Scope) -> Value {
     })
 }
 
+/// A hook's statistics in the shape the variant asks for: one summary (default), or a map
+/// from each event the hook delivered to that event's summary (`PUT /_sim/variants
+/// {"dcStatistics":"byEvent"}`; both shapes are reported, see docs/bitbucket-api.md).
+pub fn statistics(
+    stats: &Stats,
+    scope: &Scope,
+    event: Option<&str>,
+    shape: StatisticsShape,
+) -> Value {
+    match shape {
+        StatisticsShape::Summary => render_statistics(stats, scope, event),
+        StatisticsShape::ByEvent => {
+            let mut events: Vec<&str> = stats
+                .invocations
+                .iter()
+                .map(|i| i.event.as_str())
+                .filter(|e| event.is_none_or(|wanted| wanted == *e))
+                .collect();
+            events.sort_unstable();
+            events.dedup();
+            let map: serde_json::Map<String, Value> = events
+                .into_iter()
+                .map(|e| {
+                    let mut one = Stats::default();
+                    for i in stats.invocations.iter().filter(|i| i.event == e) {
+                        one.record(i.clone());
+                    }
+                    (e.to_owned(), render_statistics(&one, scope, Some(e)))
+                })
+                .collect();
+            Value::Object(map)
+        }
+    }
+}
+
 /// The live statistics shape: last success / failure / error and counts in the window.
 pub fn render_statistics(stats: &Stats, scope: &Scope, event: Option<&str>) -> Value {
     let last = |o| {
@@ -205,7 +240,8 @@ pub fn render_statistics(stats: &Stats, scope: &Scope, event: Option<&str>) -> V
 }
 
 /// A webhook as Data Center renders it. Live servers return `configuration.secret` in clear.
-pub fn render(hook: &Hook, scope: &Scope, with_statistics: bool) -> Value {
+/// `statistics`: the shape to add them in, when asked.
+pub fn render(hook: &Hook, scope: &Scope, statistics: Option<StatisticsShape>) -> Value {
     let mut configuration = serde_json::Map::new();
     if let Some(secret) = &hook.secret {
         configuration.insert("secret".into(), json!(secret));
@@ -225,8 +261,8 @@ pub fn render(hook: &Hook, scope: &Scope, with_statistics: bool) -> Value {
     if let Some((username, _)) = &hook.credentials {
         body["credentials"] = json!({ "username": username });
     }
-    if with_statistics {
-        body["statistics"] = render_statistics(&hook.stats, scope, None);
+    if let Some(shape) = statistics {
+        body["statistics"] = self::statistics(&hook.stats, scope, None, shape);
     }
     body
 }
@@ -385,7 +421,12 @@ async fn handle(sim: &Sim, headers: &HeaderMap, scope: Scope, op: Op<'_>) -> Res
     if let Err(d) = access::admin(&state, headers, Platform::Server, &scope) {
         return denied(d, &scope);
     }
-    let flag = |q: &HashMap<String, String>, k: &str| q.get(k).is_some_and(|v| v == "true");
+    let shape = state.variants.dc_statistics;
+    let with_statistics = |q: &HashMap<String, String>| {
+        q.get("statistics")
+            .is_some_and(|v| v == "true")
+            .then_some(shape)
+    };
     let find = |hooks: Option<&Vec<Hook>>, id: &str| -> Option<Hook> {
         let id: u64 = id.parse().ok()?;
         hooks?.iter().find(|h| h.id == id).cloned()
@@ -400,7 +441,7 @@ async fn handle(sim: &Sim, headers: &HeaderMap, scope: Scope, op: Op<'_>) -> Res
             let values = hooks
                 .iter()
                 .filter(|h| event.is_none_or(|e| h.events.contains(e)))
-                .map(|h| render(h, &scope, flag(q, "statistics")))
+                .map(|h| render(h, &scope, with_statistics(q)))
                 .collect();
             axum::Json(page(values, q)).into_response()
         }
@@ -422,7 +463,7 @@ async fn handle(sim: &Sim, headers: &HeaderMap, scope: Scope, op: Op<'_>) -> Res
                 }
                 for h in state.hooks(Platform::Server, level).into_iter().flatten() {
                     if event.is_none_or(|e| h.events.contains(e)) {
-                        values.push(render(h, level, flag(q, "statistics")));
+                        values.push(render(h, level, with_statistics(q)));
                     }
                 }
             }
@@ -453,7 +494,7 @@ async fn handle(sim: &Sim, headers: &HeaderMap, scope: Scope, op: Op<'_>) -> Res
                 updated: now,
                 stats: Stats::default(),
             };
-            let rendered = render(&hook, &scope, false);
+            let rendered = render(&hook, &scope, None);
             if let Some(hooks) = state.hooks_mut(Platform::Server, &scope) {
                 hooks.push(hook);
             }
@@ -461,7 +502,7 @@ async fn handle(sim: &Sim, headers: &HeaderMap, scope: Scope, op: Op<'_>) -> Res
             axum::Json(rendered).into_response()
         }
         Op::Get(id, q) => match find(state.hooks(Platform::Server, &scope), id) {
-            Some(h) => axum::Json(render(&h, &scope, flag(q, "statistics"))).into_response(),
+            Some(h) => axum::Json(render(&h, &scope, with_statistics(q))).into_response(),
             None => no_such_webhook(id),
         },
         Op::Update(id, body) => {
@@ -476,19 +517,32 @@ async fn handle(sim: &Sim, headers: &HeaderMap, scope: Scope, op: Op<'_>) -> Res
             else {
                 return no_such_webhook(id);
             };
-            if let Some(v) = input.credentials {
-                hook.credentials = v;
-            }
-            // `configuration` replaces the configuration; without it the secret stays.
-            hook.apply(Changes {
-                title: input.name,
-                url: input.url,
-                active: input.active,
-                events: input.events,
-                secret: input.secret,
-                skip_cert_verification: input.ssl_verification_required.map(|required| !required),
+            // PUT replaces the webhook: an optional field left out is cleared or takes its
+            // default (live servers and the Atlassian webhooks plugin: "Replaces a
+            // registered webhook"). A hook cannot exist without name, url and events, and
+            // the spec documents no 400 for PUT: those keep their value when left out.
+            // Delivery credentials sent back without their password keep the stored one
+            // (the password is never returned, so no client could send it).
+            let name = input.name.unwrap_or_else(|| hook.title.clone());
+            let url = input.url.unwrap_or_else(|| hook.url.clone());
+            let events = input.events.unwrap_or_else(|| hook.events.clone());
+            hook.credentials = input.credentials.flatten().map(|(user, password)| {
+                match (&hook.credentials, password.is_empty()) {
+                    (Some((old_user, old_password)), true) if *old_user == user => {
+                        (user, old_password.clone())
+                    }
+                    _ => (user, password),
+                }
             });
-            axum::Json(render(hook, &scope, false)).into_response()
+            hook.apply(Changes {
+                title: Some(name),
+                url: Some(url),
+                active: Some(input.active.unwrap_or(true)),
+                events: Some(events),
+                secret: Some(input.secret.flatten()),
+                skip_cert_verification: Some(!input.ssl_verification_required.unwrap_or(true)),
+            });
+            axum::Json(render(hook, &scope, None)).into_response()
         }
         Op::Delete(id) => {
             let parsed: Option<u64> = id.parse().ok();
@@ -524,10 +578,11 @@ async fn handle(sim: &Sim, headers: &HeaderMap, scope: Scope, op: Op<'_>) -> Res
             }
         }
         Op::Statistics(id, q) => match find(state.hooks(Platform::Server, &scope), id) {
-            Some(h) => axum::Json(render_statistics(
+            Some(h) => axum::Json(statistics(
                 &h.stats,
                 &scope,
                 q.get("event").map(String::as_str),
+                shape,
             ))
             .into_response(),
             None => no_such_webhook(id),
@@ -577,12 +632,13 @@ async fn test(
             }
             None => None,
         };
-        let Some(url) = q
-            .get("url")
-            .cloned()
-            .or_else(|| hook.as_ref().map(|h| h.url.clone()))
-        else {
-            return bad_request("url or webhookId is required");
+        // Live 9.x servers fail with a 500 when `url` is missing, even with a webhookId.
+        let Some(url) = q.get("url").cloned() else {
+            return dc_error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "java.lang.NullPointerException: url",
+                "java.lang.NullPointerException",
+            );
         };
         if !valid_target_url(&url) {
             return bad_request(&format!("url: {url} is not a valid URL"));

@@ -22,6 +22,7 @@ pub mod http;
 pub mod middleware;
 pub mod postwebhooks;
 pub mod receiver;
+pub mod scopes;
 pub mod state;
 
 use std::net::SocketAddr;

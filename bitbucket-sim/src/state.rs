@@ -158,6 +158,9 @@ pub struct PwConfig {
     pub authentication_type: Option<String>,
     pub auth_username: Option<String>,
     pub auth_password: Option<String>,
+    /// Fields the simulator does not interpret (filters, users, groups, mTLS, v1's
+    /// `committersToIgnore` ...), kept and returned as sent.
+    pub other: serde_json::Map<String, serde_json::Value>,
 }
 
 /// A repository and who may do what with it.
@@ -219,6 +222,76 @@ pub struct Faults {
     pub retry_after: Option<u64>,
 }
 
+/// The kind of a Bitbucket Cloud credential; each kind can hold only some scopes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub enum TokenKind {
+    RepositoryAccessToken,
+    ProjectAccessToken,
+    WorkspaceAccessToken,
+    /// An Atlassian API token (Basic, email + token), with `read:webhook:bitbucket`-style scopes.
+    ApiToken,
+    Oauth,
+}
+
+/// A registered credential.
+#[derive(Clone, Debug)]
+pub struct Token {
+    pub user: String,
+    /// None: a credential from before kinds were modelled; Cloud checks no scope for it.
+    pub kind: Option<TokenKind>,
+    pub scopes: Vec<String>,
+}
+
+/// Where the sources disagree or are unsure, which variant the simulator serves
+/// (`PUT /_sim/variants`; every field optional, `DELETE /_sim/state` restores these).
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Variants {
+    /// The status of a Cloud scope refusal: 403 (default) or 401.
+    #[serde(default = "forbidden")]
+    pub cloud_scope_status: u16,
+    /// The shape of a Data Center hook's statistics.
+    #[serde(default)]
+    pub dc_statistics: StatisticsShape,
+    /// Which API the Post Webhooks app serves.
+    #[serde(default)]
+    pub post_webhooks_api: AppApi,
+}
+
+fn forbidden() -> u16 {
+    403
+}
+
+impl Default for Variants {
+    fn default() -> Self {
+        Variants {
+            cloud_scope_status: forbidden(),
+            dc_statistics: StatisticsShape::default(),
+            post_webhooks_api: AppApi::default(),
+        }
+    }
+}
+
+/// Data Center statistics: one summary object, or a map from event id to a summary.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub enum StatisticsShape {
+    #[default]
+    Summary,
+    ByEvent,
+}
+
+/// The Post Webhooks app's API: v2 (3.5.5 and later) or v1 (older, per repository).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
+pub enum AppApi {
+    #[default]
+    #[serde(rename = "v2")]
+    V2,
+    #[serde(rename = "v1")]
+    V1,
+}
+
 /// The whole simulated Bitbucket.
 #[derive(Default)]
 pub struct State {
@@ -227,8 +300,9 @@ pub struct State {
     /// (platform, workspace or project key) -> hooks and admins at that level.
     pub owners: BTreeMap<(Platform, String), Owner>,
     pub post_webhooks: Vec<PwConfig>,
-    /// token -> user name.
-    pub tokens: HashMap<String, String>,
+    /// token -> who it belongs to, its kind and scopes.
+    pub tokens: HashMap<String, Token>,
+    pub variants: Variants,
     pub next_id: u64,
     pub faults: Faults,
     /// Requests seen per credential, for `rateLimitPerHour`.
@@ -293,7 +367,7 @@ impl State {
 
     /// The user a token belongs to.
     pub fn user(&self, token: &str) -> Option<&str> {
-        self.tokens.get(token).map(String::as_str)
+        self.tokens.get(token).map(|t| t.user.as_str())
     }
 
     /// Data Center repository keys compare the project key case-insensitively.

@@ -408,12 +408,14 @@ async fn data_center_webhook_operations_conform_to_the_data_center_spec() {
             200,
         )
         .await;
+        // As live 9.x servers need it: `url` with the id, the TLS setting and `{}`.
+        let target = t.receiver.replace(':', "%3A").replace('/', "%2F");
         c.call(
             "POST",
-            &format!("{level}/test?webhookId={id}"),
+            &format!("{level}/test?webhookId={id}&url={target}&sslVerificationRequired=true"),
             &params,
             &admin,
-            None,
+            Some(json!({})),
             200,
         )
         .await;
@@ -490,7 +492,7 @@ fn post_webhooks_spec() -> Value {
             "put": { "responses": { "200": ok(config.clone()), "400": err, "401": err, "404": err } },
             "delete": { "responses": { "204": {}, "401": err, "404": err } }
         },
-        "/event-types": { "get": { "responses": { "200": ok(json!({ "type": "array", "items": { "type": "string", "enum": types } })) } } }
+        "/configurations/event-types": { "get": { "responses": { "200": ok(json!({ "type": "array", "items": { "type": "string", "enum": types } })) } } }
     } })
 }
 
@@ -501,7 +503,8 @@ async fn post_webhooks_operations_conform_to_the_documented_fields() {
     let t = target("PW", "PostWebhooks", "PLAT/web", "/rest/webhook/2.0").await;
     let mut c = Checker::new(&spec, &t);
     let (admin, reader) = (t.admin.clone(), t.reader.clone());
-    c.call("GET", "/event-types", &[], &admin, None, 200).await;
+    c.call("GET", "/configurations/event-types", &[], &admin, None, 200)
+        .await;
     let list = format!(
         "/configurations?projectKey={}&repositorySlug={}",
         t.owner, t.slug
@@ -544,7 +547,10 @@ async fn post_webhooks_operations_conform_to_the_documented_fields() {
         "/configurations/{id}",
         &one,
         &admin,
-        Some(json!({ "eventTypes": ["PULL_REQUEST_OPENED"] })),
+        // PUT replaces the configuration: the whole of it goes back.
+        Some(json!({ "name": "conformance 2", "enabled": true, "projectKey": t.owner, "repositorySlug": t.slug,
+                     "destinations": [{ "useUrl": true, "url": t.receiver }],
+                     "eventTypes": ["PULL_REQUEST_OPENED"] })),
         200,
     )
     .await;

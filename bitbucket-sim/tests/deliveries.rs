@@ -86,7 +86,12 @@ async fn data_center_refuses_a_self_signed_receiver_unless_verification_is_skipp
         .call(
             reqwest::Method::PUT,
             &format!("{hooks}/{id}"),
-            Some(json!({ "sslVerificationRequired": false })),
+            // PUT replaces: the whole webhook goes back, secret included.
+            Some({
+                let mut whole = hook.clone();
+                whole["sslVerificationRequired"] = json!(false);
+                whole
+            }),
         )
         .await;
     assert_eq!(status, 200);

@@ -2,18 +2,33 @@
 //! rolling hour, shared by every Webhook of the connection, retries included.
 
 use std::num::NonZeroU32;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use governor::clock::{Clock, DefaultClock};
 use governor::middleware::StateInformationMiddleware;
 use governor::state::{InMemoryState, NotKeyed};
 use governor::{Quota, RateLimiter};
 
-/// A token bucket sized so that no rolling hour exceeds the budget.
+/// A token bucket sized so that no rolling hour exceeds the budget, and a pause after
+/// Bitbucket itself said "too many" (429): until it ends no request goes out.
 pub struct Budget {
     limiter: RateLimiter<NotKeyed, InMemoryState, DefaultClock, StateInformationMiddleware>,
     per_hour: u32,
+    pause: Mutex<Pause>,
+    /// Called when a pause starts (the connection reconciler then shows it).
+    on_pause: Mutex<Option<Arc<dyn Fn() + Send + Sync>>>,
 }
+
+#[derive(Default)]
+struct Pause {
+    until: Option<(Instant, jiff::Timestamp)>,
+    /// 429s since the last success: each doubles the next pause.
+    strikes: u32,
+}
+
+/// The longest pause: Cloud's window is a rolling hour, so after one the budget has room.
+const MAX_PAUSE: Duration = Duration::from_secs(3600);
 
 impl std::fmt::Debug for Budget {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -37,12 +52,17 @@ impl Budget {
         Budget {
             limiter: RateLimiter::direct(quota).with_middleware::<StateInformationMiddleware>(),
             per_hour,
+            pause: Mutex::default(),
+            on_pause: Mutex::default(),
         }
     }
 
     /// Takes one request from the budget and says how many more could go at once, or
-    /// says how long until one is available.
+    /// says how long until one is available (the end of a pause, or a refill).
     pub fn try_acquire(&self) -> Result<u32, Duration> {
+        if let Some(until) = self.paused_until() {
+            return Err(until.0.saturating_duration_since(Instant::now()));
+        }
         self.limiter
             .check()
             .map(|snapshot| snapshot.remaining_burst_capacity())
@@ -52,6 +72,66 @@ impl Budget {
     /// The configured requests per hour.
     pub fn limit(&self) -> u32 {
         self.per_hour
+    }
+
+    fn pause(&self) -> std::sync::MutexGuard<'_, Pause> {
+        self.pause.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Bitbucket answered 429: pause every request for `retry_after` if it said, else for
+    /// `first` doubled per 429 since the last success (at most an hour). Returns the pause.
+    pub fn rate_limited(&self, retry_after: Option<Duration>, first: Duration) -> Duration {
+        let wait = {
+            let mut pause = self.pause();
+            let wait = retry_after.unwrap_or_else(|| {
+                first
+                    .saturating_mul(2u32.saturating_pow(pause.strikes))
+                    .min(MAX_PAUSE)
+            });
+            pause.strikes = pause.strikes.saturating_add(1);
+            let until = Instant::now() + wait;
+            let at = jiff::Timestamp::now()
+                .checked_add(jiff::SignedDuration::try_from(wait).unwrap_or_default())
+                .unwrap_or_else(|_| jiff::Timestamp::now());
+            if pause.until.is_none_or(|(u, _)| u < until) {
+                pause.until = Some((until, at));
+            }
+            wait
+        };
+        let hook = self
+            .on_pause
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        if let Some(hook) = hook {
+            hook();
+        }
+        wait
+    }
+
+    /// A request succeeded: the next 429 starts from the first pause again.
+    pub fn succeeded(&self) {
+        let mut pause = self.pause();
+        if pause.strikes > 0 && pause.until.is_none_or(|(u, _)| u <= Instant::now()) {
+            pause.strikes = 0;
+        }
+    }
+
+    /// When requests resume, while a pause lasts.
+    pub fn paused_until(&self) -> Option<(Instant, jiff::Timestamp)> {
+        let mut pause = self.pause();
+        match pause.until {
+            Some((until, _)) if until <= Instant::now() => {
+                pause.until = None;
+                None
+            }
+            other => other,
+        }
+    }
+
+    /// What to call when a pause starts.
+    pub fn set_on_pause(&self, hook: Arc<dyn Fn() + Send + Sync>) {
+        *self.on_pause.lock().unwrap_or_else(|p| p.into_inner()) = Some(hook);
     }
 }
 
@@ -71,6 +151,34 @@ mod tests {
             wait > Duration::from_secs(30) && wait <= Duration::from_secs(40),
             "{wait:?}"
         );
+    }
+
+    #[test]
+    fn a_429_pauses_everything_and_doubles_until_a_success() {
+        let budget = Budget::per_hour(1000);
+        let first = Duration::from_secs(60);
+        assert_eq!(budget.rate_limited(None, first), first);
+        let wait = budget.try_acquire().expect_err("paused");
+        assert!(wait > Duration::from_secs(59), "{wait:?}");
+        assert!(budget.paused_until().is_some());
+        assert_eq!(budget.rate_limited(None, first), first * 2);
+        assert_eq!(
+            budget.rate_limited(Some(Duration::from_secs(5)), first),
+            Duration::from_secs(5),
+            "Retry-After wins"
+        );
+        for _ in 0..20 {
+            budget.rate_limited(None, first);
+        }
+        assert_eq!(budget.rate_limited(None, first), MAX_PAUSE);
+        let short = Budget::per_hour(1000);
+        short.rate_limited(None, Duration::ZERO);
+        assert!(
+            short.try_acquire().is_ok(),
+            "a pause that ended lets requests go"
+        );
+        short.succeeded();
+        assert_eq!(short.rate_limited(None, first), first, "strikes reset");
     }
 
     #[test]

@@ -8,8 +8,8 @@ use serde_json::{Value, json};
 
 use super::transport::{Call, Transport};
 use super::{
-    Deleted, DeliveryStats, Error, HookSpec, Identity, RemoteHook, RepoRef, Result, SecretChange,
-    SecretState, TestResult, WebhookBackend, repository_not_found,
+    Deleted, Error, HookSpec, Identity, RemoteHook, RepoRef, Result, SecretChange, SecretState,
+    TestResult, WebhookBackend, repository_not_found,
 };
 use crate::api::Flavor;
 
@@ -54,6 +54,7 @@ impl From<Subscription> for RemoteHook {
                 SecretState::Unset
             },
             skip_cert_verification: s.skip_cert_verification,
+            ..RemoteHook::default()
         }
     }
 }
@@ -138,16 +139,27 @@ impl WebhookBackend for CloudClient {
     }
 
     async fn verify_credentials(&self) -> Result<Identity> {
-        let user: User = self
+        // `/user` needs the `account` scope (API tokens: `read:user:bitbucket`), which
+        // repository and project access tokens cannot hold. A scope refusal still proves
+        // the credential authenticated; the first repository call proves the rest.
+        match self
             .transport
-            .json(Call::get(self.transport.url(&["user"])))
-            .await?;
-        let user = user
-            .username
-            .or(user.display_name)
-            .or(user.uuid)
-            .unwrap_or_default();
-        Ok(Identity { user })
+            .json::<User>(Call::get(self.transport.url(&["user"])))
+            .await
+        {
+            Ok(user) => Ok(Identity {
+                user: user.username.or(user.display_name).or(user.uuid),
+                detail: None,
+            }),
+            Err(Error::MissingScope { required, .. }) => Ok(Identity {
+                user: None,
+                detail: Some(format!(
+                    "the credential may not read its own identity (it lacks {}), which webhooks do not need",
+                    required.join(", ")
+                )),
+            }),
+            Err(e) => Err(e),
+        }
     }
 
     async fn list_hooks(&self, repo: &RepoRef) -> Result<Vec<RemoteHook>> {
@@ -170,11 +182,17 @@ impl WebhookBackend for CloudClient {
         Ok(sub.into())
     }
 
-    async fn update_hook(&self, repo: &RepoRef, id: &str, spec: &HookSpec) -> Result<RemoteHook> {
+    async fn update_hook(
+        &self,
+        repo: &RepoRef,
+        current: &RemoteHook,
+        spec: &HookSpec,
+    ) -> Result<RemoteHook> {
+        // Cloud's PUT changes the fields sent (an omitted secret is kept).
         let body = Self::body(spec, false);
         let sub: Subscription = self
             .transport
-            .write(Method::PUT, self.hook_url(repo, id), &body)
+            .write(Method::PUT, self.hook_url(repo, &current.id), &body)
             .await?;
         Ok(sub.into())
     }
@@ -183,12 +201,13 @@ impl WebhookBackend for CloudClient {
         self.transport.delete(self.hook_url(repo, id)).await
     }
 
-    async fn delivery_stats(&self, _repo: &RepoRef, _id: &str) -> Result<Option<DeliveryStats>> {
-        // Cloud has no public delivery history.
-        Ok(None)
-    }
-
-    async fn test_delivery(&self, _repo: &RepoRef, _id: &str) -> Result<TestResult> {
+    async fn test_delivery(
+        &self,
+        _repo: &RepoRef,
+        _id: &str,
+        _url: &str,
+        _skip: bool,
+    ) -> Result<TestResult> {
         Err(Error::Unsupported {
             what: "an on-demand test delivery",
             backend: "Bitbucket Cloud",

@@ -56,6 +56,20 @@ impl Credentials {
         })
     }
 
+    /// A key naming the credential in memory (budgets are per credential, as Bitbucket
+    /// counts), from which the credential cannot be read back. Never printed.
+    pub fn fingerprint(&self) -> String {
+        use std::hash::{Hash, Hasher};
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        match self {
+            Credentials::Bearer(token) => ("bearer", token.expose_secret()).hash(&mut hasher),
+            Credentials::Basic { username, password } => {
+                ("basic", username, password.expose_secret()).hash(&mut hasher)
+            }
+        }
+        format!("{:016x}", hasher.finish())
+    }
+
     pub(crate) fn apply(&self, request: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
         match self {
             Credentials::Bearer(token) => request.bearer_auth(token.expose_secret()),

@@ -13,8 +13,8 @@ use serde_json::{Value, json};
 
 use super::transport::{Call, Transport};
 use super::{
-    Deleted, DeliveryStats, Error, HookSpec, Identity, Invocation, RemoteHook, RepoRef, Result,
-    SecretChange, SecretState, TestResult, WebhookBackend, repository_not_found,
+    AsRead, Deleted, DeliveryStats, Error, HookSpec, Identity, Invocation, RemoteHook, RepoRef,
+    Result, SecretChange, SecretState, TestResult, WebhookBackend, repository_not_found,
 };
 use crate::api::Flavor;
 
@@ -51,24 +51,38 @@ struct Webhook {
     configuration: serde_json::Map<String, Value>,
     #[serde(default = "yes")]
     ssl_verification_required: bool,
+    #[serde(default)]
+    statistics: Option<Value>,
 }
 
-impl From<Webhook> for RemoteHook {
-    fn from(w: Webhook) -> RemoteHook {
-        let secret = match w.configuration.get("secret").and_then(Value::as_str) {
-            Some(s) if !s.is_empty() => SecretState::Known(SecretString::from(s.to_owned())),
-            _ => SecretState::Unset,
-        };
-        RemoteHook {
-            id: w.id.to_string(),
-            title: w.name,
-            url: w.url,
-            active: w.active,
-            events: w.events,
-            secret,
-            skip_cert_verification: !w.ssl_verification_required,
-        }
-    }
+/// A webhook as read: typed fields for the reconciler, the object itself for updates.
+fn remote_hook(raw: serde_json::Map<String, Value>) -> std::result::Result<RemoteHook, String> {
+    let w: Webhook =
+        serde_json::from_value(Value::Object(raw.clone())).map_err(|e| e.to_string())?;
+    let secret = match w.configuration.get("secret").and_then(Value::as_str) {
+        Some(s) if !s.is_empty() => SecretState::Known(SecretString::from(s.to_owned())),
+        _ => SecretState::Unset,
+    };
+    let mut read = raw;
+    // Statistics are read-only and can be large; they are kept typed, not echoed.
+    read.remove("statistics");
+    Ok(RemoteHook {
+        id: w.id.to_string(),
+        title: w.name,
+        url: w.url,
+        active: w.active,
+        events: w.events,
+        secret,
+        skip_cert_verification: !w.ssl_verification_required,
+        stats: w.statistics.as_ref().and_then(statistics),
+        read: AsRead(read),
+    })
+}
+
+fn decode_hook(raw: serde_json::Map<String, Value>) -> Result<RemoteHook> {
+    remote_hook(raw).map_err(|e| Error::Unexpected {
+        message: format!("a webhook in Bitbucket's answer is not the JSON expected: {e}"),
+    })
 }
 
 #[derive(Deserialize)]
@@ -89,41 +103,80 @@ struct RawResult {
     description: String,
 }
 
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct Summary {
-    last_success: Option<RawInvocation>,
-    last_failure: Option<RawInvocation>,
-    last_error: Option<RawInvocation>,
-    #[serde(default)]
-    counts: Counts,
-}
-
-#[derive(Deserialize, Default)]
-struct Counts {
-    #[serde(default)]
-    successes: u64,
-    #[serde(default)]
-    failures: u64,
-    #[serde(default)]
-    errors: u64,
-    window: Option<Window>,
-}
-
-#[derive(Deserialize)]
-struct Window {
-    #[serde(default)]
-    duration: u64,
-}
-
-fn invocation(raw: Option<RawInvocation>) -> Option<Invocation> {
-    let raw = raw?;
+fn invocation(raw: Option<&Value>) -> Option<Invocation> {
+    let raw: RawInvocation = serde_json::from_value(raw?.clone()).ok()?;
     Some(Invocation {
         at: Timestamp::from_millisecond(raw.start).unwrap_or(Timestamp::UNIX_EPOCH),
         event: raw.event,
         outcome: raw.result.outcome,
         description: raw.result.description,
     })
+}
+
+/// One statistics summary: `{lastSuccess, lastFailure, lastError, counts}`. `counts` is
+/// an object `{successes, failures, errors, window}` on live servers; an older client
+/// models it as a number, which says nothing per outcome and is ignored.
+fn summary(v: &serde_json::Map<String, Value>) -> DeliveryStats {
+    let count = |key: &str| {
+        v.get("counts")
+            .and_then(|c| c.get(key))
+            .and_then(Value::as_u64)
+    };
+    DeliveryStats {
+        successes: count("successes").unwrap_or(0),
+        failures: count("failures").unwrap_or(0),
+        errors: count("errors").unwrap_or(0),
+        window: v
+            .get("counts")
+            .and_then(|c| c.pointer("/window/duration"))
+            .and_then(Value::as_u64)
+            .map(Duration::from_millis),
+        last_success: invocation(v.get("lastSuccess")),
+        last_failure: invocation(v.get("lastFailure")),
+        last_error: invocation(v.get("lastError")),
+    }
+}
+
+fn is_summary(v: &serde_json::Map<String, Value>) -> bool {
+    ["lastSuccess", "lastFailure", "lastError", "counts"]
+        .iter()
+        .any(|k| v.contains_key(*k))
+}
+
+/// A hook's statistics in either reported shape: one summary, or a map from event id to a
+/// summary (merged: the latest success / failure / error across events, counts summed).
+/// None when the value is neither.
+pub(crate) fn statistics(v: &Value) -> Option<DeliveryStats> {
+    let object = v.as_object()?;
+    if is_summary(object) {
+        return Some(summary(object));
+    }
+    let per_event: Vec<DeliveryStats> = object
+        .values()
+        .filter_map(Value::as_object)
+        .filter(|o| is_summary(o))
+        .map(summary)
+        .collect();
+    if per_event.is_empty() && !object.is_empty() {
+        return None;
+    }
+    let latest = |a: Option<Invocation>, b: Option<Invocation>| match (a, b) {
+        (Some(a), Some(b)) => Some(if b.at > a.at { b } else { a }),
+        (a, b) => a.or(b),
+    };
+    Some(
+        per_event
+            .into_iter()
+            .fold(DeliveryStats::default(), |acc, s| DeliveryStats {
+                successes: acc.successes + s.successes,
+                failures: acc.failures + s.failures,
+                errors: acc.errors + s.errors,
+                window: acc.window.max(s.window),
+                last_success: latest(acc.last_success, s.last_success),
+                last_failure: latest(acc.last_failure, s.last_failure),
+                last_error: latest(acc.last_error, s.last_error),
+            }),
+    )
 }
 
 impl DataCenterClient {
@@ -146,7 +199,10 @@ impl DataCenterClient {
         self.transport.url(&segments)
     }
 
-    fn body(spec: &HookSpec, creating: bool) -> Value {
+    /// The whole webhook: `PUT` replaces it, so an update sends every field, the
+    /// configuration (with the secret when one is wanted) and the delivery credentials as
+    /// read. `current` is None for a create.
+    fn body(spec: &HookSpec, current: Option<&RemoteHook>) -> Value {
         let mut body = json!({
             "name": spec.title,
             "url": spec.url,
@@ -154,14 +210,34 @@ impl DataCenterClient {
             "events": spec.events,
             "sslVerificationRequired": !spec.skip_cert_verification,
         });
-        // An empty secret makes Data Center fail with a 500: omit `configuration` to keep
-        // the secret, send it without one to remove it.
+        let read = current.map(|c| &c.read.0);
+        let mut configuration = read
+            .and_then(|r| r.get("configuration"))
+            .and_then(Value::as_object)
+            .cloned()
+            .unwrap_or_default();
         match &spec.secret {
             SecretChange::Set(secret) => {
-                body["configuration"] = json!({ "secret": secret.expose_secret() })
+                configuration.insert("secret".into(), json!(secret.expose_secret()));
             }
-            SecretChange::Remove if !creating => body["configuration"] = json!({}),
-            SecretChange::Remove | SecretChange::Keep => {}
+            SecretChange::Remove => {
+                configuration.remove("secret");
+            }
+            // The secret as read (Data Center returns it in clear) goes back unchanged.
+            SecretChange::Keep => {}
+        }
+        // An empty secret makes Data Center fail with a 500; without one, no configuration.
+        if configuration
+            .get("secret")
+            .is_some_and(|s| s.as_str().is_none_or(str::is_empty))
+        {
+            configuration.remove("secret");
+        }
+        if !configuration.is_empty() {
+            body["configuration"] = Value::Object(configuration);
+        }
+        if let Some(credentials) = read.and_then(|r| r.get("credentials")) {
+            body["credentials"] = credentials.clone();
         }
         body
     }
@@ -178,7 +254,8 @@ pub(super) async fn verify_server_credentials(transport: &Transport) -> Result<I
         .and_then(|v| v.to_str().ok())
     {
         Some(user) if !user.is_empty() => Ok(Identity {
-            user: user.to_owned(),
+            user: Some(user.to_owned()),
+            detail: None,
         }),
         _ => Err(Error::Unauthorized {
             message: "the server treated the request as anonymous (no X-AUSERNAME in its answer)"
@@ -202,15 +279,20 @@ impl WebhookBackend for DataCenterClient {
         let mut start = 0u64;
         loop {
             let mut url = self.webhooks(repo, &[]);
+            // Statistics come with the listing: one request per repository serves the
+            // drift check and delivery health of every hook in it.
             url.query_pairs_mut()
+                .append_pair("statistics", "true")
                 .append_pair("start", &start.to_string())
                 .append_pair("limit", "100");
-            let page: Page<Webhook> = self
+            let page: Page<serde_json::Map<String, Value>> = self
                 .transport
                 .json(Call::get(url))
                 .await
                 .map_err(|e| repository_not_found(repo, e))?;
-            hooks.extend(page.values.into_iter().map(RemoteHook::from));
+            for raw in page.values {
+                hooks.push(decode_hook(raw)?);
+            }
             match (page.is_last_page, page.next_page_start) {
                 (false, Some(next)) if next > start => start = next,
                 (false, _) => {
@@ -224,53 +306,61 @@ impl WebhookBackend for DataCenterClient {
     }
 
     async fn create_hook(&self, repo: &RepoRef, spec: &HookSpec) -> Result<RemoteHook> {
-        let body = Self::body(spec, true);
-        let hook: Webhook = self
+        let body = Self::body(spec, None);
+        let hook = self
             .transport
             .write(Method::POST, self.webhooks(repo, &[]), &body)
             .await
             .map_err(|e| repository_not_found(repo, e))?;
-        Ok(hook.into())
+        decode_hook(hook)
     }
 
-    async fn update_hook(&self, repo: &RepoRef, id: &str, spec: &HookSpec) -> Result<RemoteHook> {
-        let body = Self::body(spec, false);
-        let hook: Webhook = self
+    async fn update_hook(
+        &self,
+        repo: &RepoRef,
+        current: &RemoteHook,
+        spec: &HookSpec,
+    ) -> Result<RemoteHook> {
+        let body = Self::body(spec, Some(current));
+        let hook = self
             .transport
-            .write(Method::PUT, self.webhooks(repo, &[id]), &body)
+            .write(Method::PUT, self.webhooks(repo, &[&current.id]), &body)
             .await?;
-        Ok(hook.into())
+        decode_hook(hook)
     }
 
     async fn delete_hook(&self, repo: &RepoRef, id: &str) -> Result<Deleted> {
         self.transport.delete(self.webhooks(repo, &[id])).await
     }
 
-    async fn delivery_stats(&self, repo: &RepoRef, id: &str) -> Result<Option<DeliveryStats>> {
-        let url = self.webhooks(repo, &[id, "statistics", "summary"]);
-        let summary: Summary = self.transport.json(Call::get(url)).await?;
-        Ok(Some(DeliveryStats {
-            successes: summary.counts.successes,
-            failures: summary.counts.failures,
-            errors: summary.counts.errors,
-            window: summary
-                .counts
-                .window
-                .map(|w| Duration::from_millis(w.duration)),
-            last_success: invocation(summary.last_success),
-            last_failure: invocation(summary.last_failure),
-            last_error: invocation(summary.last_error),
-        }))
-    }
-
-    async fn test_delivery(&self, repo: &RepoRef, id: &str) -> Result<TestResult> {
-        let mut url = self.webhooks(repo, &["test"]);
-        url.query_pairs_mut().append_pair("webhookId", id);
+    async fn test_delivery(
+        &self,
+        repo: &RepoRef,
+        id: &str,
+        url: &str,
+        skip_cert_verification: bool,
+    ) -> Result<TestResult> {
+        // Live 9.x servers answer 500 without `url`; clients that work send it with the
+        // hook id, the TLS setting and an empty JSON body.
+        let mut target = self.webhooks(repo, &["test"]);
+        target
+            .query_pairs_mut()
+            .append_pair("webhookId", id)
+            .append_pair("url", url)
+            .append_pair(
+                "sslVerificationRequired",
+                if skip_cert_verification {
+                    "false"
+                } else {
+                    "true"
+                },
+            );
+        let empty = json!({});
         // Sending a test is not idempotent (the target sees two), but it is harmless.
         let call = Call {
             method: Method::POST,
-            url,
-            body: None,
+            url: target,
+            body: Some(&empty),
             idempotent: false,
         };
         let answer: Value = self.transport.json(call).await?;
@@ -307,5 +397,84 @@ impl WebhookBackend for DataCenterClient {
             "{base}/plugins/servlet/webhooks/projects/{}/repos/{}",
             repo.owner, repo.slug
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn call(start: i64, outcome: &str) -> Value {
+        json!({ "event": "repo:refs_changed", "start": start, "result": { "outcome": outcome, "description": "200" } })
+    }
+
+    #[test]
+    fn one_summary_and_a_map_by_event_read_the_same_way() {
+        let one = json!({
+            "lastSuccess": call(10, "SUCCESS"), "lastFailure": call(20, "FAILURE"), "lastError": null,
+            "counts": { "successes": 3, "failures": 1, "errors": 0, "window": { "start": 0, "duration": 3_600_000 } },
+        });
+        let stats = statistics(&one).expect("a summary");
+        assert_eq!((stats.successes, stats.failures, stats.errors), (3, 1, 0));
+        assert_eq!(stats.window, Some(Duration::from_secs(3600)));
+        assert_eq!(stats.last_failure.expect("failure").outcome, "FAILURE");
+
+        let by_event = json!({
+            "repo:refs_changed": { "lastSuccess": call(10, "SUCCESS"), "counts": { "successes": 2, "failures": 0, "errors": 0 } },
+            "pr:opened": { "lastSuccess": call(30, "SUCCESS"), "lastError": call(25, "ERROR"), "counts": { "successes": 1, "failures": 0, "errors": 4 } },
+        });
+        let merged = statistics(&by_event).expect("merged");
+        assert_eq!((merged.successes, merged.errors), (3, 4));
+        assert_eq!(
+            merged.last_success.expect("success").at.as_millisecond(),
+            30
+        );
+        assert_eq!(merged.last_error.expect("error").at.as_millisecond(), 25);
+        assert!(merged.last_failure.is_none());
+    }
+
+    #[test]
+    fn counts_as_a_number_and_empty_or_foreign_shapes_are_tolerated() {
+        let numeric = json!({ "lastSuccess": call(5, "SUCCESS"), "counts": 7 });
+        let stats = statistics(&numeric).expect("a summary");
+        assert_eq!(stats.successes, 0);
+        assert!(stats.last_success.is_some());
+        assert_eq!(statistics(&json!({})), Some(DeliveryStats::default()));
+        assert_eq!(statistics(&json!({ "unexpected": 1 })), None);
+        assert_eq!(statistics(&json!("text")), None);
+    }
+
+    #[test]
+    fn an_update_sends_the_whole_webhook_with_what_it_read() {
+        let read = json!({
+            "id": 7, "name": "old", "url": "https://old", "events": ["repo:refs_changed"], "active": true,
+            "configuration": { "secret": "s3cret", "other": "x" },
+            "credentials": { "username": "bot" }, "sslVerificationRequired": true,
+        });
+        let Value::Object(read) = read else {
+            unreachable!()
+        };
+        let current = remote_hook(read).expect("hook");
+        let spec = |secret| HookSpec {
+            title: "new".into(),
+            url: "https://new".into(),
+            active: false,
+            events: vec!["pr:opened".into()],
+            secret,
+            skip_cert_verification: true,
+        };
+        let keep = DataCenterClient::body(&spec(SecretChange::Keep), Some(&current));
+        assert_eq!(
+            keep["configuration"],
+            json!({ "secret": "s3cret", "other": "x" })
+        );
+        assert_eq!(keep["credentials"], json!({ "username": "bot" }));
+        assert_eq!(keep["sslVerificationRequired"], json!(false));
+        assert_eq!(keep["active"], json!(false));
+        let removed = DataCenterClient::body(&spec(SecretChange::Remove), Some(&current));
+        assert_eq!(removed["configuration"], json!({ "other": "x" }));
+        let created = DataCenterClient::body(&spec(SecretChange::Remove), None);
+        assert!(created.get("configuration").is_none());
+        assert!(created.get("credentials").is_none());
     }
 }

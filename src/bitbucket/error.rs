@@ -14,6 +14,12 @@ pub enum Error {
         "the credential may not manage webhooks here (it must be a repository admin): {message}"
     )]
     Forbidden { message: String },
+    /// The token lacks an OAuth / access-token scope the call needs (Cloud names both sets).
+    #[error("{}", scope_text(required, granted))]
+    MissingScope {
+        required: Vec<String>,
+        granted: Vec<String>,
+    },
     /// The repository (or the hook, where the caller says so) does not exist.
     #[error("not found: {message}")]
     NotFound { message: String },
@@ -40,6 +46,21 @@ pub enum Error {
     Unexpected { message: String },
 }
 
+fn scope_text(required: &[String], granted: &[String]) -> String {
+    let list = |s: &[String]| {
+        if s.is_empty() {
+            "none".to_owned()
+        } else {
+            s.join(", ")
+        }
+    };
+    format!(
+        "the credential lacks a scope Bitbucket requires for this call: required {}; the token has {}",
+        list(required),
+        list(granted)
+    )
+}
+
 fn rate_limited_text(local: bool, retry_after: Option<Duration>) -> String {
     let wait = retry_after
         .map(|d| format!("; retry in {}s", d.as_secs().max(1)))
@@ -56,7 +77,7 @@ impl Error {
     pub fn reason(&self) -> &'static str {
         match self {
             Error::Unauthorized { .. } => "Unauthorized",
-            Error::Forbidden { .. } => "Forbidden",
+            Error::Forbidden { .. } | Error::MissingScope { .. } => "Forbidden",
             Error::NotFound { .. } => "NotFound",
             Error::Invalid { .. } => "InvalidSpec",
             Error::RateLimited { .. } => "RateLimited",

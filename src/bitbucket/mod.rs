@@ -54,9 +54,10 @@ impl std::fmt::Display for RepoRef {
 }
 
 /// What Bitbucket reports about a hook's secret.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Default)]
 pub enum SecretState {
     /// No secret (or the backend has none: Post Webhooks).
+    #[default]
     Unset,
     /// A secret is set but write-only (Cloud `secret_set`).
     Set,
@@ -65,7 +66,7 @@ pub enum SecretState {
 }
 
 /// A webhook as Bitbucket has it.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Default)]
 pub struct RemoteHook {
     /// Cloud uuid ("{...}"), Data Center or Post Webhooks id.
     pub id: String,
@@ -75,6 +76,22 @@ pub struct RemoteHook {
     pub events: Vec<String>,
     pub secret: SecretState,
     pub skip_cert_verification: bool,
+    /// Delivery statistics, where the listing carries them (Data Center).
+    pub stats: Option<DeliveryStats>,
+    /// The object as Bitbucket returned it: an update sends back what the operator does not
+    /// manage (Data Center delivery credentials, Post Webhooks filters), because those
+    /// APIs replace the whole object on `PUT`.
+    pub read: AsRead,
+}
+
+/// A hook's JSON as read. Its `Debug` shows nothing: Data Center returns secrets in clear.
+#[derive(Clone, Default)]
+pub struct AsRead(pub serde_json::Map<String, serde_json::Value>);
+
+impl std::fmt::Debug for AsRead {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "AsRead({} fields)", self.0.len())
+    }
 }
 
 /// What to do with the hook's secret on create or update.
@@ -138,24 +155,41 @@ pub struct TestResult {
 /// Who the credentials belong to.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Identity {
-    pub user: String,
+    /// None: the credential is valid but may not read who it is (a Cloud repository or
+    /// project access token has no `account` scope).
+    pub user: Option<String>,
+    /// Something worth saying about the server (the Post Webhooks API found).
+    pub detail: Option<String>,
 }
 
 /// The webhook operations of one Bitbucket API.
 #[async_trait]
 pub trait WebhookBackend: Send + Sync + std::fmt::Debug {
     fn flavor(&self) -> Flavor;
-    /// One cheap authenticated call: are the credentials accepted?
+    /// One cheap authenticated call that a webhook-only credential may make: are the
+    /// credentials accepted?
     async fn verify_credentials(&self) -> Result<Identity>;
-    /// Every hook of the repository (all pages).
+    /// Every hook of the repository (all pages), with delivery statistics where the
+    /// backend reports them (Data Center: one listing per repository, not one call per hook).
     async fn list_hooks(&self, repo: &RepoRef) -> Result<Vec<RemoteHook>>;
     async fn create_hook(&self, repo: &RepoRef, spec: &HookSpec) -> Result<RemoteHook>;
-    async fn update_hook(&self, repo: &RepoRef, id: &str, spec: &HookSpec) -> Result<RemoteHook>;
+    /// Updates `current` (as listed) to `spec`, sending back the fields the operator does
+    /// not manage.
+    async fn update_hook(
+        &self,
+        repo: &RepoRef,
+        current: &RemoteHook,
+        spec: &HookSpec,
+    ) -> Result<RemoteHook>;
     async fn delete_hook(&self, repo: &RepoRef, id: &str) -> Result<Deleted>;
-    /// Delivery statistics, where the backend reports them (Data Center only).
-    async fn delivery_stats(&self, repo: &RepoRef, id: &str) -> Result<Option<DeliveryStats>>;
-    /// Asks Bitbucket to send one test delivery (Data Center only).
-    async fn test_delivery(&self, repo: &RepoRef, id: &str) -> Result<TestResult>;
+    /// Asks Bitbucket to send one test delivery to `url` for hook `id` (Data Center only).
+    async fn test_delivery(
+        &self,
+        repo: &RepoRef,
+        id: &str,
+        url: &str,
+        skip_cert_verification: bool,
+    ) -> Result<TestResult>;
     /// The event names this backend accepts.
     async fn event_catalogue(&self) -> Result<Vec<String>>;
     /// A page where a person can see the repository's webhooks.

@@ -1,100 +1,279 @@
-//! The "Post Webhooks for Bitbucket" app: `/rest/webhook/2.0/configurations`.
+//! The "Post Webhooks for Bitbucket" app (Move Work Forward), in both of its APIs:
 //!
-//! The vendor documents creating, updating and deleting configurations through this API
-//! but not the verbs. Assumed (unverified against a live server, see docs): `POST` on the
-//! collection, `PUT` and `DELETE` on `/{id}`. [`COLLECTION`] and the three calls below are
-//! the only places that assumption lives.
+//! - v2 (app 3.5.5 and later): `/rest/webhook/2.0/configurations`, the level implied by
+//!   `projectKey` / `repositorySlug` in the body, its event catalogue at
+//!   `/rest/webhook/2.0/configurations/event-types`. The vendor documents creating,
+//!   updating and deleting through it but not the verbs; assumed (as Jenkins' v2 manager
+//!   does, unverified against a live server): `POST` on the collection, `PUT` and `DELETE`
+//!   on `/{id}`.
+//! - v1 (before 3.5.5): `/rest/webhook/1.0/projects/{KEY}/repos/{slug}/configurations`,
+//!   a `title`, one boolean per trigger, no certificate setting (the vendor's help pages
+//!   and Jenkins' v1 manager).
+//!
+//! Which one a server has is detected once per client: the v2 catalogue answers, or v1 is
+//! used. An update starts from the configuration as read, so filters, users and
+//! authentication set in the app's own pages survive.
 
 use async_trait::async_trait;
-use bitbucket_events::catalogue::POST_WEBHOOKS_EVENTS;
+use bitbucket_events::catalogue::POST_WEBHOOKS_V1_TRIGGERS;
 use reqwest::{Method, Url};
-use serde::Deserialize;
-use serde_json::{Value, json};
+use serde_json::{Map, Value, json};
+use tokio::sync::OnceCell;
 
 use super::datacenter::verify_server_credentials;
 use super::transport::{Call, Transport};
 use super::{
-    Deleted, DeliveryStats, Error, HookSpec, Identity, RemoteHook, RepoRef, Result, SecretChange,
-    SecretState, TestResult, WebhookBackend, repository_not_found,
+    AsRead, Deleted, Error, HookSpec, Identity, RemoteHook, RepoRef, Result, SecretChange,
+    TestResult, WebhookBackend, repository_not_found,
 };
 use crate::api::Flavor;
 
-const COLLECTION: [&str; 4] = ["rest", "webhook", "2.0", "configurations"];
+const V2: [&str; 4] = ["rest", "webhook", "2.0", "configurations"];
+
+/// v1's trigger booleans and the v2 event type each stands for.
+const V1_TRIGGERS: &[(&str, &str)] = POST_WEBHOOKS_V1_TRIGGERS;
+
+/// The app's API on this server.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AppApi {
+    V2,
+    /// App older than 3.5.5: per-repository configurations.
+    V1,
+}
 
 #[derive(Debug)]
 pub struct PostWebhooksClient {
     transport: Transport,
+    api: OnceCell<AppApi>,
 }
 
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct Configuration {
-    id: u64,
-    #[serde(default)]
-    name: String,
-    #[serde(default)]
-    enabled: bool,
-    #[serde(default)]
-    destinations: Vec<Destination>,
-    #[serde(default)]
-    event_types: Vec<String>,
-    #[serde(default)]
-    ignore_certs: bool,
+fn text(o: &Map<String, Value>, key: &str) -> String {
+    o.get(key)
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_owned()
 }
 
-#[derive(Deserialize)]
-struct Destination {
-    #[serde(default)]
-    url: String,
+fn flag(o: &Map<String, Value>, key: &str) -> bool {
+    o.get(key).and_then(Value::as_bool).unwrap_or(false)
 }
 
-impl From<Configuration> for RemoteHook {
-    fn from(c: Configuration) -> RemoteHook {
-        RemoteHook {
-            id: c.id.to_string(),
-            title: c.name,
-            url: c
-                .destinations
-                .into_iter()
-                .next()
-                .map(|d| d.url)
-                .unwrap_or_default(),
-            active: c.enabled,
-            events: c.event_types,
-            secret: SecretState::Unset,
-            skip_cert_verification: c.ignore_certs,
-        }
+fn id_of(o: &Map<String, Value>) -> Result<String> {
+    match o.get("id") {
+        Some(Value::Number(n)) => Ok(n.to_string()),
+        Some(Value::String(s)) if !s.is_empty() => Ok(s.clone()),
+        _ => Err(Error::Unexpected {
+            message: "a Post Webhooks configuration without an id".to_owned(),
+        }),
     }
+}
+
+/// A v2 configuration as read.
+fn from_v2(o: Map<String, Value>) -> Result<RemoteHook> {
+    let url = o
+        .get("destinations")
+        .and_then(Value::as_array)
+        .and_then(|d| d.first())
+        .and_then(|d| d.get("url"))
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_owned();
+    let events = o
+        .get("eventTypes")
+        .and_then(Value::as_array)
+        .map(|a| {
+            a.iter()
+                .filter_map(Value::as_str)
+                .map(str::to_owned)
+                .collect()
+        })
+        .unwrap_or_default();
+    Ok(RemoteHook {
+        id: id_of(&o)?,
+        title: text(&o, "name"),
+        url,
+        active: flag(&o, "enabled"),
+        events,
+        skip_cert_verification: flag(&o, "ignoreCerts"),
+        read: AsRead(o),
+        ..RemoteHook::default()
+    })
+}
+
+/// A v1 configuration as read: triggers become v2 event types.
+fn from_v1(o: Map<String, Value>) -> Result<RemoteHook> {
+    let events = V1_TRIGGERS
+        .iter()
+        .filter(|(trigger, _)| flag(&o, trigger))
+        .map(|(_, event)| (*event).to_owned())
+        .collect();
+    Ok(RemoteHook {
+        id: id_of(&o)?,
+        title: text(&o, "title"),
+        url: text(&o, "url"),
+        active: flag(&o, "enabled"),
+        events,
+        read: AsRead(o),
+        ..RemoteHook::default()
+    })
+}
+
+fn unsupported_secret(spec: &HookSpec) -> Result<()> {
+    if matches!(spec.secret, SecretChange::Set(_)) {
+        return Err(Error::Unsupported {
+            what: "a signing secret (secretRef)",
+            backend: "Post Webhooks for Bitbucket",
+        });
+    }
+    Ok(())
+}
+
+/// The v2 body: what was read, with the fields the operator manages on top.
+fn v2_body(repo: &RepoRef, spec: &HookSpec, current: Option<&RemoteHook>) -> Result<Value> {
+    unsupported_secret(spec)?;
+    let mut body = current.map(|c| c.read.0.clone()).unwrap_or_default();
+    let mut destinations = body
+        .get("destinations")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    match destinations.first_mut().and_then(Value::as_object_mut) {
+        Some(first) => {
+            first.insert("url".into(), json!(spec.url));
+            first.insert("useUrl".into(), json!(true));
+        }
+        None => destinations = vec![json!({ "useUrl": true, "url": spec.url })],
+    }
+    for (key, value) in [
+        ("name", json!(spec.title)),
+        ("enabled", json!(spec.active)),
+        ("destinations", Value::Array(destinations)),
+        ("projectKey", json!(repo.owner)),
+        ("repositorySlug", json!(repo.slug)),
+        ("eventTypes", json!(spec.events)),
+        ("ignoreCerts", json!(spec.skip_cert_verification)),
+    ] {
+        body.insert(key.into(), value);
+    }
+    body.entry("httpMethod").or_insert(json!("POST"));
+    Ok(Value::Object(body))
+}
+
+/// The v1 body: what was read, title, url, enabled and every trigger set from the events.
+fn v1_body(spec: &HookSpec, current: Option<&RemoteHook>) -> Result<Value> {
+    unsupported_secret(spec)?;
+    if spec.skip_cert_verification {
+        return Err(Error::Unsupported {
+            what: "skipCertVerification",
+            backend: "the Post Webhooks app's v1 API (app older than 3.5.5)",
+        });
+    }
+    if let Some(unknown) = spec
+        .events
+        .iter()
+        .find(|e| !V1_TRIGGERS.iter().any(|(_, event)| event == e))
+    {
+        return Err(Error::Invalid {
+            message: format!(
+                "event {unknown} has no trigger in the Post Webhooks app's v1 API (app older than 3.5.5); available: {}",
+                V1_TRIGGERS
+                    .iter()
+                    .map(|(_, e)| *e)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        });
+    }
+    let mut body = current.map(|c| c.read.0.clone()).unwrap_or_default();
+    body.insert("title".into(), json!(spec.title));
+    body.insert("url".into(), json!(spec.url));
+    body.insert("enabled".into(), json!(spec.active));
+    for (trigger, event) in V1_TRIGGERS {
+        body.insert(
+            (*trigger).into(),
+            json!(spec.events.iter().any(|e| e == event)),
+        );
+    }
+    Ok(Value::Object(body))
 }
 
 impl PostWebhooksClient {
     pub fn new(transport: Transport) -> PostWebhooksClient {
-        PostWebhooksClient { transport }
+        PostWebhooksClient {
+            transport,
+            api: OnceCell::new(),
+        }
     }
 
-    fn collection(&self, rest: &[&str]) -> Url {
-        let mut segments = COLLECTION.to_vec();
+    fn v2(&self, rest: &[&str]) -> Url {
+        let mut segments = V2.to_vec();
         segments.extend_from_slice(rest);
         self.transport.url(&segments)
     }
 
-    fn body(repo: &RepoRef, spec: &HookSpec) -> Result<Value> {
-        if matches!(spec.secret, SecretChange::Set(_)) {
-            return Err(Error::Unsupported {
-                what: "a signing secret (secretRef)",
-                backend: "Post Webhooks for Bitbucket",
-            });
+    fn v1(&self, repo: &RepoRef, rest: &[&str]) -> Url {
+        let mut segments = vec![
+            "rest",
+            "webhook",
+            "1.0",
+            "projects",
+            &repo.owner,
+            "repos",
+            &repo.slug,
+            "configurations",
+        ];
+        segments.extend_from_slice(rest);
+        self.transport.url(&segments)
+    }
+
+    /// The v2 event catalogue, or None where the server has no v2 API.
+    async fn v2_catalogue(&self) -> Result<Option<Vec<String>>> {
+        match self
+            .transport
+            .json::<Vec<Value>>(Call::get(self.v2(&["event-types"])))
+            .await
+        {
+            // Names, or objects naming the type (the vendor does not show the shape).
+            Ok(types) => Ok(Some(
+                types
+                    .iter()
+                    .filter_map(|t| match t {
+                        Value::String(s) => Some(s.clone()),
+                        Value::Object(o) => ["id", "key", "name", "eventType"]
+                            .iter()
+                            .find_map(|k| o.get(*k).and_then(Value::as_str))
+                            .map(str::to_owned),
+                        _ => None,
+                    })
+                    .collect(),
+            )),
+            Err(Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(e),
         }
-        Ok(json!({
-            "name": spec.title,
-            "enabled": spec.active,
-            "destinations": [{ "useUrl": true, "url": spec.url }],
-            "projectKey": repo.owner,
-            "repositorySlug": repo.slug,
-            "eventTypes": spec.events,
-            "ignoreCerts": spec.skip_cert_verification,
-            "httpMethod": "POST",
-        }))
+    }
+
+    /// Which API the server's app has, asked once.
+    pub async fn app_api(&self) -> Result<AppApi> {
+        self.api
+            .get_or_try_init(|| async {
+                Ok(match self.v2_catalogue().await? {
+                    Some(_) => AppApi::V2,
+                    None => AppApi::V1,
+                })
+            })
+            .await
+            .copied()
+    }
+
+    fn v1_not_found(repo: &RepoRef, e: Error) -> Error {
+        match e {
+            Error::NotFound { message } => Error::NotFound {
+                message: format!(
+                    "repository {repo}, or the Post Webhooks app (neither its v2 nor its v1 API answered): {message}"
+                ),
+            },
+            other => other,
+        }
     }
 }
 
@@ -105,51 +284,103 @@ impl WebhookBackend for PostWebhooksClient {
     }
 
     async fn verify_credentials(&self) -> Result<Identity> {
-        verify_server_credentials(&self.transport).await
+        let identity = verify_server_credentials(&self.transport).await?;
+        // Asked here so the connection says which API it found before any Webhook needs it.
+        let detail = match self.app_api().await? {
+            AppApi::V2 => "the Post Webhooks app serves its v2 API",
+            AppApi::V1 => {
+                "the Post Webhooks app is older than 3.5.5: its per-repository v1 API is used"
+            }
+        };
+        Ok(Identity {
+            detail: Some(detail.to_owned()),
+            ..identity
+        })
     }
 
     async fn list_hooks(&self, repo: &RepoRef) -> Result<Vec<RemoteHook>> {
-        let mut url = self.collection(&[]);
-        url.query_pairs_mut()
-            .append_pair("projectKey", &repo.owner)
-            .append_pair("repositorySlug", &repo.slug);
-        // A plain JSON array, not a page.
-        let configs: Vec<Configuration> = self
-            .transport
-            .json(Call::get(url))
-            .await
-            .map_err(|e| repository_not_found(repo, e))?;
-        Ok(configs.into_iter().map(RemoteHook::from).collect())
+        // Both APIs answer a plain JSON array, not a page.
+        match self.app_api().await? {
+            AppApi::V2 => {
+                let mut url = self.v2(&[]);
+                url.query_pairs_mut()
+                    .append_pair("projectKey", &repo.owner)
+                    .append_pair("repositorySlug", &repo.slug);
+                let configs: Vec<Map<String, Value>> = self
+                    .transport
+                    .json(Call::get(url))
+                    .await
+                    .map_err(|e| repository_not_found(repo, e))?;
+                configs.into_iter().map(from_v2).collect()
+            }
+            AppApi::V1 => {
+                let configs: Vec<Map<String, Value>> = self
+                    .transport
+                    .json(Call::get(self.v1(repo, &[])))
+                    .await
+                    .map_err(|e| Self::v1_not_found(repo, e))?;
+                configs.into_iter().map(from_v1).collect()
+            }
+        }
     }
 
     async fn create_hook(&self, repo: &RepoRef, spec: &HookSpec) -> Result<RemoteHook> {
-        let body = Self::body(repo, spec)?;
-        let config: Configuration = self
-            .transport
-            .write(Method::POST, self.collection(&[]), &body)
-            .await
-            .map_err(|e| repository_not_found(repo, e))?;
-        Ok(config.into())
+        match self.app_api().await? {
+            AppApi::V2 => {
+                let body = v2_body(repo, spec, None)?;
+                let config = self
+                    .transport
+                    .write(Method::POST, self.v2(&[]), &body)
+                    .await
+                    .map_err(|e| repository_not_found(repo, e))?;
+                from_v2(config)
+            }
+            AppApi::V1 => {
+                let body = v1_body(spec, None)?;
+                let config = self
+                    .transport
+                    .write(Method::POST, self.v1(repo, &[]), &body)
+                    .await
+                    .map_err(|e| Self::v1_not_found(repo, e))?;
+                from_v1(config)
+            }
+        }
     }
 
-    async fn update_hook(&self, repo: &RepoRef, id: &str, spec: &HookSpec) -> Result<RemoteHook> {
-        let body = Self::body(repo, spec)?;
-        let config: Configuration = self
-            .transport
-            .write(Method::PUT, self.collection(&[id]), &body)
-            .await?;
-        Ok(config.into())
+    async fn update_hook(
+        &self,
+        repo: &RepoRef,
+        current: &RemoteHook,
+        spec: &HookSpec,
+    ) -> Result<RemoteHook> {
+        match self.app_api().await? {
+            AppApi::V2 => {
+                let body = v2_body(repo, spec, Some(current))?;
+                let url = self.v2(&[&current.id]);
+                from_v2(self.transport.write(Method::PUT, url, &body).await?)
+            }
+            AppApi::V1 => {
+                let body = v1_body(spec, Some(current))?;
+                let url = self.v1(repo, &[&current.id]);
+                from_v1(self.transport.write(Method::PUT, url, &body).await?)
+            }
+        }
     }
 
-    async fn delete_hook(&self, _repo: &RepoRef, id: &str) -> Result<Deleted> {
-        self.transport.delete(self.collection(&[id])).await
+    async fn delete_hook(&self, repo: &RepoRef, id: &str) -> Result<Deleted> {
+        match self.app_api().await? {
+            AppApi::V2 => self.transport.delete(self.v2(&[id])).await,
+            AppApi::V1 => self.transport.delete(self.v1(repo, &[id])).await,
+        }
     }
 
-    async fn delivery_stats(&self, _repo: &RepoRef, _id: &str) -> Result<Option<DeliveryStats>> {
-        Ok(None)
-    }
-
-    async fn test_delivery(&self, _repo: &RepoRef, _id: &str) -> Result<TestResult> {
+    async fn test_delivery(
+        &self,
+        _repo: &RepoRef,
+        _id: &str,
+        _url: &str,
+        _skip: bool,
+    ) -> Result<TestResult> {
         Err(Error::Unsupported {
             what: "an on-demand test delivery",
             backend: "Post Webhooks for Bitbucket",
@@ -157,18 +388,10 @@ impl WebhookBackend for PostWebhooksClient {
     }
 
     async fn event_catalogue(&self) -> Result<Vec<String>> {
-        let url = self
-            .transport
-            .url(&["rest", "webhook", "2.0", "event-types"]);
-        match self.transport.json::<Vec<String>>(Call::get(url)).await {
-            Ok(types) => Ok(types),
-            // Older app versions may lack the endpoint; the documented list is the fallback.
-            Err(Error::NotFound { .. }) => Ok(POST_WEBHOOKS_EVENTS
-                .iter()
-                .map(|(t, _)| t.to_string())
-                .collect()),
-            Err(e) => Err(e),
-        }
+        Ok(match self.v2_catalogue().await? {
+            Some(types) => types,
+            None => V1_TRIGGERS.iter().map(|(_, e)| (*e).to_owned()).collect(),
+        })
     }
 
     fn webhooks_page(&self, repo: &RepoRef) -> String {
@@ -177,5 +400,70 @@ impl WebhookBackend for PostWebhooksClient {
             "{base}/plugins/servlet/webhooks/projects/{}/repos/{}",
             repo.owner, repo.slug
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(events: &[&str]) -> HookSpec {
+        HookSpec {
+            title: "t".into(),
+            url: "https://ci.example.com/hook".into(),
+            active: true,
+            events: events.iter().map(|e| e.to_string()).collect(),
+            secret: SecretChange::Keep,
+            skip_cert_verification: false,
+        }
+    }
+
+    #[test]
+    fn a_v2_update_keeps_what_the_app_ui_set() {
+        let Value::Object(read) = json!({
+            "id": 4, "name": "old", "enabled": true, "eventTypes": ["PULL_REQUEST_OPENED"],
+            "destinations": [{ "useUrl": true, "url": "https://old", "headers": "X-A: 1" }],
+            "branchesToIgnore": "wip/*", "users": ["alice"], "enableAuthentication": true,
+        }) else {
+            unreachable!()
+        };
+        let current = from_v2(read).expect("config");
+        let repo = RepoRef::parse("PRJ/api").expect("repo");
+        let body = v2_body(&repo, &spec(&["TAG_CREATED"]), Some(&current)).expect("body");
+        assert_eq!(body["branchesToIgnore"], json!("wip/*"));
+        assert_eq!(body["users"], json!(["alice"]));
+        assert_eq!(body["enableAuthentication"], json!(true));
+        assert_eq!(body["destinations"][0]["headers"], json!("X-A: 1"));
+        assert_eq!(
+            body["destinations"][0]["url"],
+            json!("https://ci.example.com/hook")
+        );
+        assert_eq!(body["eventTypes"], json!(["TAG_CREATED"]));
+    }
+
+    #[test]
+    fn v1_triggers_round_trip_and_unknown_events_are_named() {
+        let body = v1_body(
+            &spec(&["ABSTRACT_REPOSITORY_REFS_CHANGED", "BUILD_STATUS_SET"]),
+            None,
+        )
+        .expect("body");
+        assert_eq!(body["repoPush"], json!(true));
+        assert_eq!(body["buildStatus"], json!(true));
+        assert_eq!(body["prCreated"], json!(false));
+        let Value::Object(mut read) = body else {
+            unreachable!()
+        };
+        read.insert("id".into(), json!(9));
+        let hook = from_v1(read).expect("hook");
+        assert_eq!(
+            hook.events,
+            ["ABSTRACT_REPOSITORY_REFS_CHANGED", "BUILD_STATUS_SET"]
+        );
+        let e = v1_body(&spec(&["PULL_REQUEST_COMMENT_ACTIVITY"]), None).expect_err("no trigger");
+        assert!(
+            e.to_string().contains("PULL_REQUEST_COMMENT_ACTIVITY"),
+            "{e}"
+        );
     }
 }

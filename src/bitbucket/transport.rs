@@ -22,6 +22,10 @@ pub struct RetryPolicy {
     pub max_retries: usize,
     pub min_delay: Duration,
     pub max_delay: Duration,
+    /// After a 429 without `Retry-After`, how long every request of the credential waits;
+    /// doubled per further 429, at most an hour. Quick retries cannot succeed: Cloud's
+    /// limit is a rolling hour, and each refused request may count.
+    pub rate_limit_pause: Duration,
 }
 
 impl Default for RetryPolicy {
@@ -30,6 +34,7 @@ impl Default for RetryPolicy {
             max_retries: 3,
             min_delay: Duration::from_millis(500),
             max_delay: Duration::from_secs(15),
+            rate_limit_pause: Duration::from_secs(60),
         }
     }
 }
@@ -297,6 +302,9 @@ impl Transport {
         })?;
         let status = response.status();
         observe(Some(status.as_u16()));
+        if status.is_success() {
+            self.budget.succeeded();
+        }
         let headers = response.headers().clone();
         let body = response
             .bytes()
@@ -315,7 +323,18 @@ impl Transport {
                 body,
             });
         }
-        let error = classify(self.flavor, status, &headers, &body);
+        let mut error = classify(self.flavor, status, &headers, &body);
+        if let Error::RateLimited {
+            retry_after,
+            local: false,
+        } = &mut error
+        {
+            // Every request of this credential waits, not just this one.
+            *retry_after = Some(
+                self.budget
+                    .rate_limited(*retry_after, self.retry.rate_limit_pause),
+            );
+        }
         Err(Failure {
             // A 429 was rejected before any work; other errors may have done something.
             maybe_processed: !matches!(error, Error::RateLimited { .. }),
@@ -386,6 +405,28 @@ fn error_text(body: &[u8]) -> (String, bool) {
     (truncate(&value.to_string()), false)
 }
 
+/// Cloud's scope refusal: `error.detail` is `{required: [...], granted: [...]}`. Whether
+/// Cloud answers it with 403 or 401 is not documented; both are read the same way.
+fn missing_scope(body: &[u8]) -> Option<(Vec<String>, Vec<String>)> {
+    let value: Value = serde_json::from_slice(body).ok()?;
+    let detail = value.pointer("/error/detail")?.as_object()?;
+    let names = |key: &str| -> Vec<String> {
+        detail
+            .get(key)
+            .and_then(Value::as_array)
+            .map(|a| {
+                a.iter()
+                    .filter_map(Value::as_str)
+                    .map(truncate)
+                    .take(20)
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let required = names("required");
+    (!required.is_empty()).then(|| (required, names("granted")))
+}
+
 fn retry_after(headers: &HeaderMap) -> Option<Duration> {
     let value = headers.get(RETRY_AFTER)?.to_str().ok()?.trim();
     if let Ok(seconds) = value.parse::<u64>() {
@@ -399,6 +440,11 @@ fn retry_after(headers: &HeaderMap) -> Option<Duration> {
 
 /// Maps a non-2xx answer to an [`Error`].
 pub fn classify(flavor: Flavor, status: StatusCode, headers: &HeaderMap, body: &[u8]) -> Error {
+    if matches!(status.as_u16(), 401 | 403)
+        && let Some((required, granted)) = missing_scope(body)
+    {
+        return Error::MissingScope { required, granted };
+    }
     let (text, authorisation) = error_text(body);
     let message = if text.is_empty() {
         status.to_string()
@@ -480,6 +526,37 @@ mod tests {
                 b"<html>"
             ),
             Error::Unavailable { .. }
+        ));
+    }
+
+    #[test]
+    fn scope_refusals_name_what_is_required_and_granted() {
+        let body = br#"{"type":"error","error":{"message":"Your credentials lack one or more required privilege scopes.","detail":{"required":["account"],"granted":["webhook","repository"]}}}"#;
+        for status in [StatusCode::FORBIDDEN, StatusCode::UNAUTHORIZED] {
+            let e = classify(Flavor::Cloud, status, &HeaderMap::new(), body);
+            assert_eq!(
+                e,
+                Error::MissingScope {
+                    required: vec!["account".into()],
+                    granted: vec!["webhook".into(), "repository".into()]
+                }
+            );
+            assert_eq!(e.reason(), "Forbidden");
+            assert!(
+                e.to_string()
+                    .contains("required account; the token has webhook, repository")
+            );
+        }
+        // A 401 without a scope detail is a bad credential.
+        let plain = br#"{"type":"error","error":{"message":"Unauthorized"}}"#;
+        assert!(matches!(
+            classify(
+                Flavor::Cloud,
+                StatusCode::UNAUTHORIZED,
+                &HeaderMap::new(),
+                plain
+            ),
+            Error::Unauthorized { .. }
         ));
     }
 

@@ -13,16 +13,17 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use secrecy::SecretString;
 
 use crate::api::{DeliveryStatus, EndpointStatus, Flavor, ProbeSpec, TestDeliveryStatus};
-use crate::bitbucket::{RepoRef, WebhookBackend};
+use crate::bitbucket::{DeliveryStats, RepoRef, WebhookBackend};
 use classify::{ProbeOutcome, Verdict};
 
 /// The default time between probes.
 pub const DEFAULT_PROBE_INTERVAL: Duration = Duration::from_secs(300);
 
-/// When each Webhook was last polled or probed, and what that said. In memory: after a
-/// restart every Webhook is polled once right away.
+/// When each Webhook's statistics are next due and when it was last probed, and what that
+/// said. In memory: after a restart every Webhook is polled once right away.
 #[derive(Default)]
 pub struct Schedule {
+    /// Webhook uid -> (next poll due, last verdict). Polls fall on the repository's slot.
     polls: Mutex<HashMap<String, (Instant, Verdict)>>,
     probes: Mutex<HashMap<String, (Instant, Verdict)>>,
 }
@@ -45,6 +46,30 @@ fn remember(map: &Mutex<HashMap<String, (Instant, Verdict)>>, key: &str, verdict
 }
 
 impl Schedule {
+    /// Whether the Webhook's delivery statistics should be read now.
+    pub fn poll_due(&self, key: &str) -> bool {
+        self.polls
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(key)
+            .is_none_or(|(due, _)| Instant::now() >= *due)
+    }
+
+    /// The verdict of the last poll and the time to the next, if one is not due.
+    fn last_poll(&self, key: &str) -> Option<(Duration, Verdict)> {
+        let map = self.polls.lock().unwrap_or_else(|p| p.into_inner());
+        let (due, verdict) = map.get(key)?;
+        let left = due.checked_duration_since(Instant::now())?;
+        Some((left, verdict.clone()))
+    }
+
+    fn polled(&self, key: &str, verdict: &Verdict, next: Duration) {
+        self.polls
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(key.to_owned(), (Instant::now() + next, verdict.clone()));
+    }
+
     /// Forgets a Webhook (deleted).
     pub fn forget(&self, key: &str) {
         self.polls
@@ -73,7 +98,12 @@ pub struct Inputs<'a> {
     /// The Webhook's probe, else the connection's.
     pub probe: Option<&'a ProbeSpec>,
     pub allow_private_targets: bool,
-    /// Poll now regardless of the schedule (the spec changed).
+    /// Data Center: the hook's statistics from this reconcile's repository listing, when
+    /// a poll was due; None: use the last poll's verdict.
+    pub stats: Option<&'a DeliveryStats>,
+    /// The repository's slot group: the next poll falls on its slot.
+    pub group: &'a str,
+    /// Probe now regardless of the schedule (the spec changed).
     pub now: bool,
     /// The `test-requested` annotation.
     pub test_requested: Option<&'a str>,
@@ -102,49 +132,27 @@ pub async fn assess(inputs: Inputs<'_>) -> Assessment {
     let mut soonest = |d: Duration| next = Some(next.map_or(d, |n| n.min(d)));
 
     if inputs.flavor == Flavor::DataCenter {
-        match recent(&inputs.schedule.polls, inputs.key, inputs.poll_every).filter(|_| !inputs.now)
-        {
-            Some((left, verdict)) => {
+        match (inputs.stats, inputs.schedule.last_poll(inputs.key)) {
+            (Some(stats), _) => {
+                record_statistics(&mut delivery, stats);
+                let verdict = classify::from_statistics(stats);
+                let next = crate::reconcile::schedule::until_next_slot(
+                    std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .unwrap_or_default(),
+                    inputs.poll_every,
+                    inputs.group,
+                );
+                inputs.schedule.polled(inputs.key, &verdict, next);
+                soonest(next);
+                verdicts.push(verdict);
+            }
+            (None, Some((left, verdict))) => {
                 soonest(left);
                 verdicts.push(verdict);
             }
-            None => {
-                let verdict = match inputs
-                    .backend
-                    .delivery_stats(inputs.repo, inputs.hook_id)
-                    .await
-                {
-                    Ok(Some(stats)) => {
-                        delivery.successes =
-                            Some(i64::try_from(stats.successes).unwrap_or(i64::MAX));
-                        delivery.failures = Some(i64::try_from(stats.failures).unwrap_or(i64::MAX));
-                        delivery.errors = Some(i64::try_from(stats.errors).unwrap_or(i64::MAX));
-                        delivery.window = stats.window.map(|w| format!("{}h", w.as_secs() / 3600));
-                        delivery.last_success_time =
-                            stats.last_success.as_ref().map(|i| time(i.at));
-                        let last_bad = [&stats.last_failure, &stats.last_error]
-                            .into_iter()
-                            .flatten()
-                            .max_by_key(|i| i.at);
-                        delivery.last_failure_time = last_bad.map(|i| time(i.at));
-                        delivery.last_error = last_bad
-                            .map(|i| format!("{} ({}): {}", i.outcome, i.event, i.description));
-                        classify::from_statistics(&stats)
-                    }
-                    Ok(None) => classify::not_reported("This backend"),
-                    Err(e) => Verdict {
-                        health: crate::api::DeliveryHealth::Unknown,
-                        delivering: None,
-                        reason: "StatisticsUnavailable",
-                        message: format!("cannot read the delivery statistics: {e}"),
-                    },
-                };
-                if verdict.reason != "StatisticsUnavailable" {
-                    remember(&inputs.schedule.polls, inputs.key, &verdict);
-                }
-                soonest(inputs.poll_every);
-                verdicts.push(verdict);
-            }
+            // Due, but this reconcile did not list (it failed before): next time.
+            (None, None) => soonest(Duration::from_secs(1)),
         }
     }
 
@@ -187,7 +195,12 @@ pub async fn assess(inputs: Inputs<'_>) -> Assessment {
     {
         let (status_code, message, ok) = match inputs
             .backend
-            .test_delivery(inputs.repo, inputs.hook_id)
+            .test_delivery(
+                inputs.repo,
+                inputs.hook_id,
+                inputs.url,
+                inputs.skip_cert_verification,
+            )
             .await
         {
             Ok(result) => {
@@ -221,6 +234,23 @@ pub async fn assess(inputs: Inputs<'_>) -> Assessment {
         next,
         test,
     }
+}
+
+/// Copies Data Center's counts and last outcomes into the status.
+fn record_statistics(delivery: &mut DeliveryStatus, stats: &DeliveryStats) {
+    let count = |n: u64| Some(i64::try_from(n).unwrap_or(i64::MAX));
+    delivery.successes = count(stats.successes);
+    delivery.failures = count(stats.failures);
+    delivery.errors = count(stats.errors);
+    delivery.window = stats.window.map(|w| format!("{}h", w.as_secs() / 3600));
+    delivery.last_success_time = stats.last_success.as_ref().map(|i| time(i.at));
+    let last_bad = [&stats.last_failure, &stats.last_error]
+        .into_iter()
+        .flatten()
+        .max_by_key(|i| i.at);
+    delivery.last_failure_time = last_bad.map(|i| time(i.at));
+    delivery.last_error =
+        last_bad.map(|i| format!("{} ({}): {}", i.outcome, i.event, i.description));
 }
 
 fn endpoint_status(

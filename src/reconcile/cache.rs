@@ -33,12 +33,12 @@ impl RepoLists {
             .clone()
     }
 
-    /// The cached list if it is younger than the TTL (and `fresh` is not asked), else a new
-    /// one from `fetch`, with its age (zero when just fetched).
+    /// The cached list if it is younger than both the TTL and `max_age` (`ZERO`: always
+    /// fetch), else a new one from `fetch`, with its age (zero when just fetched).
     pub async fn get<F, Fut>(
         &self,
         key: &str,
-        fresh: bool,
+        max_age: Duration,
         fetch: F,
     ) -> Result<(Vec<RemoteHook>, Duration)>
     where
@@ -47,9 +47,8 @@ impl RepoLists {
     {
         let slot = self.slot(key);
         let mut entry = slot.lock().await;
-        if !fresh
-            && let Some((at, hooks)) = entry.as_ref()
-            && at.elapsed() < self.ttl
+        if let Some((at, hooks)) = entry.as_ref()
+            && at.elapsed() < self.ttl.min(max_age)
         {
             return Ok((hooks.clone(), at.elapsed()));
         }
@@ -65,12 +64,16 @@ impl RepoLists {
         }
     }
 
-    /// Records a hook the operator created or updated.
-    pub async fn upsert(&self, key: &str, hook: RemoteHook) {
+    /// Records a hook the operator created or updated (an update keeps the statistics
+    /// the listing had: they describe deliveries, which an update does not change).
+    pub async fn upsert(&self, key: &str, mut hook: RemoteHook) {
         let slot = self.slot(key);
         let mut entry = slot.lock().await;
         if let Some((_, hooks)) = entry.as_mut() {
-            hooks.retain(|h| h.id != hook.id);
+            if let Some(old) = hooks.iter().position(|h| h.id == hook.id) {
+                let old = hooks.remove(old);
+                hook.stats = hook.stats.or(old.stats);
+            }
             hooks.push(hook);
         }
     }
@@ -88,17 +91,12 @@ impl RepoLists {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::bitbucket::SecretState;
 
     fn hook(id: &str) -> RemoteHook {
         RemoteHook {
             id: id.into(),
-            title: String::new(),
-            url: String::new(),
             active: true,
-            events: vec![],
-            secret: SecretState::Unset,
-            skip_cert_verification: false,
+            ..RemoteHook::default()
         }
     }
 
@@ -111,20 +109,20 @@ mod tests {
             Ok(vec![hook("1")])
         };
         assert_eq!(
-            lists.get("k", false, fetch).await.expect("list").1,
+            lists.get("k", Duration::MAX, fetch).await.expect("list").1,
             Duration::ZERO
         );
-        let (hooks, age) = lists.get("k", false, fetch).await.expect("list");
+        let (hooks, age) = lists.get("k", Duration::MAX, fetch).await.expect("list");
         assert!(age > Duration::ZERO, "served from the cache");
         assert_eq!(hooks.len(), 1);
         lists.upsert("k", hook("2")).await;
         lists.remove("k", "1").await;
-        let (hooks, _) = lists.get("k", false, fetch).await.expect("list");
+        let (hooks, _) = lists.get("k", Duration::MAX, fetch).await.expect("list");
         assert_eq!(
             hooks.iter().map(|h| h.id.as_str()).collect::<Vec<_>>(),
             ["2"]
         );
-        lists.get("k", true, fetch).await.expect("fresh");
+        lists.get("k", Duration::ZERO, fetch).await.expect("fresh");
         assert_eq!(calls.load(std::sync::atomic::Ordering::Relaxed), 2);
     }
 }

@@ -107,11 +107,26 @@ struct Entry {
 }
 
 /// Clients per connection, rebuilt when the connection or its Secrets change. Budgets
-/// outlive rebuilds: a rotated credential does not get a fresh budget.
-#[derive(Default)]
+/// belong to a credential on a server, as Bitbucket counts: connections that share a
+/// credential share its budget and any pause after a 429, and a rebuild keeps them.
 pub struct Registry {
     entries: Mutex<HashMap<String, Entry>>,
     budgets: Mutex<HashMap<String, Arc<Budget>>>,
+    /// Connection key -> the key of the budget it uses.
+    budget_of: Mutex<HashMap<String, String>>,
+    /// Budget keys whose pause just started, for the connection controllers.
+    paused: tokio::sync::broadcast::Sender<String>,
+}
+
+impl Default for Registry {
+    fn default() -> Self {
+        Registry {
+            entries: Mutex::default(),
+            budgets: Mutex::default(),
+            budget_of: Mutex::default(),
+            paused: tokio::sync::broadcast::channel(64).0,
+        }
+    }
 }
 
 /// Reads one key of a Secret as text.
@@ -203,13 +218,33 @@ impl Registry {
             .rate_limit
             .as_ref()
             .map_or(900, |r| r.requests_per_hour);
+        let budget_key = format!(
+            "{}|{}|{limit}",
+            view.spec
+                .base_url
+                .as_deref()
+                .unwrap_or(bitbucket::CLOUD_API),
+            credentials.fingerprint()
+        );
         let budget = self
             .budgets
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .entry(format!("{}/{limit}", view.uid))
-            .or_insert_with(|| Arc::new(Budget::per_hour(u32::try_from(limit).unwrap_or(1))))
+            .entry(budget_key.clone())
+            .or_insert_with(|| {
+                let budget = Arc::new(Budget::per_hour(u32::try_from(limit).unwrap_or(1)));
+                let paused = self.paused.clone();
+                let key = budget_key.clone();
+                budget.set_on_pause(Arc::new(move || {
+                    let _ = paused.send(key.clone());
+                }));
+                budget
+            })
             .clone();
+        self.budget_of
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(view.key(), budget_key);
         let tls = TlsOptions {
             ca_bundle_pem: ca,
             insecure_skip_verify: view
@@ -245,10 +280,90 @@ impl Registry {
     }
 }
 
+fn verified_message(identity: &bitbucket::Identity) -> String {
+    let who = match &identity.user {
+        Some(user) => format!("authenticated to Bitbucket as {user}"),
+        None => "Bitbucket accepted the credential".to_owned(),
+    };
+    match &identity.detail {
+        Some(detail) => format!("{who}; {detail}"),
+        None => who,
+    }
+}
+
+impl Registry {
+    /// Connections whose budget paused, as they start pausing: (kind, namespace, name).
+    pub fn pauses(&self) -> tokio::sync::broadcast::Receiver<String> {
+        self.paused.subscribe()
+    }
+
+    /// The connection keys (`View::key`) that use a budget.
+    pub fn connections_on(&self, budget_key: &str) -> Vec<String> {
+        self.budget_of
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .filter(|(_, b)| *b == budget_key)
+            .map(|(c, _)| c.clone())
+            .collect()
+    }
+
+    /// Until when a connection's requests wait after a Bitbucket 429, if they do.
+    pub fn paused_until(&self, view: &View) -> Option<jiff::Timestamp> {
+        let budget_key = self
+            .budget_of
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&view.key())
+            .cloned()?;
+        let budget = self
+            .budgets
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&budget_key)
+            .cloned()?;
+        budget.paused_until().map(|(_, at)| at)
+    }
+}
+
+/// The condition a connection carries while Bitbucket's rate limit pauses its requests.
+pub const RATE_LIMITED: &str = "RateLimited";
+
 /// Verifies a connection and returns its new status.
 async fn verify(view: &View, ctx: &Context) -> (ConnectionStatus, Option<Error>) {
     let now = Time(jiff::Timestamp::now());
     let previous = view.status.clone().unwrap_or_default();
+    if let Some(until) = ctx.connections.paused_until(view) {
+        // No request may go out now; Ready stays what the last check found.
+        let mut conditions: Vec<_> = previous
+            .conditions
+            .iter()
+            .filter(|c| c.type_ != RATE_LIMITED)
+            .cloned()
+            .collect();
+        conditions.push(conditions::condition(
+            &previous.conditions,
+            RATE_LIMITED,
+            Status::True,
+            "RateLimited",
+            format!(
+                "Bitbucket answered 429 (too many requests for this credential): every request waits until {until}"
+            ),
+            view.generation,
+            &now,
+        ));
+        let status = ConnectionStatus {
+            conditions,
+            ..previous
+        };
+        let left = std::time::Duration::try_from(until.duration_since(jiff::Timestamp::now()))
+            .unwrap_or_default();
+        let paused = bitbucket::Error::RateLimited {
+            retry_after: Some(left),
+            local: false,
+        };
+        return (status, Some(paused.into()));
+    }
     let result = match ctx
         .connections
         .backend(&ctx.client, view, &ctx.config.retry, &ctx.metrics)
@@ -264,7 +379,7 @@ async fn verify(view: &View, ctx: &Context) -> (ConnectionStatus, Option<Error>)
                 conditions::READY,
                 Status::True,
                 "Verified",
-                format!("authenticated to Bitbucket as {}", identity.user),
+                verified_message(&identity),
                 view.generation,
                 &now,
             ),

@@ -243,6 +243,7 @@ mod tests {
             events: vec!["repo:push".into(), "pullrequest:created".into()],
             secret: SecretState::Unset,
             skip_cert_verification: false,
+            ..RemoteHook::default()
         }
     }
 

@@ -27,7 +27,7 @@ use crate::api::{
     Webhook, WebhookStatus,
 };
 use crate::bitbucket::{
-    self, Deleted, HookSpec, RemoteHook, RepoRef, SecretChange, WebhookBackend,
+    self, Deleted, DeliveryStats, HookSpec, RemoteHook, RepoRef, SecretChange, WebhookBackend,
 };
 use crate::health::{Assessment, Inputs};
 
@@ -58,6 +58,9 @@ struct Synced {
     /// The Webhook's probe, else the connection's.
     probe: Option<crate::api::ProbeSpec>,
     allow_private_targets: bool,
+    /// Data Center: the hook's delivery statistics from this reconcile's listing, when a
+    /// health poll was due (None: not polled now).
+    stats: Option<DeliveryStats>,
 }
 
 /// Entry point for the controller.
@@ -436,14 +439,25 @@ async fn sync(w: &Webhook, api: &Api<Webhook>, ctx: &Context) -> Result<Synced, 
     };
     let status = w.status.clone().unwrap_or_default();
     let pending = w.annotations().contains_key(PENDING_CREATE_ANNOTATION);
+    let spec_changed = status.observed_generation != w.metadata.generation;
+    // Data Center's statistics come with the repository's listing: when this Webhook's
+    // health poll is due, the listing must be recent, and then it serves the drift check
+    // too. The repository's Webhooks share the poll slot, so one listing serves them all.
+    let poll = flavor == Flavor::DataCenter
+        && (spec_changed || ctx.health.poll_due(&w.uid().unwrap_or_default()));
+    let max_age = if poll {
+        ctx.config.health_period / 2
+    } else {
+        Duration::MAX
+    };
     let key = list_key(&view, &repo);
-    let list = |fresh| {
+    let list = |max_age| {
         let backend = backend.clone();
         let repo = repo.clone();
         let key = key.clone();
         async move {
             ctx.lists
-                .get(&key, fresh, || {
+                .get(&key, max_age, || {
                     let repo = repo.clone();
                     async move { backend.list_hooks(&repo).await }
                 })
@@ -457,23 +471,29 @@ async fn sync(w: &Webhook, api: &Api<Webhook>, ctx: &Context) -> Result<Synced, 
             recorded_id: status.webhook_id.as_deref(),
             recorded_secret_version: status.secret_version.as_deref(),
             pending_create: pending,
-            spec_changed: status.observed_generation != w.metadata.generation,
+            spec_changed,
         };
         plan(&desired, &observed, policies)
     };
-    let (hooks, age) = list(false).await?;
+    let (mut hooks, age) = list(max_age).await?;
     let mut decision = decide(&hooks);
     if decision == Plan::Create && (age > RECENT_LIST || pending) {
         // Do not create from an old list, nor when a create of ours may have happened
         // (pending mark): look once more right before. A list of the last seconds (which
         // the operator's own creates keep current) is good enough otherwise, and not
         // re-listing then keeps a burst of creates from spending the budget on lists.
-        decision = decide(&list(true).await?.0);
+        hooks = list(Duration::ZERO).await?.0;
+        decision = decide(&hooks);
     }
+    let listed = |id: &str| hooks.iter().find(|h| h.id == id);
+    // A hook the listing carries no statistics for has none to report yet.
+    let stats_of =
+        |id: &str| poll.then(|| listed(id).and_then(|h| h.stats.clone()).unwrap_or_default());
     let page = backend.webhooks_page(&repo);
     let secret_version = desired.secret.as_ref().map(|s| s.version.clone());
     let probe = w.spec.probe.clone().or_else(|| view.spec.probe.clone());
     let done = |id: Option<String>, done: Done, secret_version: Option<String>| Synced {
+        stats: id.as_deref().and_then(stats_of),
         id,
         done,
         repository: repo.clone(),
@@ -507,7 +527,12 @@ async fn sync(w: &Webhook, api: &Api<Webhook>, ctx: &Context) -> Result<Synced, 
             fields,
         } => {
             let spec = hook_spec(&desired, secret_change(&desired, &fields));
-            let hook = backend.update_hook(&repo, &id, &spec).await?;
+            let current = listed(&id).ok_or_else(|| {
+                Error::Bitbucket(bitbucket::Error::Unexpected {
+                    message: format!("hook {id} is not in the listing it was planned from"),
+                })
+            })?;
+            let hook = backend.update_hook(&repo, current, &spec).await?;
             ctx.lists.upsert(&key, hook.clone()).await;
             let done_kind = if adopted {
                 Done::Adopted
@@ -745,10 +770,7 @@ async fn apply(w: Arc<Webhook>, api: &Api<Webhook>, ctx: &Context) -> Result<Act
     tell(ctx, &w, &result, &status, health.as_ref()).await;
     record(ctx, &w, &result, &status, started.elapsed());
     let group = match &result {
-        Ok(s) => format!(
-            "{:?}|{}|{}",
-            w.spec.connection_ref.kind, w.spec.connection_ref.name, s.repository
-        ),
+        Ok(s) => resync_group(&w, &s.repository),
         Err(_) => key.clone(),
     };
     let slot = until_next_slot(
@@ -771,7 +793,14 @@ async fn apply(w: Arc<Webhook>, api: &Api<Webhook>, ctx: &Context) -> Result<Act
     })
 }
 
-/// Events on actions and on changes of the Synced condition.
+/// The Webhooks of one repository through one connection share resync and health slots.
+fn resync_group(w: &Webhook, repository: &RepoRef) -> String {
+    format!(
+        "{:?}|{}|{}",
+        w.spec.connection_ref.kind, w.spec.connection_ref.name, repository
+    )
+}
+
 /// Metrics of one reconcile: its outcome and the Webhook's health and readiness.
 fn record(
     ctx: &Context,
@@ -821,6 +850,8 @@ async fn assess(w: &Webhook, synced: &Synced, ctx: &Context) -> Option<Assessmen
             skip_cert_verification: w.spec.skip_cert_verification,
             probe: synced.probe.as_ref(),
             allow_private_targets: synced.allow_private_targets,
+            stats: synced.stats.as_ref(),
+            group: &resync_group(w, &synced.repository),
             now: previous.and_then(|s| s.observed_generation) != w.metadata.generation,
             test_requested: w
                 .annotations()
@@ -982,7 +1013,7 @@ async fn delete(w: &Webhook, id: Option<String>, ctx: &Context) -> Result<String
         None => {
             let (hooks, _) = ctx
                 .lists
-                .get(&key, true, || backend.list_hooks(&repo))
+                .get(&key, Duration::ZERO, || backend.list_hooks(&repo))
                 .await
                 .map_err(|e| repository_error(&repo, e))?;
             match hooks.into_iter().find(|h| h.url == w.spec.url) {

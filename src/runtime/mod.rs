@@ -136,6 +136,7 @@ pub async fn run(
             Api::all(client.clone()),
             &secrets,
             Some(namespace),
+            ctx.connections.clone(),
         )
         .graceful_shutdown_on(stopped())
         .run(connection::reconcile_cluster, error_policy, ctx.clone())
@@ -236,23 +237,30 @@ where
         .graceful_shutdown_on(stopped())
         .run(webhook::reconcile, webhook::error_policy, ctx.clone())
         .for_each(|_| async {});
-    let namespaced =
-        connection_controller::<BitbucketConnection>(client, scope.api(client), &scope, None)
-            .graceful_shutdown_on(stopped())
-            .run(connection::reconcile_namespaced, error_policy, ctx.clone())
-            .for_each(|_| async {});
+    let namespaced = connection_controller::<BitbucketConnection>(
+        client,
+        scope.api(client),
+        &scope,
+        None,
+        ctx.connections.clone(),
+    )
+    .graceful_shutdown_on(stopped())
+    .run(connection::reconcile_namespaced, error_policy, ctx.clone())
+    .for_each(|_| async {});
     let work = async move {
         futures::join!(webhook_controller, namespaced);
     };
     (ctx, work)
 }
 
-/// A connection controller: the connection itself (spec changes), and the Secrets it reads.
+/// A connection controller: the connection itself (spec changes), the Secrets it reads,
+/// and the start of a pause after a Bitbucket 429 (so its status shows `RateLimited`).
 fn connection_controller<K>(
     client: &kube::Client,
     api: Api<K>,
     scope: &Scope,
     secret_namespace: Option<String>,
+    registry: Arc<connection::Registry>,
 ) -> Controller<K>
 where
     K: Resource<DynamicType = ()>
@@ -277,18 +285,48 @@ where
     )
     .default_backoff()
     .touched_objects();
-    Controller::for_stream(stream, store).watches_stream(secrets, move |secret| {
-        let (namespace, name) = (secret.namespace(), secret.name_any());
-        by_secret
-            .state()
-            .into_iter()
-            .filter(|c| {
-                let home = secret_namespace.clone().or_else(|| c.namespace());
-                home == namespace && c.secret_names().contains(&name)
-            })
-            .map(|c| ObjectRef::from_obj(c.as_ref()))
-            .collect::<Vec<_>>()
+    let kind = format!("{}/", K::kind(&()));
+    let pauses = futures::stream::unfold(registry.pauses(), |mut rx| async move {
+        loop {
+            match rx.recv().await {
+                Ok(budget) => return Some((budget, rx)),
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
+            }
+        }
     })
+    .flat_map(move |budget| {
+        // Connection keys are "Kind/namespace/name" (View::key).
+        let refs: Vec<ObjectRef<K>> = registry
+            .connections_on(&budget)
+            .iter()
+            .filter_map(|key| key.strip_prefix(&kind))
+            .filter_map(|rest| rest.split_once('/'))
+            .map(|(namespace, name)| {
+                let r = ObjectRef::new(name);
+                if namespace.is_empty() {
+                    r
+                } else {
+                    r.within(namespace)
+                }
+            })
+            .collect();
+        futures::stream::iter(refs)
+    });
+    Controller::for_stream(stream, store)
+        .reconcile_on(pauses)
+        .watches_stream(secrets, move |secret| {
+            let (namespace, name) = (secret.namespace(), secret.name_any());
+            by_secret
+                .state()
+                .into_iter()
+                .filter(|c| {
+                    let home = secret_namespace.clone().or_else(|| c.namespace());
+                    home == namespace && c.secret_names().contains(&name)
+                })
+                .map(|c| ObjectRef::from_obj(c.as_ref()))
+                .collect::<Vec<_>>()
+        })
 }
 
 /// The Secrets a connection reads.

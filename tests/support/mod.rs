@@ -20,6 +20,8 @@ pub const OPERATOR_NAMESPACE: &str = "bbwo-system";
 pub const RESYNC: Duration = Duration::from_secs(4);
 /// How often the tests' operator reads Data Center statistics.
 pub const HEALTH: Duration = Duration::from_secs(2);
+/// The pause after a Bitbucket 429 without Retry-After, in integration tests.
+pub const RATE_LIMIT_PAUSE: Duration = Duration::from_secs(3);
 
 static METRICS_ADDR: OnceLock<std::net::SocketAddr> = OnceLock::new();
 
@@ -104,6 +106,7 @@ pub fn operator() -> &'static ControlPlane {
                             max_retries: 2,
                             min_delay: Duration::from_millis(50),
                             max_delay: Duration::from_secs(1),
+                            rate_limit_pause: RATE_LIMIT_PAUSE,
                         },
                         ..Config::default()
                     };
