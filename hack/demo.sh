@@ -39,7 +39,8 @@ echo "    Bitbucket (simulated) at $sim, deliveries go to $receiver"
 
 control() { curl -fsS -X "$1" -H 'content-type: application/json' "$sim/_sim/$2" ${3:+-d "$3"} >/dev/null; }
 # The examples' placeholder credentials are the simulator's tokens, each a repository admin.
-control POST tokens '{"token":"replace-with-a-repository-access-token","user":"acme-ci"}'
+# The Cloud example's is a repository access token holding only the webhook scope, as recommended.
+control POST tokens '{"token":"replace-with-a-repository-access-token","user":"acme-ci","kind":"repositoryAccessToken","scopes":["webhook"]}'
 control POST tokens '{"token":"replace-with-an-http-access-token","user":"plat-ci"}'
 control POST tokens '{"token":"replace-with-a-personal-access-token","user":"ci-bot"}'
 control POST tokens '{"token":"shared-token","user":"shared"}'

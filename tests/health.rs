@@ -53,7 +53,22 @@ fn via(yaml: String, connection: &str) -> String {
 
 #[tokio::test]
 async fn data_center_statistics_turn_failing_and_recover() {
-    let w = World::new("dc-health", Flavor::DataCenter).await;
+    // Both reported shapes of a hook's statistics: one summary, or one per event.
+    for shape in ["summary", "byEvent"] {
+        statistics_turn_failing_and_recover(shape).await;
+    }
+}
+
+async fn statistics_turn_failing_and_recover(shape: &str) {
+    let w = World::new(
+        &format!("dc-health-{}", shape.to_lowercase()),
+        Flavor::DataCenter,
+    )
+    .await;
+    w.ctl
+        .variants(serde_json::json!({ "dcStatistics": shape }))
+        .await
+        .expect("variant");
     let receiver = Receiver::start(false).await.expect("receiver");
     w.apply(&w.webhook_yaml("chat", &receiver.url(), ""))
         .expect("apply");
@@ -112,6 +127,8 @@ async fn data_center_statistics_turn_failing_and_recover() {
     let recovered = wait_health(&w, "chat", DeliveryHealth::Healthy).await;
     assert_eq!(delivering(&recovered).0, "True");
     w.wait_ready("chat").await;
+    let statistics = w.ctl.count("GET", "/statistics").await.expect("count");
+    assert_eq!(statistics, 0, "{shape}: statistics come with the listing");
 }
 
 #[tokio::test]

@@ -10,7 +10,7 @@ use bitbucket_events::signature;
 use bitbucket_sim::receiver::Receiver;
 use bitbucket_webhook_operator::api::Flavor;
 use serde_json::json;
-use support::{ADMIN, READER, RESYNC, World};
+use support::{ADMIN, HEALTH, READER, RESYNC, World};
 
 fn id_of(w: &bitbucket_webhook_operator::api::Webhook) -> String {
     w.status
@@ -168,12 +168,30 @@ async fn drift(flavor: Flavor) {
             format!("{}/rest/webhook/2.0/configurations/{id}", w.sim.base_url())
         }
     };
-    let deactivate = match flavor {
-        Flavor::PostWebhooks => json!({ "enabled": false }),
-        _ => json!({ "active": false }),
-    };
-    // Edited behind our back: Enforce restores, Report reports.
+    // Edited behind our back: Enforce restores, Report reports. Data Center and Post
+    // Webhooks replace on PUT, so the edit sends the whole hook back.
     for id in [&enforced, &reported] {
+        let deactivate = match flavor {
+            Flavor::Cloud => json!({ "active": false }),
+            _ => {
+                let mut whole: serde_json::Value = admin
+                    .get(path(id))
+                    .bearer_auth(ADMIN)
+                    .send()
+                    .await
+                    .expect("read")
+                    .json()
+                    .await
+                    .expect("json");
+                let field = if flavor == Flavor::PostWebhooks {
+                    "enabled"
+                } else {
+                    "active"
+                };
+                whole[field] = json!(false);
+                whole
+            }
+        };
         let r = admin
             .put(path(id))
             .bearer_auth(ADMIN)
@@ -612,11 +630,24 @@ async fn a_resync_lists_each_repository_once() {
         })
         .map(|r| r["count"].as_u64().unwrap_or(0))
         .sum();
+    let statistics: u64 = rows
+        .iter()
+        .filter(|r| {
+            r["route"]
+                .as_str()
+                .is_some_and(|p| p.contains("/statistics"))
+        })
+        .map(|r| r["count"].as_u64().unwrap_or(0))
+        .sum();
     assert_eq!(single, 0, "never a GET of one hook");
+    assert_eq!(statistics, 0, "statistics come with the listing");
     assert!(lists >= 1, "resyncs happened");
+    // Data Center health reads statistics every HEALTH (a divisor of RESYNC): one listing
+    // per repository per health slot serves the health of all three and the resync.
+    let slots = u64::from(periods) * (RESYNC.as_millis() / HEALTH.as_millis()) as u64;
     assert!(
-        lists <= u64::from(periods) + 1,
-        "one list per repository per resync, not per Webhook: {lists} lists in {periods} periods"
+        lists <= slots + 1,
+        "one list per repository per slot, not per Webhook: {lists} lists in {slots} health slots"
     );
     assert_eq!(w.writes().await, 0);
 }

@@ -1,0 +1,306 @@
+//! Behaviours where the first reading of Bitbucket's APIs was wrong or unsure (see
+//! docs/bitbucket-api.md), on the real control plane against the simulator serving each
+//! variant: Cloud credentials of each kind, Data Center's replacing PUT, the Post Webhooks
+//! app's older API, and Cloud's 429 without Retry-After.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use bitbucket_events::signature;
+use bitbucket_sim::receiver::Receiver;
+use bitbucket_webhook_operator::api::{BitbucketConnection, Flavor};
+use kube::Api;
+use serde_json::json;
+use support::{RATE_LIMIT_PAUSE, World};
+
+/// A Secret and a connection `name` with `token`, and a Webhook `hook` using it.
+fn through(w: &World, name: &str, token: &str, hook: &str, url: &str) -> String {
+    let webhook = w.webhook_yaml(hook, url, "").replace(
+        "connectionRef: {name: bitbucket}",
+        &format!("connectionRef: {{name: {name}}}"),
+    );
+    format!("{}---\n{webhook}", w.connection_yaml(name, token))
+}
+
+/// The connection's condition of a type, once it has one with this status.
+async fn wait_connection(w: &World, name: &str, type_: &str, status: &str) -> (String, String) {
+    let api: Api<BitbucketConnection> = Api::namespaced(w.client.clone(), &w.ns);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let found = api
+            .get_opt(name)
+            .await
+            .ok()
+            .flatten()
+            .and_then(|c| c.status)
+            .and_then(|s| s.conditions.into_iter().find(|c| c.type_ == type_));
+        if let Some(c) = &found
+            && c.status == status
+        {
+            return (c.reason.clone(), c.message.clone());
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{name}: no {type_}={status}; last {found:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn cloud_access_tokens_with_only_the_webhook_scope_work() {
+    // Whether Cloud refuses a missing scope with 403 or 401 is not documented: both.
+    for status in [403, 401] {
+        let w = World::new(&format!("scoped-{status}"), Flavor::Cloud).await;
+        w.ctl
+            .variants(json!({ "cloudScopeStatus": status }))
+            .await
+            .expect("variant");
+        w.ctl
+            .repository("Cloud", &w.repository, &["repo-token", "no-webhook"], &[])
+            .await
+            .expect("admins");
+        w.ctl
+            .scoped_token(
+                "repo-token",
+                "acme-api-token",
+                "repositoryAccessToken",
+                &["webhook"],
+            )
+            .await
+            .expect("token");
+        w.apply(&through(
+            &w,
+            "scoped",
+            "repo-token",
+            "ci",
+            "https://ci.example.com/hook",
+        ))
+        .expect("apply");
+        let (reason, message) = wait_connection(&w, "scoped", "Ready", "True").await;
+        assert_eq!(reason, "Verified");
+        assert!(message.contains("lacks account"), "{status}: {message}");
+        w.wait_ready("ci").await;
+        assert_eq!(w.hooks().await.len(), 1, "{status}: the hook was created");
+
+        // Without the webhook scope: the condition says what is required and granted.
+        w.ctl
+            .scoped_token(
+                "no-webhook",
+                "acme-api-token",
+                "repositoryAccessToken",
+                &["repository"],
+            )
+            .await
+            .expect("token");
+        w.apply(&through(
+            &w,
+            "unscoped",
+            "no-webhook",
+            "denied",
+            "https://ci.example.com/other",
+        ))
+        .expect("apply");
+        let denied = w
+            .wait_condition("denied", "Synced", "False", "Forbidden")
+            .await;
+        let message = denied
+            .status
+            .and_then(|s| s.conditions.into_iter().find(|c| c.type_ == "Synced"))
+            .map(|c| c.message)
+            .unwrap_or_default();
+        assert!(
+            message.contains("required webhook; the token has repository"),
+            "{status}: {message}"
+        );
+        assert_eq!(
+            w.hooks().await.len(),
+            1,
+            "nothing created without the scope"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_data_center_url_edit_keeps_deliveries_signed() {
+    let w = World::new("dc-url-edit", Flavor::DataCenter).await;
+    let first = Receiver::start(false).await.expect("receiver");
+    let second = Receiver::start(false).await.expect("receiver");
+    let secret = "url-edit-secret";
+    w.apply(&format!(
+        "apiVersion: v1\nkind: Secret\nmetadata: {{name: signing}}\nstringData: {{secret: {secret}}}\n"
+    ))
+    .expect("secret");
+    let extra = "  secretRef: {name: signing}\n";
+    w.apply(&w.webhook_yaml("signed", &first.url(), extra))
+        .expect("apply");
+    w.wait_ready("signed").await;
+    w.apply(&w.webhook_yaml("signed", &second.url(), extra))
+        .expect("edit the URL");
+    w.wait_webhook("signed", "the new URL synced", |h| {
+        h.status.as_ref().is_some_and(|s| {
+            s.observed_generation == h.metadata.generation
+                && s.conditions
+                    .iter()
+                    .any(|c| c.type_ == "Synced" && c.status == "True")
+        })
+    })
+    .await;
+    let hooks = w.hooks().await;
+    assert_eq!(hooks.len(), 1);
+    assert_eq!(hooks[0]["url"], json!(second.url()));
+    assert_eq!(
+        hooks[0]["secret"],
+        json!(secret),
+        "the update kept the secret"
+    );
+    w.ctl
+        .emit(&w.repository, "repo:refs_changed")
+        .await
+        .expect("emit");
+    let received = second.received();
+    assert_eq!(received.len(), 1);
+    signature::verify(
+        secret.as_bytes(),
+        &received[0].body,
+        received[0].header("X-Hub-Signature"),
+    )
+    .expect("the delivery after the edit is signed");
+}
+
+#[tokio::test]
+async fn post_webhooks_on_the_app_api_older_than_3_5_5() {
+    let w = World::new("pw-v1", Flavor::PostWebhooks).await;
+    w.ctl
+        .variants(json!({ "postWebhooksApi": "v1" }))
+        .await
+        .expect("variant");
+    let receiver = Receiver::start(false).await.expect("receiver");
+    // A connection made after the switch finds the v1 API.
+    w.apply(&through(
+        &w,
+        "legacy",
+        support::ADMIN,
+        "legacy-hook",
+        &receiver.url(),
+    ))
+    .expect("apply");
+    let (_, message) = wait_connection(&w, "legacy", "Ready", "True").await;
+    assert!(message.contains("older than 3.5.5"), "{message}");
+    w.wait_ready("legacy-hook").await;
+    let hooks = w.hooks().await;
+    assert_eq!(hooks.len(), 1);
+    assert!(
+        w.ctl
+            .count("POST", "/rest/webhook/1.0")
+            .await
+            .expect("count")
+            == 1,
+        "created through the v1 API"
+    );
+    let deliveries = w
+        .ctl
+        .emit(&w.repository, "ABSTRACT_REPOSITORY_REFS_CHANGED")
+        .await
+        .expect("emit");
+    assert_eq!(deliveries.len(), 1, "{deliveries:?}");
+    assert_eq!(receiver.received().len(), 1);
+
+    // Another event set: updated in place through v1's triggers.
+    let edited = through(&w, "legacy", support::ADMIN, "legacy-hook", &receiver.url())
+        .replace("\"PULL_REQUEST_OPENED\"", "\"TAG_CREATED\"");
+    w.apply(&edited).expect("edit");
+    w.wait_webhook("legacy-hook", "the new events synced", |h| {
+        h.status.as_ref().is_some_and(|s| {
+            s.observed_generation == h.metadata.generation
+                && s.conditions
+                    .iter()
+                    .any(|c| c.type_ == "Synced" && c.status == "True")
+        })
+    })
+    .await;
+    let hooks = w.hooks().await;
+    assert_eq!(hooks.len(), 1, "in place");
+    let mut events: Vec<&str> = hooks[0]["events"]
+        .as_array()
+        .map(|a| a.iter().filter_map(|e| e.as_str()).collect())
+        .unwrap_or_default();
+    events.sort_unstable();
+    assert_eq!(events, ["ABSTRACT_REPOSITORY_REFS_CHANGED", "TAG_CREATED"]);
+
+    w.kubectl(&["delete", "--wait=false", "webhook", "legacy-hook"])
+        .expect("delete");
+    w.wait_gone("legacy-hook").await;
+    assert!(w.hooks().await.is_empty(), "deleted through v1");
+}
+
+#[tokio::test]
+async fn a_cloud_429_pauses_the_credential_and_then_converges() {
+    let w = World::new("cloud-429", Flavor::Cloud).await;
+    wait_connection(&w, "bitbucket", "Ready", "True").await;
+    // Cloud documents no Retry-After: one 429 on the hooks routes, then fine again.
+    w.ctl
+        .faults(
+            json!({ "errorRate": 1.0, "status": 429, "count": 1, "routes": ["/2.0/repositories"] }),
+        )
+        .await
+        .expect("faults");
+    w.ctl.reset_requests().await.expect("reset");
+    for i in 0..3 {
+        w.apply(&w.webhook_yaml(&format!("h{i}"), &format!("https://ci.example.com/{i}"), ""))
+            .expect("apply");
+    }
+    let (reason, message) = wait_connection(&w, "bitbucket", "RateLimited", "True").await;
+    assert_eq!(reason, "RateLimited");
+    assert!(message.contains("waits until"), "{message}");
+    // Inside the pause nothing more reaches Bitbucket.
+    let total = || async {
+        w.ctl
+            .requests()
+            .await
+            .expect("requests")
+            .iter()
+            .map(|r| r["count"].as_u64().unwrap_or(0))
+            .sum::<u64>()
+    };
+    let at_pause = total().await;
+    tokio::time::sleep(RATE_LIMIT_PAUSE / 3).await;
+    assert_eq!(total().await, at_pause, "no request inside the pause");
+    assert_eq!(
+        w.ctl
+            .requests()
+            .await
+            .expect("requests")
+            .iter()
+            .filter(|r| r["status"] == 429)
+            .count(),
+        1,
+        "one 429, not a retry storm"
+    );
+    for i in 0..3 {
+        w.wait_ready(&format!("h{i}")).await;
+    }
+    assert_eq!(w.hooks().await.len(), 3);
+    w.assert_no_strays().await;
+    wait_connection(&w, "bitbucket", "Ready", "True").await;
+    let api: Api<BitbucketConnection> = Api::namespaced(w.client.clone(), &w.ns);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let conditions = api
+            .get("bitbucket")
+            .await
+            .expect("connection")
+            .status
+            .map(|s| s.conditions)
+            .unwrap_or_default();
+        if conditions.iter().all(|c| c.type_ != "RateLimited") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "RateLimited stays after the pause: {conditions:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
