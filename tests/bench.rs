@@ -1,6 +1,7 @@
 //! `make bench`: the operator as a separate process against a real control plane and
 //! `bitbucket-sim`, with many Webhooks. Measures time to Ready, Bitbucket requests (to
-//! converge, and per resync once converged) and the operator's peak memory. Ignored by
+//! converge, and per resync and health period once converged: Data Center statistics come
+//! with one listing per repository) and the operator's peak memory. Ignored by
 //! `make test`; prints a Markdown table for docs/benchmarks.md.
 
 mod support;
@@ -13,6 +14,8 @@ use support::World;
 const REPOSITORIES: usize = 20;
 const PER_REPOSITORY: usize = 10;
 const RESYNC_SECONDS: u64 = 10;
+/// Delivery health is read twice per resync period; its slots include the resync's.
+const HEALTH_SECONDS: u64 = 5;
 
 fn peak_rss_kib(pid: u32) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
@@ -24,12 +27,17 @@ fn peak_rss_kib(pid: u32) -> Option<u64> {
 }
 
 async fn requests(w: &World, method: &str) -> u64 {
+    routed(w, method, "").await
+}
+
+/// Requests by method whose route template contains `part`.
+async fn routed(w: &World, method: &str, part: &str) -> u64 {
     w.ctl
         .requests()
         .await
         .expect("requests")
         .iter()
-        .filter(|r| r["method"] == method)
+        .filter(|r| r["method"] == method && r["route"].as_str().is_some_and(|p| p.contains(part)))
         .map(|r| r["count"].as_u64().unwrap_or(0))
         .sum()
 }
@@ -61,7 +69,7 @@ async fn many_webhooks_converge_and_stay_cheap() {
         .args([
             "--metrics-bind-address=127.0.0.1:0",
             &format!("--resync-period={RESYNC_SECONDS}s"),
-            "--health-period=1h",
+            &format!("--health-period={HEALTH_SECONDS}s"),
             "--log-level=warn",
         ])
         .spawn()
@@ -113,12 +121,28 @@ async fn many_webhooks_converge_and_stay_cheap() {
     }
     let converged = started.elapsed();
     let (gets, posts) = (requests(&w, "GET").await, requests(&w, "POST").await);
+    let converge_statistics = routed(&w, "GET", "/statistics").await;
     let hooks = w.ctl.hooks().await.expect("hooks").len();
 
     // Steady state: three resync periods, no changes.
     w.ctl.reset_requests().await.expect("reset");
     tokio::time::sleep(Duration::from_secs(RESYNC_SECONDS * 3)).await;
     let steady_gets = requests(&w, "GET").await;
+    let steady_lists = w
+        .ctl
+        .requests()
+        .await
+        .expect("requests")
+        .iter()
+        .filter(|r| {
+            r["method"] == "GET"
+                && r["route"]
+                    .as_str()
+                    .is_some_and(|p| p.ends_with("/webhooks"))
+        })
+        .map(|r| r["count"].as_u64().unwrap_or(0))
+        .sum::<u64>();
+    let steady_statistics = routed(&w, "GET", "/statistics").await;
     let steady_writes =
         requests(&w, "POST").await + requests(&w, "PUT").await + requests(&w, "DELETE").await;
     let rss = peak_rss_kib(pid).unwrap_or(0);
@@ -135,9 +159,15 @@ async fn many_webhooks_converge_and_stay_cheap() {
         "| Bitbucket requests to converge | {gets} GET + {posts} POST ({} per Webhook) |",
         (gets + posts) as f64 / total as f64
     );
+    println!("| of which per-hook statistics reads | {converge_statistics} |");
     println!("| hooks on Bitbucket afterwards | {hooks} |");
     println!(
-        "| requests in 3 resync periods ({RESYNC_SECONDS} s each), nothing changed | {steady_gets} GET, {steady_writes} writes |"
+        "| requests in 3 resync periods ({RESYNC_SECONDS} s each, health every {HEALTH_SECONDS} s), nothing changed | {steady_gets} GET, {steady_writes} writes |"
+    );
+    let health_periods = RESYNC_SECONDS * 3 / HEALTH_SECONDS;
+    println!(
+        "| repository listings (with statistics) in those {health_periods} health periods | {steady_lists}: {:.2} per repository per health period; {steady_statistics} per-hook statistics reads |",
+        steady_lists as f64 / (REPOSITORIES as u64 * health_periods) as f64
     );
     println!(
         "| operator peak RSS (VmHWM) | {:.1} MiB |",
@@ -145,8 +175,13 @@ async fn many_webhooks_converge_and_stay_cheap() {
     );
     assert_eq!(hooks, total, "one hook per Webhook");
     assert_eq!(steady_writes, 0);
+    assert_eq!(
+        converge_statistics + steady_statistics,
+        0,
+        "no per-hook statistics"
+    );
     assert!(
-        steady_gets <= (REPOSITORIES as u64 + 1) * 4,
-        "about one list per repository per resync: {steady_gets}"
+        steady_lists <= REPOSITORIES as u64 * (health_periods + 1),
+        "at most one listing per repository per health period: {steady_lists}"
     );
 }

@@ -199,7 +199,9 @@ pub struct ConnectionStatus {
     /// When the credentials were last verified against Bitbucket.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_verified_time: Option<Time>,
-    /// Ready: the credentials were verified with one cheap call.
+    /// Ready: the credentials were verified with one cheap call. RateLimited (only while
+    /// it lasts): Bitbucket answered 429 and every request with this credential waits
+    /// until the time in its message.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(schema_with = "conditions_schema")]
     pub conditions: Vec<Condition>,
