@@ -390,6 +390,16 @@ async fn data_center_webhook_operations_conform_to_the_data_center_spec() {
             )
             .await;
         }
+        // What the operator reads: the listing with every hook's statistics.
+        c.call(
+            "GET",
+            &format!("{level}?statistics=true&start=0&limit=100"),
+            &params,
+            &admin,
+            None,
+            200,
+        )
+        .await;
         c.call(
             "GET",
             &format!("{level}/{{webhookId}}/statistics"),

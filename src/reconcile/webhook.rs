@@ -445,8 +445,10 @@ async fn sync(w: &Webhook, api: &Api<Webhook>, ctx: &Context) -> Result<Synced, 
     // too. The repository's Webhooks share the poll slot, so one listing serves them all.
     let poll = flavor == Flavor::DataCenter
         && (spec_changed || ctx.health.poll_due(&w.uid().unwrap_or_default()));
+    // A listing made since the slot began serves the poll: however late the repository's
+    // Webhooks come round (a busy API server), one listing per repository per slot.
     let max_age = if poll {
-        ctx.config.health_period / 2
+        since_slot(ctx.config.health_period, &resync_group(w, &repo))
     } else {
         Duration::MAX
     };
@@ -791,6 +793,14 @@ async fn apply(w: Arc<Webhook>, api: &Api<Webhook>, ctx: &Context) -> Result<Act
         // next resync.
         Err(_) => Action::requeue(slot.max(Duration::from_secs(1))),
     })
+}
+
+/// How long ago the current slot of `group` began.
+fn since_slot(period: Duration, group: &str) -> Duration {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    period.saturating_sub(until_next_slot(now, period, group))
 }
 
 /// The Webhooks of one repository through one connection share resync and health slots.
