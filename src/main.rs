@@ -87,6 +87,10 @@ struct RunArgs {
     /// Log format.
     #[arg(long, env = "BBWO_LOG_FORMAT", default_value = "text", value_parser = ["text", "json"])]
     log_format: String,
+    /// Serve `PUT /debug/log-level` on the metrics port. Off by default: anyone who
+    /// reaches that port (the chart's Service exposes it) could change the logging.
+    #[arg(long, env = "BBWO_ENABLE_DEBUG_ENDPOINTS", default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    enable_debug_endpoints: bool,
 }
 
 fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
@@ -228,7 +232,7 @@ fn run(args: RunArgs) -> Result<(), String> {
             listener,
             metrics.clone(),
             ready.clone(),
-            Some(log_level),
+            args.enable_debug_endpoints.then_some(log_level),
             until_stopped(),
         ));
         tracing::info!(resync = ?config.resync_period, address = %args.metrics_bind_address, "bitbucket-webhook-operator starting");

@@ -18,7 +18,7 @@ fn free_port() -> u16 {
         .expect("a free port")
 }
 
-fn operator(w: &World, identity: &str, port: u16) -> tokio::process::Child {
+fn operator(w: &World, identity: &str, port: u16, debug: bool) -> tokio::process::Child {
     let log = std::fs::File::create(std::env::temp_dir().join(format!("{}-{identity}.log", w.ns)))
         .expect("log file");
     w.operator_command()
@@ -30,6 +30,7 @@ fn operator(w: &World, identity: &str, port: u16) -> tokio::process::Child {
             "--leader-election-namespace",
             &w.ns,
             &format!("--leader-election-duration={LEASE_SECONDS}"),
+            &format!("--enable-debug-endpoints={debug}"),
         ])
         .env("POD_NAME", identity)
         .env("BBWO_LOG_LEVEL", "info")
@@ -53,8 +54,8 @@ fn holder(w: &World) -> String {
 async fn only_the_leader_works_and_a_standby_takes_over() {
     let w = World::standalone("leader", Flavor::DataCenter).await;
     let (port_a, port_b) = (free_port(), free_port());
-    let mut a = operator(&w, "replica-a", port_a);
-    let mut b = operator(&w, "replica-b", port_b);
+    let mut a = operator(&w, "replica-a", port_a, true);
+    let mut b = operator(&w, "replica-b", port_b, true);
     w.apply(&w.webhook_yaml("ci", "https://ci.example.com/one", ""))
         .expect("apply");
     w.wait_ready("ci").await;
@@ -150,11 +151,22 @@ async fn only_the_leader_works_and_a_standby_takes_over() {
 #[tokio::test]
 async fn sigterm_exits_cleanly_and_releases_the_lease() {
     let w = World::standalone("handover", Flavor::DataCenter).await;
-    let mut a = operator(&w, "replica-a", free_port());
-    let mut b = operator(&w, "replica-b", free_port());
+    let (port_a, port_b) = (free_port(), free_port());
+    let mut a = operator(&w, "replica-a", port_a, false);
+    let mut b = operator(&w, "replica-b", port_b, false);
     w.apply(&w.webhook_yaml("ci", "https://ci.example.com/one", ""))
         .expect("apply");
     w.wait_ready("ci").await;
+    // Without --enable-debug-endpoints nobody can change the logging over the network.
+    for port in [port_a, port_b] {
+        let answer = reqwest::Client::new()
+            .put(format!("http://127.0.0.1:{port}/debug/log-level"))
+            .body("trace")
+            .send()
+            .await
+            .expect("metrics port");
+        assert_eq!(answer.status().as_u16(), 404, "debug endpoints are off");
+    }
     let leader = holder(&w);
     let (first, survivor) = if leader == "replica-a" {
         (&mut a, "replica-b")
