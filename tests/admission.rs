@@ -259,6 +259,40 @@ fn bad_manifests_are_rejected_at_admission_with_their_own_message() {
     assert_eq!(stored.trim(), "", "rejected objects must not exist");
 }
 
+#[test]
+fn repository_and_connection_cannot_change() {
+    let plane = plane();
+    let ns = plane.namespace("move").expect("namespace");
+    let (ok, out) = apply(plane, &ns, &webhook("moved", &[]));
+    assert!(ok, "{out}");
+    for (what, spec, field) in [
+        (
+            "repository",
+            [("repository", "acme/other")],
+            "spec.repository",
+        ),
+        (
+            "connectionRef",
+            [("connectionRef", "\n      name: another")],
+            "spec.connectionRef",
+        ),
+    ] {
+        let (ok, out) = apply(plane, &ns, &webhook("moved", &spec));
+        assert!(!ok, "{what} changed: {out}");
+        assert!(
+            out.contains(field) && out.contains("a hook does not move"),
+            "{what}: {out}"
+        );
+    }
+    // Everything else may change.
+    let (ok, out) = apply(
+        plane,
+        &ns,
+        &webhook("moved", &[("url", "https://ci.example.com/other")]),
+    );
+    assert!(ok, "{out}");
+}
+
 #[tokio::test]
 async fn printer_columns_and_status_subresource() {
     let plane = plane();

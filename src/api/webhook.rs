@@ -7,6 +7,9 @@ use serde::{Deserialize, Serialize};
 
 use super::shared::{conditions_schema, default_true};
 
+/// Why `repository` and `connectionRef` cannot change, and what to do instead.
+const MOVE_MESSAGE: &str = "repository and connectionRef cannot change: a hook does not move. Create a Webhook for the new place and delete this one (its deletionPolicy decides whether the old hook is removed); to hand the same hook over, set deletionPolicy: Orphan first and give the new Webhook the same url so it adopts the hook";
+
 /// Desired state of a Bitbucket repository webhook.
 #[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[kube(
@@ -30,12 +33,20 @@ use super::shared::{conditions_schema, default_true};
 #[serde(rename_all = "camelCase")]
 pub struct WebhookSpec {
     /// The BitbucketConnection (same namespace) or ClusterBitbucketConnection that says
-    /// which Bitbucket to talk to and with which credentials.
+    /// which Bitbucket to talk to and with which credentials. Cannot change (see
+    /// `repository` for how to move a hook).
+    #[x_kube(validation = Rule::new("self == oldSelf").message(MOVE_MESSAGE).reason(Reason::FieldValueForbidden))]
     pub connection_ref: ConnectionRef,
 
     /// The repository the webhook belongs to: "workspace/repo_slug" on Bitbucket Cloud,
     /// "PROJECT/repo_slug" on Bitbucket Data Center (a personal project is "~USER/slug").
+    /// Cannot change: a hook does not move. To move one, create a Webhook for the new
+    /// repository (or connection) and delete this one; its deletionPolicy decides whether
+    /// the old hook is removed. To hand a hook to another Webhook unchanged, set
+    /// deletionPolicy Orphan, delete this one, and create the new one with the same URL:
+    /// it adopts the hook.
     #[schemars(length(min = 3, max = 255))]
+    #[x_kube(validation = Rule::new("self == oldSelf").message(MOVE_MESSAGE).reason(Reason::FieldValueForbidden))]
     #[x_kube(validation = Rule::new(r"self.matches('^~?[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9._-]+$')").message("repository must look like \"workspace/repo_slug\" (Cloud) or \"PROJECT/repo_slug\" (Data Center)").reason(Reason::FieldValueInvalid))]
     pub repository: String,
 
