@@ -278,8 +278,36 @@ async fn a_cloud_429_pauses_the_credential_and_then_converges() {
         1,
         "one 429, not a retry storm"
     );
+    // In progress, not terminal: kstatus sees Reconciling while the pause lasts.
+    let reconciling = w
+        .webhooks()
+        .list(&Default::default())
+        .await
+        .expect("list")
+        .items
+        .into_iter()
+        .filter(|h| {
+            h.status.as_ref().is_some_and(|s| {
+                s.conditions.iter().any(|c| {
+                    c.type_ == "Reconciling" && c.status == "True" && c.reason == "RateLimited"
+                })
+            })
+        })
+        .count();
+    assert!(
+        reconciling > 0,
+        "Webhooks waiting out the pause are Reconciling"
+    );
     for i in 0..3 {
-        w.wait_ready(&format!("h{i}")).await;
+        let h = w.wait_ready(&format!("h{i}")).await;
+        let types: Vec<String> = h
+            .status
+            .map(|s| s.conditions.into_iter().map(|c| c.type_).collect())
+            .unwrap_or_default();
+        assert!(
+            !types.iter().any(|t| t == "Reconciling" || t == "Stalled"),
+            "{types:?}"
+        );
     }
     assert_eq!(w.hooks().await.len(), 3);
     w.assert_no_strays().await;

@@ -402,6 +402,23 @@ async fn errors_name_their_cause(flavor: Flavor) {
             .await,
     );
     assert!(m.contains(&format!("did you mean {}?", wrong.1)), "{m}");
+    // Terminal: kstatus sees Stalled with the reason, not work in progress.
+    for (name, reason) in [
+        ("bad-token", "Unauthorized"),
+        ("not-admin", "Forbidden"),
+        ("no-repo", "RepositoryNotFound"),
+        ("wrong-event", "InvalidSpec"),
+    ] {
+        let h = w.wait_condition(name, "Stalled", "True", reason).await;
+        let types: Vec<String> = h
+            .status
+            .map(|s| s.conditions.into_iter().map(|c| c.type_).collect())
+            .unwrap_or_default();
+        assert!(
+            !types.contains(&"Reconciling".to_owned()),
+            "{name}: {types:?}"
+        );
+    }
     assert!(w.hooks().await.is_empty(), "nothing was created");
     let reason = w
         .kubectl(&[

@@ -714,7 +714,7 @@ fn new_status(
         generation,
         &now,
     );
-    let (s, reason, message) = conditions::ready(&synced, &delivering);
+    let (s, reason, message) = conditions::ready(&synced);
     let ready = conditions::condition(
         &previous.conditions,
         conditions::READY,
@@ -724,6 +724,18 @@ fn new_status(
         generation,
         &now,
     );
+    let mut all = vec![ready, synced.clone(), delivering];
+    if let Some((type_, reason, message)) = conditions::progress(&synced) {
+        all.push(conditions::condition(
+            &previous.conditions,
+            type_,
+            Status::True,
+            &reason,
+            message,
+            generation,
+            &now,
+        ));
+    }
     let delivery = match health {
         Some(a) => a.delivery.clone(),
         None => previous.delivery.clone().unwrap_or(DeliveryStatus {
@@ -739,11 +751,11 @@ fn new_status(
             last_sync_time: Some(now),
             secret_version: done.secret_version.clone(),
             delivery: Some(delivery),
-            conditions: vec![ready, synced, delivering],
+            conditions: all,
         },
         Err(_) => WebhookStatus {
             observed_generation: generation,
-            conditions: vec![ready, synced, delivering],
+            conditions: all,
             delivery: Some(delivery),
             ..previous
         },
