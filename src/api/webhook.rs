@@ -144,7 +144,7 @@ pub struct ConnectionRef {
 }
 
 /// Which kind of connection object a Webhook references.
-#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default, JsonSchema)]
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, Default, JsonSchema)]
 pub enum ConnectionKind {
     #[default]
     BitbucketConnection,

@@ -2,6 +2,7 @@
 //! with the pure parts ([`plan`], [`conditions`], [`schedule`]) apart from the I/O.
 
 pub mod cache;
+pub mod claims;
 pub mod conditions;
 pub mod connection;
 pub mod plan;
@@ -78,19 +79,23 @@ pub struct Context {
     pub lists: Arc<cache::RepoLists>,
     pub health: Arc<crate::health::Schedule>,
     pub metrics: Arc<crate::metrics::Metrics>,
-    /// All Webhooks, for conflicts and for mapping connection and Secret changes.
+    /// Which Webhook claims which hook, across every watched namespace.
+    pub claims: Arc<claims::Claims>,
+    /// This namespace's Webhooks, for mapping connection and Secret changes.
     pub webhooks: Store<DeserializeGuard<Webhook>>,
     /// Consecutive failures per object, for backoff.
     failures: Mutex<HashMap<String, u32>>,
 }
 
 /// What the controllers of every namespace share: connection clients (and so their
-/// request budgets), the repository lists, the health schedule and the metrics.
+/// request budgets), the repository lists, the health schedule, the claims and the
+/// metrics.
 #[derive(Clone)]
 pub struct Shared {
     pub connections: Arc<connection::Registry>,
     pub lists: Arc<cache::RepoLists>,
     pub health: Arc<crate::health::Schedule>,
+    pub claims: Arc<claims::Claims>,
     pub metrics: Arc<crate::metrics::Metrics>,
 }
 
@@ -100,6 +105,7 @@ impl Shared {
             connections: Arc::default(),
             lists: Arc::new(cache::RepoLists::new(config.list_ttl)),
             health: Arc::default(),
+            claims: Arc::default(),
             metrics,
         }
     }
@@ -120,6 +126,7 @@ impl Context {
             config,
             connections: shared.connections.clone(),
             health: shared.health.clone(),
+            claims: shared.claims.clone(),
             metrics: shared.metrics.clone(),
             webhooks,
             failures: Mutex::default(),

@@ -317,48 +317,13 @@ pub fn backend_of(flavor: Flavor) -> bitbucket_events::Backend {
     }
 }
 
-/// Connection identity for conflict detection: kind, namespace (namespaced kinds), name.
-fn connection_identity(w: &Webhook) -> (ConnectionKind, Option<String>, String) {
-    let namespace = match w.spec.connection_ref.kind {
-        ConnectionKind::BitbucketConnection => w.namespace(),
-        ConnectionKind::ClusterBitbucketConnection => None,
-    };
-    (
-        w.spec.connection_ref.kind,
-        namespace,
-        w.spec.connection_ref.name.clone(),
-    )
-}
-
-/// Two Webhooks claiming one repository and URL through one connection: the older one
-/// wins, the other is refused.
+/// Two Webhooks claiming one repository and URL through one connection (in any watched
+/// namespace): the older one wins, the other is refused.
 fn conflict(w: &Webhook, ctx: &Context) -> Result<(), Error> {
-    let me = (w.creation_timestamp(), w.namespace(), w.name_any());
-    for other in ctx.webhooks.state() {
-        let Ok(other) = &other.0 else { continue };
-        if other.uid() == w.uid() || other.metadata.deletion_timestamp.is_some() {
-            continue;
-        }
-        let same = connection_identity(other) == connection_identity(w)
-            && other
-                .spec
-                .repository
-                .eq_ignore_ascii_case(&w.spec.repository)
-            && other.spec.url == w.spec.url;
-        let them = (
-            other.creation_timestamp(),
-            other.namespace(),
-            other.name_any(),
-        );
-        if same && them < me {
-            return Err(Error::Conflict(format!(
-                "{}/{}",
-                other.namespace().unwrap_or_default(),
-                other.name_any()
-            )));
-        }
+    match ctx.claims.holder(w) {
+        Some(holder) => Err(Error::Conflict(holder)),
+        None => Ok(()),
     }
-    Ok(())
 }
 
 // ------------------------------------------------------------------ sync
@@ -999,6 +964,16 @@ async fn cleanup(w: Arc<Webhook>, ctx: &Context) -> Result<Action, Error> {
         return Ok(Action::await_change());
     }
     if id.is_none() && !pending {
+        return Ok(Action::await_change());
+    }
+    // A Conflict loser never owned the hook (even one that recorded its id before the
+    // claims were shared across namespaces): the older Webhook keeps it.
+    if let Some(holder) = ctx.claims.holder(&w) {
+        let note = format!(
+            "hook {} is left on Bitbucket: Webhook {holder} manages it",
+            id.as_deref().unwrap_or("(none)")
+        );
+        publish(ctx, &w, EventType::Normal, "NotOwned", "Delete", note).await;
         return Ok(Action::await_change());
     }
     match delete(&w, id, ctx).await {

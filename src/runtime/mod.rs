@@ -164,9 +164,26 @@ where
     // Webhooks, read through DeserializeGuard so one malformed object cannot stop the stream.
     let webhooks_api: Api<DeserializeGuard<Webhook>> = scope.api(client);
     let (webhooks, writer) = reflector::store();
+    let claims = shared.claims.clone();
+    let watched = scope.namespace.clone();
     let webhook_stream = watcher(webhooks_api, scope.watch())
         .default_backoff()
         .reflect(writer)
+        // Every namespace's watch keeps the process-wide claims index current.
+        .inspect(move |event| match event {
+            Ok(watcher::Event::Init) => claims.forget_namespace(watched.as_deref()),
+            Ok(watcher::Event::InitApply(g) | watcher::Event::Apply(g)) => {
+                if let Ok(w) = &g.0 {
+                    claims.upsert(w);
+                }
+            }
+            Ok(watcher::Event::Delete(g)) => {
+                if let Ok(w) = &g.0 {
+                    claims.remove(w);
+                }
+            }
+            _ => {}
+        })
         // Ready once the Webhook watch has listed everything (what /readyz reports).
         .inspect(move |event| {
             if matches!(event, Ok(watcher::Event::InitDone)) {

@@ -1,0 +1,180 @@
+//! One index per process of which Webhooks claim which hook: connection identity +
+//! repository + URL. Every namespace's Webhook watch feeds it, so two teams using one
+//! ClusterBitbucketConnection from different watched namespaces see each other (each
+//! namespace has its own store), and the Conflict check is a lookup, not a scan.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Mutex;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::ResourceExt;
+
+use crate::api::{ConnectionKind, Webhook};
+
+/// What a claim is on: the connection (kind, namespace for namespaced kinds, name), the
+/// repository (case-insensitive) and the URL.
+pub type ClaimKey = (ConnectionKind, Option<String>, String, String, String);
+
+/// Who claims: oldest first (creation time, then namespace and name break ties).
+type Claimant = (Option<Time>, String, String);
+
+#[derive(Default)]
+pub struct Claims {
+    inner: Mutex<Inner>,
+}
+
+#[derive(Default)]
+struct Inner {
+    /// uid -> its key and claimant, to move or drop a claim when the object changes.
+    by_uid: HashMap<String, (ClaimKey, Claimant)>,
+    by_key: HashMap<ClaimKey, BTreeMap<Claimant, String>>,
+}
+
+/// The claim of a Webhook.
+pub fn key_of(w: &Webhook) -> ClaimKey {
+    let namespace = match w.spec.connection_ref.kind {
+        ConnectionKind::BitbucketConnection => w.namespace(),
+        ConnectionKind::ClusterBitbucketConnection => None,
+    };
+    (
+        w.spec.connection_ref.kind,
+        namespace,
+        w.spec.connection_ref.name.clone(),
+        w.spec.repository.to_ascii_lowercase(),
+        w.spec.url.clone(),
+    )
+}
+
+fn claimant(w: &Webhook) -> Claimant {
+    (
+        w.creation_timestamp(),
+        w.namespace().unwrap_or_default(),
+        w.name_any(),
+    )
+}
+
+impl Claims {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Records (or moves) a Webhook's claim; one being deleted claims nothing.
+    pub fn upsert(&self, w: &Webhook) {
+        let Some(uid) = w.uid() else { return };
+        self.remove_uid(&uid);
+        if w.metadata.deletion_timestamp.is_some() {
+            return;
+        }
+        let (key, who) = (key_of(w), claimant(w));
+        let mut inner = self.lock();
+        inner
+            .by_key
+            .entry(key.clone())
+            .or_default()
+            .insert(who.clone(), uid.clone());
+        inner.by_uid.insert(uid, (key, who));
+    }
+
+    /// Drops a Webhook's claim.
+    pub fn remove(&self, w: &Webhook) {
+        if let Some(uid) = w.uid() {
+            self.remove_uid(&uid);
+        }
+    }
+
+    fn remove_uid(&self, uid: &str) {
+        let mut inner = self.lock();
+        if let Some((key, who)) = inner.by_uid.remove(uid)
+            && let Some(claimants) = inner.by_key.get_mut(&key)
+        {
+            claimants.remove(&who);
+            if claimants.is_empty() {
+                inner.by_key.remove(&key);
+            }
+        }
+    }
+
+    /// Drops every claim from `namespace` (a watch of that namespace restarts its list).
+    pub fn forget_namespace(&self, namespace: Option<&str>) {
+        let uids: Vec<String> = self
+            .lock()
+            .by_uid
+            .iter()
+            .filter(|(_, (_, who))| namespace.is_none_or(|ns| who.1 == ns))
+            .map(|(uid, _)| uid.clone())
+            .collect();
+        for uid in uids {
+            self.remove_uid(&uid);
+        }
+    }
+
+    /// The older Webhook ("namespace/name") that holds `w`'s claim, if another does.
+    pub fn holder(&self, w: &Webhook) -> Option<String> {
+        let me = claimant(w);
+        let uid = w.uid().unwrap_or_default();
+        let inner = self.lock();
+        let claimants = inner.by_key.get(&key_of(w))?;
+        claimants
+            .iter()
+            .find(|(who, other)| **other != uid && **who < me)
+            .map(|((_, ns, name), _)| format!("{ns}/{name}"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::WebhookSpec;
+
+    fn webhook(ns: &str, name: &str, uid: &str, created: &str, kind: ConnectionKind) -> Webhook {
+        let spec: WebhookSpec = serde_json::from_value(serde_json::json!({
+            "connectionRef": { "kind": kind, "name": "shared" },
+            "repository": "ACME/api",
+            "url": "https://ci.example.com/hook",
+        }))
+        .expect("spec");
+        let mut w = Webhook::new(name, spec);
+        w.metadata.namespace = Some(ns.into());
+        w.metadata.uid = Some(uid.into());
+        w.metadata.creation_timestamp = Some(Time(created.parse().expect("time")));
+        w
+    }
+
+    #[test]
+    fn the_oldest_claim_wins_across_namespaces_of_a_cluster_connection() {
+        let claims = Claims::default();
+        let cluster = ConnectionKind::ClusterBitbucketConnection;
+        let first = webhook("team-a", "ci", "1", "2026-01-01T00:00:00Z", cluster);
+        let mut second = webhook("team-b", "ci", "2", "2026-01-02T00:00:00Z", cluster);
+        second.spec.repository = "acme/API".into();
+        claims.upsert(&second);
+        claims.upsert(&first);
+        assert_eq!(claims.holder(&first), None);
+        assert_eq!(claims.holder(&second).as_deref(), Some("team-a/ci"));
+        // The winner is deleted: the claim passes on.
+        let mut deleting = first.clone();
+        deleting.metadata.deletion_timestamp = Some(Time(jiff::Timestamp::now()));
+        claims.upsert(&deleting);
+        assert_eq!(claims.holder(&second), None);
+        claims.upsert(&first);
+        claims.forget_namespace(Some("team-a"));
+        assert_eq!(claims.holder(&second), None);
+    }
+
+    #[test]
+    fn namespaced_connections_of_the_same_name_are_different_connections() {
+        let claims = Claims::default();
+        let namespaced = ConnectionKind::BitbucketConnection;
+        let a = webhook("team-a", "ci", "1", "2026-01-01T00:00:00Z", namespaced);
+        let b = webhook("team-b", "ci", "2", "2026-01-02T00:00:00Z", namespaced);
+        claims.upsert(&a);
+        claims.upsert(&b);
+        assert_eq!(claims.holder(&b), None);
+        // A URL change moves the claim.
+        let mut moved = a.clone();
+        moved.spec.url = "https://ci.example.com/other".into();
+        claims.upsert(&moved);
+        claims.remove(&moved);
+        assert_eq!(claims.holder(&a), None);
+    }
+}
