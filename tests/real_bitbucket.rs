@@ -422,3 +422,41 @@ async fn two_namespaces_on_one_cluster_connection_never_share_a_hook() {
     assert_eq!(w.hooks().await.len(), 1, "team a's hook is still there");
     w.wait_ready("ci").await;
 }
+
+/// What `kubectl delete namespace` or an Argo CD app deletion does: the Secret, the
+/// connection and the Webhook deleted at once, the credential first. The connection
+/// stays while the Webhook uses it, the cleanup uses the last credential, and nothing is
+/// left: no hook, no object in Terminating.
+#[tokio::test]
+async fn deleting_everything_at_once_in_any_order_loses_nothing() {
+    for flavor in [Flavor::Cloud, Flavor::DataCenter] {
+        let w = World::new("delete-all", flavor).await;
+        wait_connection(&w, "bitbucket", "Ready", "True").await;
+        w.apply(&w.webhook_yaml("ci", "https://ci.example.com/all", ""))
+            .expect("apply");
+        w.wait_ready("ci").await;
+        assert_eq!(w.hooks().await.len(), 1);
+        w.kubectl(&[
+            "delete",
+            "--wait=false",
+            "secret/bitbucket-token",
+            "bitbucketconnection/bitbucket",
+            "webhook/ci",
+        ])
+        .expect("delete");
+        w.wait_gone("ci").await;
+        assert!(
+            w.hooks().await.is_empty(),
+            "{flavor:?}: the hook was deleted with the credential already gone"
+        );
+        let api: Api<BitbucketConnection> = Api::namespaced(w.client.clone(), &w.ns);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while api.get_opt("bitbucket").await.ok().flatten().is_some() {
+            assert!(
+                Instant::now() < deadline,
+                "{flavor:?}: the connection stays Terminating"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+}

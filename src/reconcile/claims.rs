@@ -28,7 +28,13 @@ struct Inner {
     /// uid -> its key and claimant, to move or drop a claim when the object changes.
     by_uid: HashMap<String, (ClaimKey, Claimant)>,
     by_key: HashMap<ClaimKey, BTreeMap<Claimant, String>>,
+    /// uid -> (connection, the Webhook's namespace) for every Webhook that exists, being
+    /// deleted or not: a connection in use stays until their cleanup is done.
+    users: HashMap<String, (Connection, String)>,
 }
+
+/// A connection: kind, namespace (namespaced kinds), name.
+pub type Connection = (ConnectionKind, Option<String>, String);
 
 /// The claim of a Webhook.
 pub fn key_of(w: &Webhook) -> ClaimKey {
@@ -58,10 +64,16 @@ impl Claims {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Records (or moves) a Webhook's claim; one being deleted claims nothing.
+    /// Records (or moves) a Webhook's claim; one being deleted claims nothing (but still
+    /// uses its connection).
     pub fn upsert(&self, w: &Webhook) {
         let Some(uid) = w.uid() else { return };
         self.remove_uid(&uid);
+        let (kind, namespace, name, ..) = key_of(w);
+        self.lock().users.insert(
+            uid.clone(),
+            ((kind, namespace, name), w.namespace().unwrap_or_default()),
+        );
         if w.metadata.deletion_timestamp.is_some() {
             return;
         }
@@ -75,11 +87,21 @@ impl Claims {
         inner.by_uid.insert(uid, (key, who));
     }
 
-    /// Drops a Webhook's claim.
+    /// Drops a Webhook (deleted).
     pub fn remove(&self, w: &Webhook) {
         if let Some(uid) = w.uid() {
             self.remove_uid(&uid);
+            self.lock().users.remove(&uid);
         }
+    }
+
+    /// The Webhooks ("namespace/name" is not kept: their number) that use a connection.
+    pub fn users(&self, connection: &Connection) -> usize {
+        self.lock()
+            .users
+            .values()
+            .filter(|(c, _)| c == connection)
+            .count()
     }
 
     fn remove_uid(&self, uid: &str) {
@@ -98,13 +120,14 @@ impl Claims {
     pub fn forget_namespace(&self, namespace: Option<&str>) {
         let uids: Vec<String> = self
             .lock()
-            .by_uid
+            .users
             .iter()
-            .filter(|(_, (_, who))| namespace.is_none_or(|ns| who.1 == ns))
+            .filter(|(_, (_, ns))| namespace.is_none_or(|wanted| ns == wanted))
             .map(|(uid, _)| uid.clone())
             .collect();
         for uid in uids {
             self.remove_uid(&uid);
+            self.lock().users.remove(&uid);
         }
     }
 
@@ -156,9 +179,17 @@ mod tests {
         deleting.metadata.deletion_timestamp = Some(Time(jiff::Timestamp::now()));
         claims.upsert(&deleting);
         assert_eq!(claims.holder(&second), None);
+        assert_eq!(
+            claims.users(&(cluster, None, "shared".to_owned())),
+            2,
+            "a Webhook being deleted still uses its connection"
+        );
         claims.upsert(&first);
+        let connection = (cluster, None, "shared".to_owned());
+        assert_eq!(claims.users(&connection), 2);
         claims.forget_namespace(Some("team-a"));
         assert_eq!(claims.holder(&second), None);
+        assert_eq!(claims.users(&connection), 1);
     }
 
     #[test]

@@ -16,7 +16,7 @@ use super::conditions::{self, Status};
 use super::{Context, Error};
 use crate::api::{
     BitbucketConnection, ClusterBitbucketConnection, ConnectionKind, ConnectionSpec,
-    ConnectionStatus, FIELD_MANAGER,
+    ConnectionStatus, FIELD_MANAGER, FINALIZER,
 };
 use crate::bitbucket::{self, Budget, ConnectionConfig, Credentials, TlsOptions, WebhookBackend};
 
@@ -292,6 +292,17 @@ fn verified_message(identity: &bitbucket::Identity) -> String {
 }
 
 impl Registry {
+    /// The client last built for a connection, whatever changed since: what a Webhook's
+    /// cleanup uses when the credential Secret was deleted first (a namespace or an app
+    /// deleted at once). In memory only: after a restart it is gone.
+    pub fn last(&self, view: &View) -> Option<Arc<dyn WebhookBackend>> {
+        self.entries
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&view.key())
+            .map(|e| e.backend.clone())
+    }
+
     /// Connections whose budget paused, as they start pausing: (kind, namespace, name).
     pub fn pauses(&self) -> tokio::sync::broadcast::Receiver<String> {
         self.paused.subscribe()
@@ -421,6 +432,16 @@ where
     K: Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
 {
     let key = super::object_key(obj);
+    if obj.meta().deletion_timestamp.is_some() {
+        return release(obj, &api, &view, &ctx).await;
+    }
+    if !obj.finalizers().iter().any(|f| f == FINALIZER) {
+        // In use by Webhooks, a connection must outlive their cleanup (deleted together,
+        // as a namespace or an Argo CD app is, in no fixed order).
+        let mut finalizers = obj.finalizers().to_vec();
+        finalizers.push(FINALIZER.to_owned());
+        set_finalizers(&api, obj, finalizers).await?;
+    }
     let started = std::time::Instant::now();
     let (status, error) = verify(&view, &ctx).await;
     ctx.metrics.reconciled(
@@ -475,6 +496,83 @@ where
         Some(_) => Ok(Action::requeue(ctx.config.resync_period)),
     }
 }
+
+/// Sets the finalizers, failing (and so retrying) if the object changed meanwhile.
+async fn set_finalizers<K>(api: &Api<K>, obj: &K, finalizers: Vec<String>) -> Result<(), Error>
+where
+    K: Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    let patch = json!({ "metadata": {
+        "finalizers": finalizers,
+        "resourceVersion": obj.resource_version(),
+    } });
+    api.patch(
+        &obj.name_any(),
+        &PatchParams::default(),
+        &Patch::Merge(&patch),
+    )
+    .await?;
+    Ok(())
+}
+
+/// A connection being deleted stays while Webhooks use it (their cleanup needs its
+/// credential), saying so in `InUse`; then its finalizer goes.
+async fn release<K>(obj: &K, api: &Api<K>, view: &View, ctx: &Context) -> Result<Action, Error>
+where
+    K: Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    if !obj.finalizers().iter().any(|f| f == FINALIZER) {
+        return Ok(Action::await_change());
+    }
+    let users = ctx
+        .claims
+        .users(&(view.kind, view.namespace.clone(), view.name.clone()));
+    if users > 0 {
+        let previous = view.status.clone().unwrap_or_default();
+        let now = Time(jiff::Timestamp::now());
+        let mut conditions: Vec<_> = previous
+            .conditions
+            .iter()
+            .filter(|c| c.type_ != IN_USE)
+            .cloned()
+            .collect();
+        conditions.push(conditions::condition(
+            &previous.conditions,
+            IN_USE,
+            Status::True,
+            "InUse",
+            format!(
+                "being deleted: kept until the {users} Webhook(s) using it are gone, so their cleanup can reach Bitbucket"
+            ),
+            view.generation,
+            &now,
+        ));
+        let patch = json!({
+            "apiVersion": K::api_version(&()),
+            "kind": K::kind(&()),
+            "status": ConnectionStatus { conditions, ..previous },
+        });
+        api.patch_status(
+            &view.name,
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(&patch),
+        )
+        .await?;
+        // Webhooks finish their cleanup within seconds; look again soon.
+        return Ok(Action::requeue(std::time::Duration::from_secs(2)));
+    }
+    let finalizers = obj
+        .finalizers()
+        .iter()
+        .filter(|f| *f != FINALIZER)
+        .cloned()
+        .collect();
+    set_finalizers(api, obj, finalizers).await?;
+    Ok(Action::await_change())
+}
+
+/// The condition a connection carries while it is being deleted and Webhooks still use it.
+pub const IN_USE: &str = "InUse";
 
 pub async fn reconcile_namespaced(
     obj: Arc<BitbucketConnection>,

@@ -179,6 +179,9 @@ pub enum Error {
     RepositoryNotFound { repository: String, message: String },
     #[error("{0}")]
     Finalizer(String),
+    /// A deletion that has no credential left to reach Bitbucket with.
+    #[error("{0}")]
+    NoCredential(String),
 }
 
 impl Error {
@@ -205,6 +208,7 @@ impl Error {
             Error::Bitbucket(e) => e.reason(),
             Error::RepositoryNotFound { .. } => "RepositoryNotFound",
             Error::Finalizer(_) => "FinalizerError",
+            Error::NoCredential(_) => "SecretNotFound",
         }
     }
 

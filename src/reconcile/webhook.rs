@@ -993,10 +993,23 @@ async fn cleanup(w: Arc<Webhook>, ctx: &Context) -> Result<Action, Error> {
 
 async fn delete(w: &Webhook, id: Option<String>, ctx: &Context) -> Result<String, Error> {
     let view = resolve_connection(w, ctx).await?;
-    let backend = ctx
+    let backend = match ctx
         .connections
         .backend(&ctx.client, &view, &ctx.config.retry, &ctx.metrics)
-        .await?;
+        .await
+    {
+        Ok(backend) => backend,
+        // Deleted together with its credential, in no fixed order: the last client built
+        // for the connection still holds it.
+        Err(e @ (Error::SecretNotFound(_) | Error::SecretInvalid(_))) => {
+            ctx.connections.last(&view).ok_or_else(|| {
+                Error::NoCredential(format!(
+                    "{e}, and this operator has not used that connection since it started, so it has no credential to delete the hook with; restore the Secret, or annotate {FORCE_ORPHAN_ANNOTATION}=true to release the Webhook and leave the hook"
+                ))
+            })?
+        }
+        Err(e) => return Err(e),
+    };
     let repo = RepoRef::parse(&w.spec.repository).ok_or_else(|| {
         Error::InvalidSpec(format!(
             "repository {:?} is not owner/slug",

@@ -39,7 +39,8 @@ app.kubernetes.io/instance: {{ .Release.Name }}
   verbs: ["get", "list", "watch", "patch"]
 - apiGroups: ["bitbucket.hooks.dev"]
   resources: ["bitbucketconnections"]
-  verbs: ["get", "list", "watch"]
+  # patch: the finalizer that keeps a connection while Webhooks use it.
+  verbs: ["get", "list", "watch", "patch"]
 - apiGroups: ["bitbucket.hooks.dev"]
   resources: ["webhooks/status", "bitbucketconnections/status"]
   verbs: ["patch"]
