@@ -201,7 +201,8 @@ pub struct ConnectionStatus {
     pub last_verified_time: Option<Time>,
     /// Ready: the credentials were verified with one cheap call. RateLimited (only while
     /// it lasts): Bitbucket answered 429 and every request with this credential waits
-    /// until the time in its message.
+    /// until the time in its message. InUse (only while it is being deleted): Webhooks
+    /// still use it, and it stays until their cleanup is done.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(schema_with = "conditions_schema")]
     pub conditions: Vec<Condition>,
