@@ -42,7 +42,8 @@ gen_kubernetes() { # rewrites go.mod for another k8s.io/kubernetes version
     echo ")"
   } > go.mod
   rm -f go.sum
-  go get -tool k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kubectl
+  go get -tool k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kubectl \
+    k8s.io/kubernetes/cmd/kube-controller-manager
   go mod tidy
 }
 
@@ -60,7 +61,12 @@ committed_version() { # module-dir module-path
 # `current` lets the test harness find the binaries without being told.
 link_current() { ln -sfn "$out" "$CACHE/controlplane/current"; }
 
-if [ -x "$out/kube-apiserver" ] && [ -x "$out/kubectl" ] && [ -x "$out/etcd" ]; then
+# kube-controller-manager (namespace deletion, garbage collection) is built from the same
+# module as kube-apiserver.
+KUBE_COMMANDS="kube-apiserver kubectl kube-controller-manager"
+have_kube() { for c in $KUBE_COMMANDS; do [ -x "$out/$c" ] || return 1; done; }
+
+if have_kube && [ -x "$out/etcd" ]; then
   link_current
   log "cached: $out"
   echo "$out"
@@ -71,7 +77,7 @@ mkdir -p "$out"
 start=$(date +%s)
 export CGO_ENABLED=0 GOFLAGS="${GOFLAGS:-} -mod=readonly"
 
-if [ ! -x "$out/kube-apiserver" ] || [ ! -x "$out/kubectl" ]; then
+if ! have_kube; then
   kdir=$(module_dir kubernetes "$(committed_version kubernetes k8s.io/kubernetes)" "$KUBE_VERSION" gen_kubernetes)
   minor=${KUBE_VERSION#v1.}; minor=${minor%%.*}
   ldflags="-s -w"
@@ -79,7 +85,8 @@ if [ ! -x "$out/kube-apiserver" ] || [ ! -x "$out/kubectl" ]; then
             "buildDate=$(date -u +%Y-%m-%dT%H:%M:%SZ)"; do
     ldflags="$ldflags -X k8s.io/component-base/version.$kv -X k8s.io/client-go/pkg/version.$kv"
   done
-  for cmd in kube-apiserver kubectl; do
+  for cmd in $KUBE_COMMANDS; do
+    [ -x "$out/$cmd" ] && continue
     log "building $cmd $KUBE_VERSION (minutes on a cold cache)"
     (cd "$kdir" && go build -trimpath -ldflags "$ldflags" -o "$out/$cmd.tmp" "k8s.io/kubernetes/cmd/$cmd")
     mv "$out/$cmd.tmp" "$out/$cmd"

@@ -460,3 +460,93 @@ async fn deleting_everything_at_once_in_any_order_loses_nothing() {
         }
     }
 }
+
+/// `kubectl delete namespace` on the real control plane (kube-controller-manager deletes
+/// the namespace's objects in its own order): the hook is deleted, the Webhook's
+/// generated signing Secret is garbage-collected, and the namespace goes.
+#[tokio::test]
+async fn deleting_the_namespace_removes_the_hook_and_everything_in_it() {
+    let w = World::new("delete-ns", Flavor::DataCenter).await;
+    wait_connection(&w, "bitbucket", "Ready", "True").await;
+    w.apply(&w.webhook_yaml(
+        "ci",
+        "https://ci.example.com/ns",
+        "  secretRef: {name: made-for-ci, generate: true}\n",
+    ))
+    .expect("apply");
+    w.wait_ready("ci").await;
+    assert_eq!(w.hooks().await.len(), 1);
+    w.plane
+        .kubectl_ok(["delete", "namespace", &w.ns, "--wait=false"])
+        .expect("delete namespace");
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let gone = w
+            .plane
+            .kubectl_ok([
+                "get",
+                "namespace",
+                &w.ns,
+                "--ignore-not-found",
+                "-o",
+                "name",
+            ])
+            .map(|out| out.trim().is_empty())
+            .unwrap_or(false);
+        if gone {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "namespace {} still terminating: {:?}",
+            w.ns,
+            w.plane.kubectl_ok([
+                "get",
+                "all,webhooks,bitbucketconnections,secrets",
+                "-n",
+                &w.ns
+            ])
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    assert!(
+        w.hooks().await.is_empty(),
+        "the hook went with the namespace"
+    );
+}
+
+/// Garbage collection: the generated signing Secret is owned by its Webhook and goes
+/// with it.
+#[tokio::test]
+async fn a_generated_secret_is_collected_with_its_webhook() {
+    let w = World::new("gc-secret", Flavor::Cloud).await;
+    w.apply(&w.webhook_yaml(
+        "ci",
+        "https://ci.example.com/gc",
+        "  secretRef: {name: generated-for-ci, generate: true}\n",
+    ))
+    .expect("apply");
+    w.wait_ready("ci").await;
+    assert!(w.kubectl(&["get", "secret", "generated-for-ci"]).is_ok());
+    w.kubectl(&["delete", "--wait=false", "webhook", "ci"])
+        .expect("delete");
+    w.wait_gone("ci").await;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while w
+        .kubectl(&[
+            "get",
+            "secret",
+            "generated-for-ci",
+            "--ignore-not-found",
+            "-o",
+            "name",
+        ])
+        .is_ok_and(|out| !out.trim().is_empty())
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the generated Secret was never collected"
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}

@@ -1,4 +1,5 @@
-//! A real Kubernetes control plane (etcd + kube-apiserver) for tests and `make cluster`.
+//! A real Kubernetes control plane (etcd + kube-apiserver + kube-controller-manager for
+//! namespace deletion and garbage collection) for tests and `make cluster`.
 //!
 //! The binaries are built from Go modules by `hack/build-controlplane.sh` (`make envtest`);
 //! nothing here downloads anything. Tests share one control plane per test binary
@@ -47,11 +48,17 @@ pub fn bin_dir() -> Result<PathBuf> {
         Some(dir) => PathBuf::from(dir),
         None => cache_dir().join("controlplane").join("current"),
     };
-    for name in ["etcd", "kube-apiserver", "kubectl"] {
+    for name in [
+        "etcd",
+        "kube-apiserver",
+        "kubectl",
+        "kube-controller-manager",
+    ] {
         if !dir.join(name).is_file() {
             return Err(err(format!(
                 "the control-plane binary {name} is missing from {}: run `make envtest` \
-                 (it builds etcd, kube-apiserver and kubectl from Go modules) or set {BIN_DIR_ENV}",
+                 (it builds etcd, kube-apiserver, kube-controller-manager and kubectl from Go \
+                 modules) or set {BIN_DIR_ENV}",
                 dir.display()
             )));
         }
@@ -81,7 +88,8 @@ pub struct ControlPlane {
 }
 
 impl ControlPlane {
-    /// Starts etcd and kube-apiserver with their state in `dir` (created, must be empty)
+    /// Starts etcd, kube-apiserver and kube-controller-manager with their state in `dir`
+    /// (created, must be empty)
     /// and waits until the apiserver is ready.
     pub fn start(dir: &Path, lifetime: Lifetime) -> Result<ControlPlane> {
         let bin_dir = bin_dir()?;
@@ -173,6 +181,27 @@ impl ControlPlane {
             plane.stop();
             return Err(e);
         }
+        // Namespace deletion and ownerReference garbage collection, as a real cluster does.
+        let mut manager = Command::new(plane.bin_dir.join("kube-controller-manager"));
+        manager.args([
+            &format!("--kubeconfig={}", plane.kubeconfig.display()),
+            "--controllers=namespace,garbagecollector",
+            "--leader-elect=false",
+            "--secure-port=0",
+            "--use-service-account-credentials=false",
+            "--v=1",
+        ]);
+        match process::spawn(manager, &plane.dir, "kube-controller-manager", lifetime) {
+            Ok(child) => {
+                if let Ok(mut children) = plane.children.lock() {
+                    children.push(child);
+                }
+            }
+            Err(e) => {
+                plane.stop();
+                return Err(e);
+            }
+        }
         Ok(plane)
     }
 
@@ -222,7 +251,8 @@ impl ControlPlane {
         }
     }
 
-    /// Process ids of etcd and kube-apiserver, for `make cluster-down`.
+    /// Process ids of etcd, kube-apiserver and kube-controller-manager, for
+    /// `make cluster-down`.
     pub fn pids(&self) -> Vec<u32> {
         self.children
             .lock()

@@ -42,7 +42,11 @@ fn wait_for_pids(pid_file: &Path) -> Vec<u32> {
 }
 
 fn assert_all_stop(pids: &[u32]) {
-    assert_eq!(pids.len(), 2, "etcd and kube-apiserver");
+    assert_eq!(
+        pids.len(),
+        3,
+        "etcd, kube-apiserver and kube-controller-manager"
+    );
     let deadline = Instant::now() + Duration::from_secs(10);
     while pids.iter().any(|&p| testenv::alive(p)) {
         assert!(
