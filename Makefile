@@ -24,8 +24,8 @@ help:
 	@echo "make test          lint, unit and integration tests (builds the control plane once)"
 	@echo "make build         build the operator and the simulator"
 	@echo "make crds          regenerate crds/ from the Rust types"
-	@echo "make envtest       build etcd, kube-apiserver and kubectl $(KUBE_VERSION) from Go modules (cached)"
-	@echo "make cluster       start etcd + kube-apiserver in the background; cluster-down stops them"
+	@echo "make envtest       build etcd, kube-apiserver, kube-controller-manager and kubectl $(KUBE_VERSION) from Go modules (cached)"
+	@echo "make cluster       start etcd, kube-apiserver and kube-controller-manager in the background; cluster-down stops them"
 	@echo "make bench         200 Webhooks on 20 repositories: time to Ready, Bitbucket requests, memory"
 
 build:
