@@ -151,8 +151,17 @@ pub async fn assess(inputs: Inputs<'_>) -> Assessment {
                 soonest(left);
                 verdicts.push(verdict);
             }
-            // Due, but this reconcile did not list (it failed before): next time.
-            (None, None) => soonest(Duration::from_secs(1)),
+            // Came due between the listing and now: read at the next reconcile.
+            (None, None) => {
+                soonest(Duration::from_secs(1));
+                verdicts.push(Verdict {
+                    health: delivery.health,
+                    delivering: None,
+                    reason: "StatisticsPending",
+                    message: "the delivery statistics are read with the repository's next listing"
+                        .to_owned(),
+                });
+            }
         }
     }
 

@@ -278,20 +278,7 @@ impl Registry {
             );
         Ok(backend)
     }
-}
 
-fn verified_message(identity: &bitbucket::Identity) -> String {
-    let who = match &identity.user {
-        Some(user) => format!("authenticated to Bitbucket as {user}"),
-        None => "Bitbucket accepted the credential".to_owned(),
-    };
-    match &identity.detail {
-        Some(detail) => format!("{who}; {detail}"),
-        None => who,
-    }
-}
-
-impl Registry {
     /// The client last built for a connection, whatever changed since: what a Webhook's
     /// cleanup uses when the credential Secret was deleted first (a namespace or an app
     /// deleted at once). In memory only: after a restart it is gone.
@@ -303,7 +290,7 @@ impl Registry {
             .map(|e| e.backend.clone())
     }
 
-    /// Connections whose budget paused, as they start pausing: (kind, namespace, name).
+    /// Budget keys, as their pause after a Bitbucket 429 starts.
     pub fn pauses(&self) -> tokio::sync::broadcast::Receiver<String> {
         self.paused.subscribe()
     }
@@ -334,6 +321,17 @@ impl Registry {
             .get(&budget_key)
             .cloned()?;
         budget.paused_until().map(|(_, at)| at)
+    }
+}
+
+fn verified_message(identity: &bitbucket::Identity) -> String {
+    let who = match &identity.user {
+        Some(user) => format!("authenticated to Bitbucket as {user}"),
+        None => "Bitbucket accepted the credential".to_owned(),
+    };
+    match &identity.detail {
+        Some(detail) => format!("{who}; {detail}"),
+        None => who,
     }
 }
 
