@@ -58,7 +58,7 @@ kubectl label namespace demo bitbucket.hooks.dev/allowed=true >/dev/null
 kubectl create secret generic bitbucket-shared-token -n demo --from-literal=token=shared-token >/dev/null
 
 echo "==> starting the operator (log: $state/operator.log)"
-"$target/bitbucket-webhook-operator" run --resync-period 30s --health-period 3s --cluster-secret-namespace demo >"$state/operator.log" 2>&1 &
+"$target/bitbucket-webhook-operator" run --resync-period 30s --health-period 3s --cluster-secret-namespace demo --namespaced-private-targets >"$state/operator.log" 2>&1 &
 pids+=($!)
 
 echo "==> applying examples/ to namespace demo, pointed at the simulator"

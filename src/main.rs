@@ -87,6 +87,12 @@ struct RunArgs {
     /// Log format.
     #[arg(long, env = "BBWO_LOG_FORMAT", default_value = "text", value_parser = ["text", "json"])]
     log_format: String,
+    /// Let namespaced BitbucketConnections reach private, loopback, link-local and
+    /// cluster-internal addresses (their baseURL, and probes with allowPrivateTargets).
+    /// Off: a namespace's user could otherwise aim the operator's requests inside the
+    /// cluster. ClusterBitbucketConnections decide for themselves.
+    #[arg(long, env = "BBWO_NAMESPACED_PRIVATE_TARGETS", default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    namespaced_private_targets: bool,
     /// Serve `PUT /debug/log-level` on the metrics port. Off by default: anyone who
     /// reaches that port (the chart's Service exposes it) could change the logging.
     #[arg(long, env = "BBWO_ENABLE_DEBUG_ENDPOINTS", default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
@@ -211,6 +217,7 @@ fn run(args: RunArgs) -> Result<(), String> {
                 }
             }),
             cluster_secret_namespace: args.cluster_secret_namespace,
+            namespaced_private_targets: args.namespaced_private_targets,
         };
         let listener = tokio::net::TcpListener::bind(args.metrics_bind_address)
             .await

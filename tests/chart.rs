@@ -183,6 +183,8 @@ async fn the_operator_works_as_the_charts_service_account_and_no_further() {
         health_period: support::HEALTH,
         namespaces: vec![w.ns.clone()],
         cluster_connections: false,
+        // The simulator is on loopback.
+        namespaced_private_targets: true,
         // The chart's Lease permissions are part of what is tested.
         leader_election: Some(bitbucket_webhook_operator::reconcile::LeaderElection {
             namespace: w.ns.clone(),
@@ -258,6 +260,8 @@ async fn a_label_selector_shards_the_work() {
         namespaces: vec![w.ns.clone()],
         selector: Some("shard=a".to_owned()),
         cluster_connections: false,
+        // The simulator is on loopback.
+        namespaced_private_targets: true,
         ..Config::default()
     };
     let client = w.client.clone();
@@ -311,6 +315,8 @@ async fn several_namespaces_are_watched_and_no_other() {
         list_ttl: support::RESYNC.mul_f64(0.9),
         namespaces: vec![a.ns.clone(), b.ns.clone()],
         cluster_connections: false,
+        // The simulator is on loopback.
+        namespaced_private_targets: true,
         ..Config::default()
     };
     let ready = Arc::new(AtomicBool::new(false));

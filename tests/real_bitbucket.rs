@@ -550,3 +550,44 @@ async fn a_generated_secret_is_collected_with_its_webhook() {
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
 }
+
+/// Without `--namespaced-private-targets`, a namespaced connection may not aim the
+/// operator at a loopback (private, cluster-internal) Bitbucket: it is refused with the
+/// way out, and nothing is sent.
+#[tokio::test]
+async fn a_namespaced_connection_may_not_reach_private_addresses_by_default() {
+    let w = World::standalone("private-base", Flavor::DataCenter).await;
+    let _operator = tokio::process::Command::new(env!("CARGO_BIN_EXE_bitbucket-webhook-operator"))
+        .args([
+            "run",
+            "--namespace",
+            &w.ns,
+            "--cluster-connections=false",
+            "--metrics-bind-address=127.0.0.1:0",
+        ])
+        .env("KUBECONFIG", w.plane.kubeconfig())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("operator");
+    let (reason, message) = wait_connection(&w, "bitbucket", "Ready", "False").await;
+    assert_eq!(reason, "NotAllowed");
+    assert!(
+        message.contains("loopback") && message.contains("--namespaced-private-targets"),
+        "{message}"
+    );
+    w.apply(&w.webhook_yaml("ci", "https://ci.example.com/private", ""))
+        .expect("apply");
+    w.wait_condition("ci", "Stalled", "True", "NotAllowed")
+        .await;
+    let sent: u64 = w
+        .ctl
+        .requests()
+        .await
+        .expect("requests")
+        .iter()
+        .map(|r| r["count"].as_u64().unwrap_or(0))
+        .sum();
+    assert_eq!(sent, 0, "nothing reached the private address");
+}

@@ -102,6 +102,8 @@ pub struct ConnectionSpec {
 
     /// Let the endpoint probe reach loopback, link-local, private and cluster-internal
     /// addresses. Off by default so the operator cannot be used to reach into the cluster.
+    /// On a namespaced BitbucketConnection it is honoured only when the operator runs with
+    /// --namespaced-private-targets (which also lets its baseURL be such an address).
     #[serde(default)]
     pub allow_private_targets: bool,
 }

@@ -116,16 +116,13 @@ pub struct Registry {
     budget_of: Mutex<HashMap<String, String>>,
     /// Budget keys whose pause just started, for the connection controllers.
     paused: tokio::sync::broadcast::Sender<String>,
+    /// Whether namespaced connections may reach private addresses (an admin's flag).
+    namespaced_private_targets: bool,
 }
 
 impl Default for Registry {
     fn default() -> Self {
-        Registry {
-            entries: Mutex::default(),
-            budgets: Mutex::default(),
-            budget_of: Mutex::default(),
-            paused: tokio::sync::broadcast::channel(64).0,
-        }
+        Registry::new(false)
     }
 }
 
@@ -158,6 +155,61 @@ pub async fn secret_value(
 }
 
 impl Registry {
+    pub fn new(namespaced_private_targets: bool) -> Registry {
+        Registry {
+            entries: Mutex::default(),
+            budgets: Mutex::default(),
+            budget_of: Mutex::default(),
+            paused: tokio::sync::broadcast::channel(64).0,
+            namespaced_private_targets,
+        }
+    }
+
+    /// Whether a connection's probe may go to private addresses: a cluster connection when
+    /// it says so, a namespaced one only if the operator's admin allows it too.
+    pub fn allow_private_targets(&self, view: &View) -> bool {
+        view.spec.allow_private_targets
+            && (view.namespace.is_none() || self.namespaced_private_targets)
+    }
+
+    /// A namespaced connection's `baseURL` must not lead to a private, loopback,
+    /// link-local or cluster-internal address unless the operator's admin allows it.
+    async fn check_base_url(&self, view: &View) -> Result<(), Error> {
+        if view.namespace.is_none() || self.namespaced_private_targets {
+            return Ok(());
+        }
+        let Some(base) = view.spec.base_url.as_deref() else {
+            return Ok(());
+        };
+        let Ok(url) = reqwest::Url::parse(base) else {
+            return Ok(()); // the client reports a malformed baseURL
+        };
+        let host = url
+            .host_str()
+            .unwrap_or_default()
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_owned();
+        let refused = |kind: &str| {
+            Error::NotAllowed(format!(
+                "baseURL {base} leads to a {kind} address, which a namespaced BitbucketConnection may not reach: use a ClusterBitbucketConnection, or run the operator with --namespaced-private-targets (chart value operator.namespacedPrivateTargets)"
+            ))
+        };
+        if crate::health::probe::forbidden_host(&host) {
+            return Err(refused("cluster-internal or local"));
+        }
+        let port = url.port_or_known_default().unwrap_or(443);
+        // An unresolvable name is the client's to report, as for any connection.
+        if let Ok(addrs) = tokio::net::lookup_host((host.as_str(), port)).await {
+            for addr in addrs {
+                if let Some(kind) = crate::health::probe::forbidden_address(addr.ip()) {
+                    return Err(refused(kind));
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// The client for a connection, building it if the connection or a Secret changed.
     pub async fn backend(
         &self,
@@ -166,6 +218,7 @@ impl Registry {
         retry: &bitbucket::RetryPolicy,
         metrics: &Arc<crate::metrics::Metrics>,
     ) -> Result<Arc<dyn WebhookBackend>, Error> {
+        self.check_base_url(view).await?;
         let secret_name = &view.spec.auth.secret_ref.name;
         let secret = Api::<Secret>::namespaced(client.clone(), &view.secret_namespace)
             .get_opt(secret_name)

@@ -40,6 +40,11 @@ pub struct Config {
     pub cluster_connections: bool,
     /// Run only while holding this Lease (several replicas: one works, the others wait).
     pub leader_election: Option<LeaderElection>,
+    /// Let namespaced BitbucketConnections reach private, loopback, link-local and
+    /// cluster-internal addresses (`baseURL`, and the probe with `allowPrivateTargets`).
+    /// A cluster admin's choice: off, a namespace's user could point the operator's
+    /// network access anywhere inside the cluster.
+    pub namespaced_private_targets: bool,
 }
 
 /// Where the leader Lease lives and who this replica is.
@@ -66,6 +71,7 @@ impl Default for Config {
             selector: None,
             cluster_connections: true,
             leader_election: None,
+            namespaced_private_targets: false,
         }
     }
 }
@@ -102,7 +108,7 @@ pub struct Shared {
 impl Shared {
     pub fn new(config: &Config, metrics: Arc<crate::metrics::Metrics>) -> Shared {
         Shared {
-            connections: Arc::default(),
+            connections: Arc::new(connection::Registry::new(config.namespaced_private_targets)),
             lists: Arc::new(cache::RepoLists::new(config.list_ttl)),
             health: Arc::default(),
             claims: Arc::default(),
@@ -196,6 +202,7 @@ impl Error {
                 "SecretNotFound" => "SecretNotFound",
                 "SecretInvalid" => "SecretInvalid",
                 "InvalidSpec" => "InvalidSpec",
+                "NotAllowed" => "NotAllowed",
                 "BitbucketUnavailable" => "BitbucketUnavailable",
                 "RateLimited" => "RateLimited",
                 _ => "ConnectionNotReady",

@@ -470,7 +470,7 @@ async fn sync(w: &Webhook, api: &Api<Webhook>, ctx: &Context) -> Result<Synced, 
         backend: backend.clone(),
         secret: desired.secret.as_ref().map(|s| s.value.clone()),
         probe: probe.clone(),
-        allow_private_targets: view.spec.allow_private_targets,
+        allow_private_targets: ctx.connections.allow_private_targets(&view),
     };
     Ok(match decision {
         Plan::InSync { id, adopted } => done(

@@ -108,6 +108,8 @@ pub fn operator() -> &'static ControlPlane {
                             max_delay: Duration::from_secs(1),
                             rate_limit_pause: RATE_LIMIT_PAUSE,
                         },
+                        // The simulator and the receivers are on loopback.
+                        namespaced_private_targets: true,
                         ..Config::default()
                     };
                     let metrics =
@@ -271,6 +273,8 @@ impl World {
             "--namespace",
             &self.ns,
             "--cluster-connections=false",
+            // The simulator is on loopback.
+            "--namespaced-private-targets",
         ])
         .env("KUBECONFIG", self.plane.kubeconfig())
         .stdout(std::process::Stdio::null())
