@@ -23,31 +23,6 @@ fn through(w: &World, name: &str, token: &str, hook: &str, url: &str) -> String 
     format!("{}---\n{webhook}", w.connection_yaml(name, token))
 }
 
-/// The connection's condition of a type, once it has one with this status.
-async fn wait_connection(w: &World, name: &str, type_: &str, status: &str) -> (String, String) {
-    let api: Api<BitbucketConnection> = Api::namespaced(w.client.clone(), &w.ns);
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let found = api
-            .get_opt(name)
-            .await
-            .ok()
-            .flatten()
-            .and_then(|c| c.status)
-            .and_then(|s| s.conditions.into_iter().find(|c| c.type_ == type_));
-        if let Some(c) = &found
-            && c.status == status
-        {
-            return (c.reason.clone(), c.message.clone());
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{name}: no {type_}={status}; last {found:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
 #[tokio::test]
 async fn cloud_access_tokens_with_only_the_webhook_scope_work() {
     // Whether Cloud refuses a missing scope with 403 or 401 is not documented: both.
@@ -78,7 +53,7 @@ async fn cloud_access_tokens_with_only_the_webhook_scope_work() {
             "https://ci.example.com/hook",
         ))
         .expect("apply");
-        let (reason, message) = wait_connection(&w, "scoped", "Ready", "True").await;
+        let (reason, message) = w.wait_connection("scoped", "Ready", "True").await;
         assert_eq!(reason, "Verified");
         assert!(message.contains("lacks account"), "{status}: {message}");
         w.wait_ready("ci").await;
@@ -186,7 +161,7 @@ async fn post_webhooks_on_the_app_api_older_than_3_5_5() {
         &receiver.url(),
     ))
     .expect("apply");
-    let (_, message) = wait_connection(&w, "legacy", "Ready", "True").await;
+    let (_, message) = w.wait_connection("legacy", "Ready", "True").await;
     assert!(message.contains("older than 3.5.5"), "{message}");
     w.wait_ready("legacy-hook").await;
     let hooks = w.hooks().await;
@@ -238,7 +213,7 @@ async fn post_webhooks_on_the_app_api_older_than_3_5_5() {
 #[tokio::test]
 async fn a_cloud_429_pauses_the_credential_and_then_converges() {
     let w = World::new("cloud-429", Flavor::Cloud).await;
-    wait_connection(&w, "bitbucket", "Ready", "True").await;
+    w.wait_connection("bitbucket", "Ready", "True").await;
     // Cloud documents no Retry-After: one 429 on the hooks routes, then fine again.
     w.ctl
         .faults(
@@ -251,7 +226,7 @@ async fn a_cloud_429_pauses_the_credential_and_then_converges() {
         w.apply(&w.webhook_yaml(&format!("h{i}"), &format!("https://ci.example.com/{i}"), ""))
             .expect("apply");
     }
-    let (reason, message) = wait_connection(&w, "bitbucket", "RateLimited", "True").await;
+    let (reason, message) = w.wait_connection("bitbucket", "RateLimited", "True").await;
     assert_eq!(reason, "RateLimited");
     assert!(message.contains("waits until"), "{message}");
     // Inside the pause nothing more reaches Bitbucket.
@@ -311,7 +286,7 @@ async fn a_cloud_429_pauses_the_credential_and_then_converges() {
     }
     assert_eq!(w.hooks().await.len(), 3);
     w.assert_no_strays().await;
-    wait_connection(&w, "bitbucket", "Ready", "True").await;
+    w.wait_connection("bitbucket", "Ready", "True").await;
     let api: Api<BitbucketConnection> = Api::namespaced(w.client.clone(), &w.ns);
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
@@ -333,96 +308,6 @@ async fn a_cloud_429_pauses_the_credential_and_then_converges() {
     }
 }
 
-/// Two teams in two watched namespaces (`--namespace a --namespace b`), one
-/// ClusterBitbucketConnection, the same repository and URL: the younger Webhook is a
-/// Conflict and deleting it leaves the older one's hook alone.
-#[tokio::test]
-async fn two_namespaces_on_one_cluster_connection_never_share_a_hook() {
-    use bitbucket_webhook_operator::api::Webhook;
-    let w = World::standalone("tenant-a", Flavor::Cloud).await;
-    let other = w.plane.namespace("tenant-b").expect("namespace");
-    let name = format!("shared-{}", w.ns);
-    for ns in [&w.ns, &other] {
-        w.plane
-            .kubectl_ok(["label", "namespace", ns, &format!("tenants={}", w.ns)])
-            .expect("label");
-    }
-    // The cluster connection's Secret lives in the operator's namespace: here tenant-a.
-    w.apply(&format!(
-        "apiVersion: v1\nkind: Secret\nmetadata: {{name: {name}}}\nstringData: {{token: {}}}\n---\n\
-         apiVersion: bitbucket.hooks.dev/v1alpha1\nkind: ClusterBitbucketConnection\nmetadata: {{name: {name}}}\nspec:\n  \
-         flavor: Cloud\n  baseURL: {}\n  auth: {{type: Bearer, secretRef: {{name: {name}}}}}\n  \
-         allowedNamespaces: {{matchLabels: {{tenants: {}}}}}\n",
-        support::ADMIN,
-        w.base_url(),
-        w.ns
-    ))
-    .expect("cluster connection");
-    let _operator = tokio::process::Command::new(env!("CARGO_BIN_EXE_bitbucket-webhook-operator"))
-        .args([
-            "run",
-            "--namespace",
-            &w.ns,
-            "--namespace",
-            &other,
-            "--cluster-secret-namespace",
-            &w.ns,
-            "--metrics-bind-address=127.0.0.1:0",
-            "--resync-period=4s",
-            "--health-period=2s",
-        ])
-        .env("KUBECONFIG", w.plane.kubeconfig())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("operator");
-    let webhook = w
-        .webhook_yaml("ci", "https://ci.example.com/shared", "")
-        .replace(
-            "connectionRef: {name: bitbucket}",
-            &format!("connectionRef: {{kind: ClusterBitbucketConnection, name: {name}}}"),
-        );
-    w.apply(&webhook).expect("team a");
-    w.wait_ready("ci").await;
-    w.plane
-        .kubectl_stdin(["apply", "-n", &other, "-f", "-"], &webhook)
-        .expect("team b");
-    let b: Api<Webhook> = Api::namespaced(w.client.clone(), &other);
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let synced = b
-            .get_opt("ci")
-            .await
-            .ok()
-            .flatten()
-            .and_then(|h| h.status)
-            .and_then(|s| s.conditions.into_iter().find(|c| c.type_ == "Synced"));
-        if let Some(c) = &synced
-            && c.reason == "Conflict"
-        {
-            assert!(c.message.contains(&format!("{}/ci", w.ns)), "{}", c.message);
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no Conflict for team b: {synced:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    assert_eq!(w.hooks().await.len(), 1);
-    w.plane
-        .kubectl_ok(["delete", "-n", &other, "--wait=false", "webhook", "ci"])
-        .expect("delete team b's");
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while b.get_opt("ci").await.ok().flatten().is_some() {
-        assert!(Instant::now() < deadline, "team b's Webhook never went");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    assert_eq!(w.hooks().await.len(), 1, "team a's hook is still there");
-    w.wait_ready("ci").await;
-}
-
 /// What `kubectl delete namespace` or an Argo CD app deletion does: the Secret, the
 /// connection and the Webhook deleted at once, the credential first. The connection
 /// stays while the Webhook uses it, the cleanup uses the last credential, and nothing is
@@ -431,7 +316,7 @@ async fn two_namespaces_on_one_cluster_connection_never_share_a_hook() {
 async fn deleting_everything_at_once_in_any_order_loses_nothing() {
     for flavor in [Flavor::Cloud, Flavor::DataCenter] {
         let w = World::new("delete-all", flavor).await;
-        wait_connection(&w, "bitbucket", "Ready", "True").await;
+        w.wait_connection("bitbucket", "Ready", "True").await;
         w.apply(&w.webhook_yaml("ci", "https://ci.example.com/all", ""))
             .expect("apply");
         w.wait_ready("ci").await;
@@ -467,7 +352,7 @@ async fn deleting_everything_at_once_in_any_order_loses_nothing() {
 #[tokio::test]
 async fn deleting_the_namespace_removes_the_hook_and_everything_in_it() {
     let w = World::new("delete-ns", Flavor::DataCenter).await;
-    wait_connection(&w, "bitbucket", "Ready", "True").await;
+    w.wait_connection("bitbucket", "Ready", "True").await;
     w.apply(&w.webhook_yaml(
         "ci",
         "https://ci.example.com/ns",
@@ -549,45 +434,4 @@ async fn a_generated_secret_is_collected_with_its_webhook() {
         );
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
-}
-
-/// Without `--namespaced-private-targets`, a namespaced connection may not aim the
-/// operator at a loopback (private, cluster-internal) Bitbucket: it is refused with the
-/// way out, and nothing is sent.
-#[tokio::test]
-async fn a_namespaced_connection_may_not_reach_private_addresses_by_default() {
-    let w = World::standalone("private-base", Flavor::DataCenter).await;
-    let _operator = tokio::process::Command::new(env!("CARGO_BIN_EXE_bitbucket-webhook-operator"))
-        .args([
-            "run",
-            "--namespace",
-            &w.ns,
-            "--cluster-connections=false",
-            "--metrics-bind-address=127.0.0.1:0",
-        ])
-        .env("KUBECONFIG", w.plane.kubeconfig())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("operator");
-    let (reason, message) = wait_connection(&w, "bitbucket", "Ready", "False").await;
-    assert_eq!(reason, "NotAllowed");
-    assert!(
-        message.contains("loopback") && message.contains("--namespaced-private-targets"),
-        "{message}"
-    );
-    w.apply(&w.webhook_yaml("ci", "https://ci.example.com/private", ""))
-        .expect("apply");
-    w.wait_condition("ci", "Stalled", "True", "NotAllowed")
-        .await;
-    let sent: u64 = w
-        .ctl
-        .requests()
-        .await
-        .expect("requests")
-        .iter()
-        .map(|r| r["count"].as_u64().unwrap_or(0))
-        .sum();
-    assert_eq!(sent, 0, "nothing reached the private address");
 }

@@ -1,0 +1,142 @@
+//! Operator processes of their own (no shared in-process operator in this binary, which
+//! would watch every namespace): several watched namespaces sharing one cluster
+//! connection, and the defaults of an operator started without test flags.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use bitbucket_webhook_operator::api::Flavor;
+use kube::Api;
+use support::World;
+
+/// Two teams in two watched namespaces (`--namespace a --namespace b`), one
+/// ClusterBitbucketConnection, the same repository and URL: the younger Webhook is a
+/// Conflict and deleting it leaves the older one's hook alone.
+#[tokio::test]
+async fn two_namespaces_on_one_cluster_connection_never_share_a_hook() {
+    use bitbucket_webhook_operator::api::Webhook;
+    let w = World::standalone("tenant-a", Flavor::Cloud).await;
+    let other = w.plane.namespace("tenant-b").expect("namespace");
+    let name = format!("shared-{}", w.ns);
+    for ns in [&w.ns, &other] {
+        w.plane
+            .kubectl_ok(["label", "namespace", ns, &format!("tenants={}", w.ns)])
+            .expect("label");
+    }
+    // The cluster connection's Secret lives in the operator's namespace: here tenant-a.
+    w.apply(&format!(
+        "apiVersion: v1\nkind: Secret\nmetadata: {{name: {name}}}\nstringData: {{token: {}}}\n---\n\
+         apiVersion: bitbucket.hooks.dev/v1alpha1\nkind: ClusterBitbucketConnection\nmetadata: {{name: {name}}}\nspec:\n  \
+         flavor: Cloud\n  baseURL: {}\n  auth: {{type: Bearer, secretRef: {{name: {name}}}}}\n  \
+         allowedNamespaces: {{matchLabels: {{tenants: {}}}}}\n",
+        support::ADMIN,
+        w.base_url(),
+        w.ns
+    ))
+    .expect("cluster connection");
+    let _operator = tokio::process::Command::new(env!("CARGO_BIN_EXE_bitbucket-webhook-operator"))
+        .args([
+            "run",
+            "--namespace",
+            &w.ns,
+            "--namespace",
+            &other,
+            "--cluster-secret-namespace",
+            &w.ns,
+            "--metrics-bind-address=127.0.0.1:0",
+            "--resync-period=4s",
+            "--health-period=2s",
+        ])
+        .env("KUBECONFIG", w.plane.kubeconfig())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("operator");
+    let webhook = w
+        .webhook_yaml("ci", "https://ci.example.com/shared", "")
+        .replace(
+            "connectionRef: {name: bitbucket}",
+            &format!("connectionRef: {{kind: ClusterBitbucketConnection, name: {name}}}"),
+        );
+    w.apply(&webhook).expect("team a");
+    w.wait_ready("ci").await;
+    w.plane
+        .kubectl_stdin(["apply", "-n", &other, "-f", "-"], &webhook)
+        .expect("team b");
+    let b: Api<Webhook> = Api::namespaced(w.client.clone(), &other);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let synced = b
+            .get_opt("ci")
+            .await
+            .ok()
+            .flatten()
+            .and_then(|h| h.status)
+            .and_then(|s| s.conditions.into_iter().find(|c| c.type_ == "Synced"));
+        if let Some(c) = &synced
+            && c.reason == "Conflict"
+        {
+            assert!(c.message.contains(&format!("{}/ci", w.ns)), "{}", c.message);
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no Conflict for team b: {synced:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(w.hooks().await.len(), 1);
+    w.plane
+        .kubectl_ok(["delete", "-n", &other, "--wait=false", "webhook", "ci"])
+        .expect("delete team b's");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while b.get_opt("ci").await.ok().flatten().is_some() {
+        assert!(Instant::now() < deadline, "team b's Webhook never went");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(w.hooks().await.len(), 1, "team a's hook is still there");
+    w.wait_ready("ci").await;
+}
+
+/// Without `--namespaced-private-targets`, a namespaced connection may not aim the
+/// operator at a loopback (private, cluster-internal) Bitbucket: it is refused with the
+/// way out, and nothing is sent.
+#[tokio::test]
+async fn a_namespaced_connection_may_not_reach_private_addresses_by_default() {
+    let w = World::standalone("private-base", Flavor::DataCenter).await;
+    let _operator = tokio::process::Command::new(env!("CARGO_BIN_EXE_bitbucket-webhook-operator"))
+        .args([
+            "run",
+            "--namespace",
+            &w.ns,
+            "--cluster-connections=false",
+            "--metrics-bind-address=127.0.0.1:0",
+        ])
+        .env("KUBECONFIG", w.plane.kubeconfig())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("operator");
+    let (reason, message) = w.wait_connection("bitbucket", "Ready", "False").await;
+    assert_eq!(reason, "NotAllowed");
+    assert!(
+        message.contains("loopback") && message.contains("--namespaced-private-targets"),
+        "{message}"
+    );
+    w.apply(&w.webhook_yaml("ci", "https://ci.example.com/private", ""))
+        .expect("apply");
+    w.wait_condition("ci", "Stalled", "True", "NotAllowed")
+        .await;
+    let sent: u64 = w
+        .ctl
+        .requests()
+        .await
+        .expect("requests")
+        .iter()
+        .map(|r| r["count"].as_u64().unwrap_or(0))
+        .sum();
+    assert_eq!(sent, 0, "nothing reached the private address");
+}
