@@ -35,9 +35,8 @@ async fn two_namespaces_on_one_cluster_connection_never_share_a_hook() {
         w.ns
     ))
     .expect("cluster connection");
-    let _operator = tokio::process::Command::new(env!("CARGO_BIN_EXE_bitbucket-webhook-operator"))
-        .args([
-            "run",
+    let _operator = w
+        .bare_operator_command(&[
             "--namespace",
             &w.ns,
             "--namespace",
@@ -48,10 +47,6 @@ async fn two_namespaces_on_one_cluster_connection_never_share_a_hook() {
             "--resync-period=4s",
             "--health-period=2s",
         ])
-        .env("KUBECONFIG", w.plane.kubeconfig())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .kill_on_drop(true)
         .spawn()
         .expect("operator");
     let webhook = w
@@ -106,18 +101,14 @@ async fn two_namespaces_on_one_cluster_connection_never_share_a_hook() {
 #[tokio::test]
 async fn a_namespaced_connection_may_not_reach_private_addresses_by_default() {
     let w = World::standalone("private-base", Flavor::DataCenter).await;
-    let _operator = tokio::process::Command::new(env!("CARGO_BIN_EXE_bitbucket-webhook-operator"))
-        .args([
-            "run",
+    // Started as a user would: no test flags.
+    let _operator = w
+        .bare_operator_command(&[
             "--namespace",
             &w.ns,
             "--cluster-connections=false",
             "--metrics-bind-address=127.0.0.1:0",
         ])
-        .env("KUBECONFIG", w.plane.kubeconfig())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .kill_on_drop(true)
         .spawn()
         .expect("operator");
     let (reason, message) = w.wait_connection("bitbucket", "Ready", "False").await;

@@ -266,20 +266,25 @@ impl World {
     /// The operator binary as its own process, watching only this test's namespace;
     /// add flags and environment, then spawn. Killed when dropped.
     pub fn operator_command(&self) -> tokio::process::Command {
-        let mut cmd =
-            tokio::process::Command::new(env!("CARGO_BIN_EXE_bitbucket-webhook-operator"));
-        cmd.args([
-            "run",
+        self.bare_operator_command(&[
             "--namespace",
             &self.ns,
             "--cluster-connections=false",
             // The simulator is on loopback.
             "--namespaced-private-targets",
         ])
-        .env("KUBECONFIG", self.plane.kubeconfig())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .kill_on_drop(true);
+    }
+
+    /// `bitbucket-webhook-operator run` with only `args`, quiet, killed when dropped.
+    pub fn bare_operator_command(&self, args: &[&str]) -> tokio::process::Command {
+        let mut cmd =
+            tokio::process::Command::new(env!("CARGO_BIN_EXE_bitbucket-webhook-operator"));
+        cmd.arg("run")
+            .args(args)
+            .env("KUBECONFIG", self.plane.kubeconfig())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .kill_on_drop(true);
         cmd
     }
 
