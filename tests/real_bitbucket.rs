@@ -80,11 +80,7 @@ async fn cloud_access_tokens_with_only_the_webhook_scope_work() {
         let denied = w
             .wait_condition("denied", "Synced", "False", "Forbidden")
             .await;
-        let message = denied
-            .status
-            .and_then(|s| s.conditions.into_iter().find(|c| c.type_ == "Synced"))
-            .map(|c| c.message)
-            .unwrap_or_default();
+        let message = support::synced_message(denied);
         assert!(
             message.contains("required webhook; the token has repository"),
             "{status}: {message}"

@@ -296,11 +296,7 @@ async fn adoption_and_conflict(flavor: Flavor) {
     let second = w
         .wait_condition("second", "Synced", "False", "Conflict")
         .await;
-    let message = second
-        .status
-        .and_then(|s| s.conditions.into_iter().find(|c| c.type_ == "Synced"))
-        .map(|c| c.message)
-        .unwrap_or_default();
+    let message = support::synced_message(second);
     assert!(message.contains("first"), "{message}");
     assert_eq!(w.hooks().await.len(), 1);
 
@@ -373,13 +369,7 @@ async fn errors_name_their_cause(flavor: Flavor) {
     )
     .expect("apply");
 
-    let message = |h: bitbucket_webhook_operator::api::Webhook| {
-        h.status
-            .and_then(|s| s.conditions.into_iter().find(|c| c.type_ == "Synced"))
-            .map(|c| c.message)
-            .unwrap_or_default()
-    };
-    let m = message(
+    let m = support::synced_message(
         w.wait_condition("bad-token", "Synced", "False", "Unauthorized")
             .await,
     );
@@ -387,17 +377,17 @@ async fn errors_name_their_cause(flavor: Flavor) {
         m.contains("connection bad-token") && m.contains("rejected the credentials"),
         "{m}"
     );
-    let m = message(
+    let m = support::synced_message(
         w.wait_condition("not-admin", "Synced", "False", "Forbidden")
             .await,
     );
     assert!(m.contains("must be a repository admin"), "{m}");
-    let m = message(
+    let m = support::synced_message(
         w.wait_condition("no-repo", "Synced", "False", "RepositoryNotFound")
             .await,
     );
     assert!(m.contains("nope"), "{m}");
-    let m = message(
+    let m = support::synced_message(
         w.wait_condition("wrong-event", "Synced", "False", "InvalidSpec")
             .await,
     );
@@ -578,11 +568,7 @@ async fn a_cluster_connection_refuses_other_namespaces_and_repositories() {
     let refused = w
         .wait_condition("refused", "Synced", "False", "NotAllowed")
         .await;
-    let message = refused
-        .status
-        .and_then(|s| s.conditions.into_iter().find(|c| c.type_ == "Synced"))
-        .map(|c| c.message)
-        .unwrap_or_default();
+    let message = support::synced_message(refused);
     assert!(message.contains("does not allow namespace"), "{message}");
     assert_eq!(
         w.ctl.count("GET", "hooks").await.unwrap_or(0) + w.writes().await,
@@ -600,11 +586,7 @@ async fn a_cluster_connection_refuses_other_namespaces_and_repositories() {
     let other = w
         .wait_condition("other-repo", "Synced", "False", "NotAllowed")
         .await;
-    let message = other
-        .status
-        .and_then(|s| s.conditions.into_iter().find(|c| c.type_ == "Synced"))
-        .map(|c| c.message)
-        .unwrap_or_default();
+    let message = support::synced_message(other);
     assert!(
         message.contains("does not allow repository acme/other"),
         "{message}"

@@ -149,6 +149,14 @@ pub fn flavor_name(flavor: Flavor) -> &'static str {
     }
 }
 
+/// The message of a Webhook's Synced condition ("" without one).
+pub fn synced_message(h: Webhook) -> String {
+    h.status
+        .and_then(|s| s.conditions.into_iter().find(|c| c.type_ == "Synced"))
+        .map(|c| c.message)
+        .unwrap_or_default()
+}
+
 /// One test's world: a namespace, a simulator with a repository, a connection to it.
 pub struct World {
     pub plane: &'static ControlPlane,
