@@ -243,6 +243,16 @@ impl DataCenterClient {
     }
 }
 
+/// The repository's webhook settings page on a Data Center server (built-in webhooks and
+/// the Post Webhooks app share it).
+pub(super) fn server_webhooks_page(transport: &Transport, repo: &RepoRef) -> String {
+    let base = transport.base().as_str().trim_end_matches('/');
+    format!(
+        "{base}/plugins/servlet/webhooks/projects/{}/repos/{}",
+        repo.owner, repo.slug
+    )
+}
+
 /// The cheap check shared with Post Webhooks (same server): authenticated requests get
 /// `X-AUSERNAME`, anonymous ones do not.
 pub(super) async fn verify_server_credentials(transport: &Transport) -> Result<Identity> {
@@ -392,11 +402,7 @@ impl WebhookBackend for DataCenterClient {
     }
 
     fn webhooks_page(&self, repo: &RepoRef) -> String {
-        let base = self.transport.base().as_str().trim_end_matches('/');
-        format!(
-            "{base}/plugins/servlet/webhooks/projects/{}/repos/{}",
-            repo.owner, repo.slug
-        )
+        server_webhooks_page(&self.transport, repo)
     }
 }
 

@@ -20,7 +20,7 @@ use reqwest::{Method, Url};
 use serde_json::{Map, Value, json};
 use tokio::sync::OnceCell;
 
-use super::datacenter::verify_server_credentials;
+use super::datacenter::{server_webhooks_page, verify_server_credentials};
 use super::transport::{Call, Transport};
 use super::{
     AsRead, Deleted, Error, HookSpec, Identity, RemoteHook, RepoRef, Result, SecretChange,
@@ -395,11 +395,7 @@ impl WebhookBackend for PostWebhooksClient {
     }
 
     fn webhooks_page(&self, repo: &RepoRef) -> String {
-        let base = self.transport.base().as_str().trim_end_matches('/');
-        format!(
-            "{base}/plugins/servlet/webhooks/projects/{}/repos/{}",
-            repo.owner, repo.slug
-        )
+        server_webhooks_page(&self.transport, repo)
     }
 }
 
