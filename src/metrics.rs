@@ -155,7 +155,7 @@ impl Metrics {
         out
     }
 
-    pub fn reconciled(&self, kind: &str, took: Duration, error: Option<&str>) {
+    pub fn reconciled(&self, kind: &str, took: Duration, error: Option<crate::api::Reason>) {
         let result = if error.is_some() { "error" } else { "ok" };
         self.reconciles
             .get_or_create(&ReconcileLabels {
@@ -172,7 +172,7 @@ impl Metrics {
             self.reconcile_errors
                 .get_or_create(&ErrorLabels {
                     kind: kind.to_owned(),
-                    reason: reason.to_owned(),
+                    reason: reason.as_str().to_owned(),
                 })
                 .inc();
         }
@@ -253,7 +253,11 @@ mod tests {
     #[test]
     fn every_documented_metric_is_exposed() {
         let m = Metrics::new();
-        m.reconciled("Webhook", Duration::from_millis(12), Some("Forbidden"));
+        m.reconciled(
+            "Webhook",
+            Duration::from_millis(12),
+            Some(crate::api::Reason::Forbidden),
+        );
         m.request("ci/acme", "GET", Some(200));
         m.budget("ci/acme", 89);
         m.delivery_failures(2);

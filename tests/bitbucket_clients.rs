@@ -324,7 +324,7 @@ async fn each_error_class_is_recognised() {
             .await
             .expect_err("unknown repository");
         assert!(matches!(err, Error::NotFound { .. }), "{flavor:?}: {err:?}");
-        assert_eq!(err.reason(), "NotFound");
+        assert_eq!(err.reason().as_str(), "NotFound");
 
         let mut wrong = s.spec("https://ci.example.com/a");
         wrong.events = vec![if flavor == Flavor::Cloud {
@@ -452,7 +452,7 @@ async fn a_burst_of_5xx_recovers_within_the_retry_budget() {
         s.ctl.reset_requests().await.expect("reset");
         let err = client.list_hooks(&s.repo).await.expect_err("outage");
         assert!(matches!(err, Error::Unavailable { .. }), "{err:?}");
-        assert_eq!(err.reason(), "BitbucketUnavailable");
+        assert_eq!(err.reason().as_str(), "BitbucketUnavailable");
         assert_eq!(
             s.ctl.count("GET", s.list_route()).await.unwrap_or(0),
             4,
@@ -816,7 +816,7 @@ async fn cloud_credentials_of_every_kind() {
             },
             "{status}"
         );
-        assert_eq!(err.reason(), "Forbidden");
+        assert_eq!(err.reason().as_str(), "Forbidden");
     }
     // A plain token (registered without a kind) keeps working as before.
     assert_eq!(

@@ -2,11 +2,13 @@
 
 mod connection;
 mod crds;
+mod reason;
 mod shared;
 mod webhook;
 
 pub use connection::*;
 pub use crds::{all_crds, crd_file_name, crd_yaml};
+pub use reason::Reason;
 pub use webhook::*;
 
 /// The API group of every kind here.

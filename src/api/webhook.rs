@@ -28,7 +28,8 @@ const MOVE_MESSAGE: &str = "repository and connectionRef cannot change: a hook d
     printcolumn = r#"{"name":"Delivery","type":"string","jsonPath":".status.delivery.health"}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#,
     printcolumn = r#"{"name":"Reason","type":"string","priority":1,"jsonPath":".status.conditions[?(@.type==\"Ready\")].reason"}"#,
-    printcolumn = r#"{"name":"Webhook ID","type":"string","priority":1,"jsonPath":".status.webhookId"}"#
+    printcolumn = r#"{"name":"Webhook ID","type":"string","priority":1,"jsonPath":".status.webhookId"}"#,
+    printcolumn = r#"{"name":"Origin","type":"string","priority":1,"jsonPath":".status.origin"}"#
 )]
 #[serde(rename_all = "camelCase")]
 pub struct WebhookSpec {
@@ -214,6 +215,11 @@ pub struct WebhookStatus {
     /// Bitbucket's identifier of the webhook: the Cloud uuid ("{...}") or the Data Center id.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub webhook_id: Option<String>,
+    /// How this Webhook came to manage its hook: Created (the operator created it) or
+    /// Adopted (an existing hook with the same URL was taken over; deleting the Webhook
+    /// deletes it too unless deletionPolicy is Orphan).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub origin: Option<HookOrigin>,
     /// A page in Bitbucket where a person can look at the repository's webhooks.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub url: Option<String>,
@@ -232,6 +238,15 @@ pub struct WebhookStatus {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(schema_with = "conditions_schema")]
     pub conditions: Vec<Condition>,
+}
+
+/// How a Webhook came to manage its hook.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum HookOrigin {
+    /// The operator created the hook.
+    Created,
+    /// The hook existed and was adopted.
+    Adopted,
 }
 
 /// Delivery health as reported by Bitbucket and the optional endpoint probe.

@@ -1,7 +1,9 @@
-//! Every Bitbucket answer that is not a success, classified. The `reason()` strings are
-//! stable: they become condition reasons, event reasons and metric labels.
+//! Every Bitbucket answer that is not a success, classified. `reason()` becomes the
+//! condition reason, event reason and metric label.
 
 use std::time::Duration;
+
+use crate::api::Reason;
 
 /// What went wrong talking to Bitbucket. Messages never contain credentials.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -74,16 +76,16 @@ fn rate_limited_text(local: bool, retry_after: Option<Duration>) -> String {
 
 impl Error {
     /// A stable CamelCase name for conditions, events and metrics.
-    pub fn reason(&self) -> &'static str {
+    pub fn reason(&self) -> Reason {
         match self {
-            Error::Unauthorized { .. } => "Unauthorized",
-            Error::Forbidden { .. } | Error::MissingScope { .. } => "Forbidden",
-            Error::NotFound { .. } => "NotFound",
-            Error::Invalid { .. } => "InvalidSpec",
-            Error::RateLimited { .. } => "RateLimited",
-            Error::Unavailable { .. } => "BitbucketUnavailable",
-            Error::Unsupported { .. } => "Unsupported",
-            Error::Unexpected { .. } => "UnexpectedResponse",
+            Error::Unauthorized { .. } => Reason::Unauthorized,
+            Error::Forbidden { .. } | Error::MissingScope { .. } => Reason::Forbidden,
+            Error::NotFound { .. } => Reason::NotFound,
+            Error::Invalid { .. } => Reason::InvalidSpec,
+            Error::RateLimited { .. } => Reason::RateLimited,
+            Error::Unavailable { .. } => Reason::BitbucketUnavailable,
+            Error::Unsupported { .. } => Reason::Unsupported,
+            Error::Unexpected { .. } => Reason::UnexpectedResponse,
         }
     }
 

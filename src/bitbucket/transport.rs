@@ -541,7 +541,7 @@ mod tests {
                     granted: vec!["webhook".into(), "repository".into()]
                 }
             );
-            assert_eq!(e.reason(), "Forbidden");
+            assert_eq!(e.reason(), crate::api::Reason::Forbidden);
             assert!(
                 e.to_string()
                     .contains("required account; the token has webhook, repository")

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use jiff::Timestamp;
 
-use crate::api::DeliveryHealth;
+use crate::api::{DeliveryHealth, Reason};
 use crate::bitbucket::{DeliveryStats, Invocation};
 
 /// A certificate expiring sooner than this degrades health.
@@ -26,7 +26,7 @@ pub struct Verdict {
     pub health: DeliveryHealth,
     /// True (delivering), False (failing) or Unknown.
     pub delivering: Option<bool>,
-    pub reason: &'static str,
+    pub reason: Reason,
     pub message: String,
 }
 
@@ -62,7 +62,7 @@ pub fn from_statistics(stats: &DeliveryStats) -> Verdict {
         return Verdict {
             health: DeliveryHealth::Unknown,
             delivering: None,
-            reason: "NoDeliveries",
+            reason: Reason::NoDeliveries,
             message: "Bitbucket has not delivered anything to this hook yet".to_owned(),
         };
     };
@@ -76,7 +76,7 @@ pub fn from_statistics(stats: &DeliveryStats) -> Verdict {
         return Verdict {
             health: DeliveryHealth::Failing,
             delivering: Some(false),
-            reason: "DeliveriesFailing",
+            reason: Reason::DeliveriesFailing,
             message: format!(
                 "the last delivery ({} at {}) {what}: {}; {failed} of {total} failed in Bitbucket's window",
                 last.event, last.at, last.description
@@ -87,7 +87,7 @@ pub fn from_statistics(stats: &DeliveryStats) -> Verdict {
         return Verdict {
             health: DeliveryHealth::Degraded,
             delivering: Some(true),
-            reason: "DeliveriesDegraded",
+            reason: Reason::DeliveriesDegraded,
             message: format!(
                 "the last delivery succeeded, but {failed} of {total} in Bitbucket's window failed"
             ),
@@ -96,7 +96,7 @@ pub fn from_statistics(stats: &DeliveryStats) -> Verdict {
     Verdict {
         health: DeliveryHealth::Healthy,
         delivering: Some(true),
-        reason: "DeliveriesSucceed",
+        reason: Reason::DeliveriesSucceed,
         message: format!(
             "the last delivery ({} at {}) succeeded; {failed} of {total} failed in Bitbucket's window",
             last.event, last.at
@@ -126,19 +126,19 @@ pub fn from_probe(outcome: &ProbeOutcome, now: Timestamp) -> Verdict {
         ProbeOutcome::Refused(why) => Verdict {
             health: DeliveryHealth::Unknown,
             delivering: None,
-            reason: "ProbeRefused",
+            reason: Reason::ProbeRefused,
             message: why.clone(),
         },
         ProbeOutcome::Unreachable(why) => Verdict {
             health: DeliveryHealth::Failing,
             delivering: Some(false),
-            reason: "EndpointUnreachable",
+            reason: Reason::EndpointUnreachable,
             message: format!("the endpoint did not answer the probe: {why}"),
         },
         ProbeOutcome::CertificateRejected(why) => Verdict {
             health: DeliveryHealth::Failing,
             delivering: Some(false),
-            reason: "CertificateRejected",
+            reason: Reason::CertificateRejected,
             message: format!(
                 "the endpoint's TLS certificate fails verification (Bitbucket refuses it unless skipCertVerification is true): {why}"
             ),
@@ -159,7 +159,7 @@ pub fn from_probe(outcome: &ProbeOutcome, now: Timestamp) -> Verdict {
                             DeliveryHealth::Degraded
                         },
                         delivering: Some(!left.is_negative()),
-                        reason: "CertificateExpiring",
+                        reason: Reason::CertificateExpiring,
                         message: format!(
                             "the endpoint's TLS certificate expires at {expires} (in {days} days)"
                         ),
@@ -170,13 +170,13 @@ pub fn from_probe(outcome: &ProbeOutcome, now: Timestamp) -> Verdict {
                 500..=599 => Verdict {
                     health: DeliveryHealth::Failing,
                     delivering: Some(false),
-                    reason: "EndpointFailing",
+                    reason: Reason::EndpointFailing,
                     message: format!("the endpoint answered the probe with {status}"),
                 },
                 400..=499 => Verdict {
                     health: DeliveryHealth::Degraded,
                     delivering: Some(true),
-                    reason: "EndpointRefusesPing",
+                    reason: Reason::EndpointRefusesPing,
                     message: format!(
                         "the endpoint is up but answered the signed ping with {status}"
                     ),
@@ -184,7 +184,7 @@ pub fn from_probe(outcome: &ProbeOutcome, now: Timestamp) -> Verdict {
                 _ => Verdict {
                     health: DeliveryHealth::Healthy,
                     delivering: Some(true),
-                    reason: "EndpointHealthy",
+                    reason: Reason::EndpointHealthy,
                     message: format!("the endpoint answered the probe with {status}"),
                 },
             }
@@ -197,7 +197,7 @@ pub fn not_reported(backend: &str) -> Verdict {
     Verdict {
         health: DeliveryHealth::Unknown,
         delivering: None,
-        reason: "NotReportedByBitbucket",
+        reason: Reason::NotReportedByBitbucket,
         message: format!(
             "{backend} has no public delivery history; turn on the endpoint probe (spec.probe) to check the target"
         ),
@@ -235,7 +235,7 @@ mod tests {
         let v = from_statistics(&stats);
         assert_eq!(
             (v.health, v.reason),
-            (DeliveryHealth::Healthy, "DeliveriesSucceed")
+            (DeliveryHealth::Healthy, Reason::DeliveriesSucceed)
         );
         stats.failures = 9;
         assert_eq!(
@@ -264,7 +264,7 @@ mod tests {
         let soon = from_probe(&answered(200, Some("2026-11-26T00:00:00Z")), now);
         assert_eq!(
             (soon.health, soon.reason),
-            (DeliveryHealth::Degraded, "CertificateExpiring")
+            (DeliveryHealth::Degraded, Reason::CertificateExpiring)
         );
         assert!(
             soon.message.contains("2026-11-26") && soon.message.contains("in 3 days"),
@@ -289,7 +289,7 @@ mod tests {
                 now
             )
             .reason,
-            "CertificateRejected"
+            Reason::CertificateRejected
         );
         assert_eq!(
             from_probe(&ProbeOutcome::Refused("loopback".into()), now).health,

@@ -157,7 +157,7 @@ pub async fn assess(inputs: Inputs<'_>) -> Assessment {
                 verdicts.push(Verdict {
                     health: delivery.health,
                     delivering: None,
-                    reason: "StatisticsPending",
+                    reason: crate::api::Reason::StatisticsPending,
                     message: "the delivery statistics are read with the repository's next listing"
                         .to_owned(),
                 });

@@ -4,23 +4,13 @@
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 
+use crate::api::Reason;
+
 pub const READY: &str = "Ready";
 pub const SYNCED: &str = "Synced";
 pub const DELIVERING: &str = "Delivering";
 pub const STALLED: &str = "Stalled";
 pub const RECONCILING: &str = "Reconciling";
-
-/// Reasons that need a person (a spec, credential, permission or repository to fix):
-/// kstatus reports them as Stalled rather than as work in progress.
-pub const TERMINAL_REASONS: &[&str] = &[
-    "InvalidSpec",
-    "Forbidden",
-    "Unauthorized",
-    "Conflict",
-    "NotAllowed",
-    "RepositoryNotFound",
-    "Unsupported",
-];
 
 /// A condition's status.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -40,27 +30,44 @@ impl Status {
     }
 }
 
+/// What a condition says, before it is dated.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Outcome {
+    pub status: Status,
+    pub reason: Reason,
+    pub message: String,
+}
+
+impl Outcome {
+    pub fn new(status: Status, reason: Reason, message: impl Into<String>) -> Outcome {
+        Outcome {
+            status,
+            reason,
+            message: message.into(),
+        }
+    }
+}
+
 /// Builds a condition, keeping the previous `lastTransitionTime` when the status did not
 /// change (so an unchanged object gets an unchanged status).
 pub fn condition(
     previous: &[Condition],
     type_: &str,
-    status: Status,
-    reason: &str,
-    message: impl Into<String>,
+    outcome: &Outcome,
     generation: Option<i64>,
     now: &Time,
 ) -> Condition {
+    let status = outcome.status.as_str();
     let last_transition_time = previous
         .iter()
-        .find(|c| c.type_ == type_ && c.status == status.as_str())
+        .find(|c| c.type_ == type_ && c.status == status)
         .map(|c| c.last_transition_time.clone())
         .unwrap_or_else(|| now.clone());
     Condition {
         type_: type_.to_owned(),
-        status: status.as_str().to_owned(),
-        reason: reason.to_owned(),
-        message: message.into(),
+        status: status.to_owned(),
+        reason: outcome.reason.as_str().to_owned(),
+        message: outcome.message.clone(),
         observed_generation: generation,
         last_transition_time,
     }
@@ -74,33 +81,28 @@ pub fn find<'a>(conditions: &'a [Condition], type_: &str) -> Option<&'a Conditio
 /// `Ready` from `Synced`: the hook on Bitbucket matches the spec. Delivery health never
 /// flips it (a third party's endpoint is not the operator's to fix: GitOps health checks
 /// and `dependsOn` must not stall on it); that is `Delivering`'s job.
-pub fn ready(synced: &Condition) -> (Status, String, String) {
-    match synced.status.as_str() {
-        "True" => (Status::True, "Ready".to_owned(), synced.message.clone()),
-        "Unknown" => (
-            Status::Unknown,
-            synced.reason.clone(),
-            synced.message.clone(),
-        ),
-        _ => (Status::False, synced.reason.clone(), synced.message.clone()),
+pub fn ready(synced: &Outcome) -> Outcome {
+    match synced.status {
+        Status::True => Outcome::new(Status::True, Reason::Ready, synced.message.clone()),
+        _ => synced.clone(),
     }
 }
 
 /// Whether the Synced outcome is terminal (Stalled) or still in progress (Reconciling),
-/// as (type, reason, message); None when synced.
-pub fn progress(synced: &Condition) -> Option<(&'static str, String, String)> {
-    if synced.status == "True" {
+/// as (type, outcome); None when synced or when policy only reports.
+pub fn progress(synced: &Outcome) -> Option<(&'static str, Outcome)> {
+    if synced.status == Status::True || synced.reason.is_reported() {
         return None;
     }
-    let kind = if TERMINAL_REASONS.contains(&synced.reason.as_str()) {
+    let kind = if synced.reason.is_terminal() {
         STALLED
-    } else if synced.reason == "Drifted" || synced.reason == "NotFound" {
-        // Reported by policy (driftPolicy Report, ObserveOnly): nothing in flight.
-        return None;
     } else {
         RECONCILING
     };
-    Some((kind, synced.reason.clone(), synced.message.clone()))
+    Some((
+        kind,
+        Outcome::new(Status::True, synced.reason, synced.message.clone()),
+    ))
 }
 
 #[cfg(test)]
@@ -113,21 +115,12 @@ mod tests {
 
     #[test]
     fn the_transition_time_moves_only_when_the_status_changes() {
-        let first = condition(
-            &[],
-            SYNCED,
-            Status::True,
-            "InSync",
-            "ok",
-            Some(1),
-            &now("2026-01-01T00:00:00Z"),
-        );
+        let in_sync = Outcome::new(Status::True, Reason::InSync, "ok");
+        let first = condition(&[], SYNCED, &in_sync, Some(1), &now("2026-01-01T00:00:00Z"));
         let same = condition(
             std::slice::from_ref(&first),
             SYNCED,
-            Status::True,
-            "InSync",
-            "ok",
+            &in_sync,
             Some(2),
             &now("2026-01-02T00:00:00Z"),
         );
@@ -135,9 +128,7 @@ mod tests {
         let flipped = condition(
             &[same],
             SYNCED,
-            Status::False,
-            "Drifted",
-            "x",
+            &Outcome::new(Status::False, Reason::Drifted, "x"),
             Some(2),
             &now("2026-01-03T00:00:00Z"),
         );
@@ -146,57 +137,45 @@ mod tests {
 
     #[test]
     fn terminal_reasons_stall_and_others_are_reconciling() {
-        let t = now("2026-01-01T00:00:00Z");
         let table = [
-            ("True", "InSync", None),
-            ("False", "InvalidSpec", Some(STALLED)),
-            ("False", "Forbidden", Some(STALLED)),
-            ("False", "Conflict", Some(STALLED)),
-            ("False", "NotAllowed", Some(STALLED)),
-            ("False", "RepositoryNotFound", Some(STALLED)),
-            ("False", "BitbucketUnavailable", Some(RECONCILING)),
-            ("False", "RateLimited", Some(RECONCILING)),
-            ("False", "ConnectionNotReady", Some(RECONCILING)),
-            ("False", "SecretNotFound", Some(RECONCILING)),
-            ("False", "Drifted", None),
+            (Status::True, Reason::InSync, None),
+            (Status::False, Reason::InvalidSpec, Some(STALLED)),
+            (Status::False, Reason::Forbidden, Some(STALLED)),
+            (Status::False, Reason::Unauthorized, Some(STALLED)),
+            (Status::False, Reason::Conflict, Some(STALLED)),
+            (Status::False, Reason::NotAllowed, Some(STALLED)),
+            (Status::False, Reason::RepositoryNotFound, Some(STALLED)),
+            (Status::False, Reason::Unsupported, Some(STALLED)),
+            (
+                Status::False,
+                Reason::BitbucketUnavailable,
+                Some(RECONCILING),
+            ),
+            (Status::False, Reason::RateLimited, Some(RECONCILING)),
+            (Status::False, Reason::ConnectionNotReady, Some(RECONCILING)),
+            (Status::False, Reason::SecretNotFound, Some(RECONCILING)),
+            (Status::Unknown, Reason::KubernetesError, Some(RECONCILING)),
+            (Status::False, Reason::Drifted, None),
+            (Status::False, Reason::NotFound, None),
         ];
         for (status, reason, expected) in table {
-            let status = if status == "True" {
-                Status::True
-            } else {
-                Status::False
-            };
-            let synced = condition(&[], SYNCED, status, reason, "m", None, &t);
-            assert_eq!(progress(&synced).map(|p| p.0), expected, "{reason}");
+            let synced = Outcome::new(status, reason, "m");
+            let got = progress(&synced);
+            assert_eq!(got.as_ref().map(|p| p.0), expected, "{reason}");
+            if let Some((_, outcome)) = got {
+                assert_eq!((outcome.status, outcome.reason), (Status::True, reason));
+            }
         }
     }
 
     #[test]
-    fn ready_follows_synced_and_a_failing_delivery() {
-        let t = now("2026-01-01T00:00:00Z");
-        let synced = condition(&[], SYNCED, Status::True, "InSync", "in sync", None, &t);
-        let unknown = condition(
-            &[],
-            DELIVERING,
-            Status::Unknown,
-            "NotReportedByBitbucket",
-            "",
-            None,
-            &t,
+    fn ready_follows_synced_only() {
+        let synced = Outcome::new(Status::True, Reason::Created, "created hook 1");
+        assert_eq!(
+            ready(&synced),
+            Outcome::new(Status::True, Reason::Ready, "created hook 1")
         );
-        let failing = condition(
-            &[],
-            DELIVERING,
-            Status::False,
-            "DeliveriesFailing",
-            "3 of 3 failed",
-            None,
-            &t,
-        );
-        let _ = (&unknown, &failing);
-        // Delivery health, failing or not reported, never flips Ready.
-        assert_eq!(ready(&synced).0, Status::True);
-        let conflict = condition(&[], SYNCED, Status::False, "Conflict", "taken", None, &t);
-        assert_eq!(ready(&conflict).1, "Conflict");
+        let conflict = Outcome::new(Status::False, Reason::Conflict, "taken");
+        assert_eq!(ready(&conflict), conflict);
     }
 }

@@ -12,11 +12,11 @@ use kube::runtime::events::{Event, EventType};
 use kube::{Api, Resource, ResourceExt};
 use serde_json::json;
 
-use super::conditions::{self, Status};
-use super::{Context, Error};
+use super::conditions::{self, Outcome, Status};
+use super::{Context, Error, Invalid, Refusal, SecretProblem};
 use crate::api::{
     BitbucketConnection, ClusterBitbucketConnection, ConnectionKind, ConnectionSpec,
-    ConnectionStatus, FIELD_MANAGER, FINALIZER,
+    ConnectionStatus, FIELD_MANAGER, FINALIZER, Reason,
 };
 use crate::bitbucket::{self, Budget, ConnectionConfig, Credentials, TlsOptions, WebhookBackend};
 
@@ -89,12 +89,12 @@ impl View {
             Some(c) if c.status == "True" && c.observed_generation == self.generation => Ok(()),
             Some(c) if c.status != "True" => Err(Error::ConnectionNotReady {
                 name: self.name.clone(),
-                reason: c.reason.clone(),
+                reason: c.reason.parse().unwrap_or(Reason::ConnectionNotReady),
                 message: c.message.clone(),
             }),
             _ => Err(Error::ConnectionNotReady {
                 name: self.name.clone(),
-                reason: "Verifying".to_owned(),
+                reason: Reason::Verifying,
                 message: "its credentials have not been verified yet".to_owned(),
             }),
         }
@@ -136,7 +136,10 @@ pub async fn secret_value(
     let secret = Api::<Secret>::namespaced(client.clone(), namespace)
         .get_opt(name)
         .await?
-        .ok_or_else(|| Error::SecretNotFound(format!("{namespace}/{name}")))?;
+        .ok_or_else(|| Error::SecretNotFound {
+            namespace: namespace.to_owned(),
+            name: name.to_owned(),
+        })?;
     let version = format!(
         "{}/{}",
         secret.uid().unwrap_or_default(),
@@ -144,12 +147,18 @@ pub async fn secret_value(
     );
     let data = secret.data.unwrap_or_default();
     let value = data.get(key).ok_or_else(|| {
-        Error::SecretInvalid(format!("Secret {namespace}/{name} has no key \"{key}\""))
+        Error::from(SecretProblem::MissingKey {
+            namespace: namespace.to_owned(),
+            name: name.to_owned(),
+            key: key.to_owned(),
+        })
     })?;
     let text = String::from_utf8(value.0.clone()).map_err(|_| {
-        Error::SecretInvalid(format!(
-            "Secret {namespace}/{name} key \"{key}\" is not UTF-8 text"
-        ))
+        Error::from(SecretProblem::NotText {
+            namespace: namespace.to_owned(),
+            name: name.to_owned(),
+            key: key.to_owned(),
+        })
     })?;
     Ok((text, version))
 }
@@ -190,10 +199,11 @@ impl Registry {
             .trim_start_matches('[')
             .trim_end_matches(']')
             .to_owned();
-        let refused = |kind: &str| {
-            Error::NotAllowed(format!(
-                "baseURL {base} leads to a {kind} address, which a namespaced BitbucketConnection may not reach: use a ClusterBitbucketConnection, or run the operator with --namespaced-private-targets (chart value operator.namespacedPrivateTargets)"
-            ))
+        let refused = |kind: &'static str| {
+            Error::from(Refusal::PrivateBaseUrl {
+                base: base.to_owned(),
+                kind,
+            })
         };
         if crate::health::probe::forbidden_host(&host) {
             return Err(refused("cluster-internal or local"));
@@ -223,8 +233,9 @@ impl Registry {
         let secret = Api::<Secret>::namespaced(client.clone(), &view.secret_namespace)
             .get_opt(secret_name)
             .await?
-            .ok_or_else(|| {
-                Error::SecretNotFound(format!("{}/{secret_name}", view.secret_namespace))
+            .ok_or_else(|| Error::SecretNotFound {
+                namespace: view.secret_namespace.clone(),
+                name: secret_name.clone(),
             })?;
         let mut fingerprint = format!(
             "{}/{:?}/{}",
@@ -265,7 +276,7 @@ impl Registry {
             &format!("{}/{secret_name}", view.secret_namespace),
             &data,
         )
-        .map_err(Error::SecretInvalid)?;
+        .map_err(SecretProblem::Credentials)?;
         let limit = view
             .spec
             .rate_limit
@@ -318,7 +329,7 @@ impl Registry {
                 metrics: metrics.clone(),
             }),
         })
-        .map_err(|e| Error::InvalidSpec(e.to_string()))?;
+        .map_err(|e| Invalid::Connection(e.to_string()))?;
         self.entries
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -406,10 +417,12 @@ async fn verify(view: &View, ctx: &Context) -> (ConnectionStatus, Option<Error>)
         conditions.push(conditions::condition(
             &previous.conditions,
             RATE_LIMITED,
-            Status::True,
-            "RateLimited",
-            format!(
-                "Bitbucket answered 429 (too many requests for this credential): every request waits until {until}"
+            &Outcome::new(
+                Status::True,
+                Reason::RateLimited,
+                format!(
+                    "Bitbucket answered 429 (too many requests for this credential): every request waits until {until}"
+                ),
             ),
             view.generation,
             &now,
@@ -439,9 +452,7 @@ async fn verify(view: &View, ctx: &Context) -> (ConnectionStatus, Option<Error>)
             conditions::condition(
                 &previous.conditions,
                 conditions::READY,
-                Status::True,
-                "Verified",
-                verified_message(&identity),
+                &Outcome::new(Status::True, Reason::Verified, verified_message(&identity)),
                 view.generation,
                 &now,
             ),
@@ -451,9 +462,7 @@ async fn verify(view: &View, ctx: &Context) -> (ConnectionStatus, Option<Error>)
             conditions::condition(
                 &previous.conditions,
                 conditions::READY,
-                Status::False,
-                e.reason(),
-                e.to_string(),
+                &Outcome::new(Status::False, e.reason(), e.to_string()),
                 view.generation,
                 &now,
             ),
@@ -590,10 +599,12 @@ where
         conditions.push(conditions::condition(
             &previous.conditions,
             IN_USE,
-            Status::True,
-            "InUse",
-            format!(
-                "being deleted: kept until the {users} Webhook(s) using it are gone, so their cleanup can reach Bitbucket"
+            &Outcome::new(
+                Status::True,
+                Reason::InUse,
+                format!(
+                    "being deleted: kept until the {users} Webhook(s) using it are gone, so their cleanup can reach Bitbucket"
+                ),
             ),
             view.generation,
             &now,

@@ -5,6 +5,7 @@ pub mod cache;
 pub mod claims;
 pub mod conditions;
 pub mod connection;
+mod error;
 pub mod plan;
 pub mod schedule;
 pub mod webhook;
@@ -17,8 +18,10 @@ use kube::core::DeserializeGuard;
 use kube::runtime::events::Recorder;
 use kube::runtime::reflector::{ObjectRef, Store};
 
+pub use error::{Error, Invalid, Refusal, SecretProblem};
+
 use crate::api::Webhook;
-use crate::bitbucket::{self, RetryPolicy};
+use crate::bitbucket::RetryPolicy;
 
 /// Settings of a running operator.
 #[derive(Clone, Debug)]
@@ -153,88 +156,6 @@ impl Context {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .remove(key);
-    }
-}
-
-/// Why a reconcile could not do its job. `reason()` is a stable condition/event reason.
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    #[error("Kubernetes API error: {0}")]
-    Kube(#[from] kube::Error),
-    #[error("{kind} {name} does not exist")]
-    ConnectionNotFound { kind: &'static str, name: String },
-    #[error("connection {name} is not ready ({reason}): {message}")]
-    ConnectionNotReady {
-        name: String,
-        reason: String,
-        message: String,
-    },
-    #[error("{0}")]
-    NotAllowed(String),
-    #[error("Secret {0} does not exist")]
-    SecretNotFound(String),
-    #[error("{0}")]
-    SecretInvalid(String),
-    #[error("{0}")]
-    InvalidSpec(String),
-    #[error("Webhook {0} already manages a hook with this URL on this repository")]
-    Conflict(String),
-    #[error("{0}")]
-    Bitbucket(#[from] bitbucket::Error),
-    #[error("repository {repository} does not exist or the credential cannot see it: {message}")]
-    RepositoryNotFound { repository: String, message: String },
-    #[error("{0}")]
-    Finalizer(String),
-    /// A deletion that has no credential left to reach Bitbucket with.
-    #[error("{0}")]
-    NoCredential(String),
-}
-
-impl Error {
-    pub fn reason(&self) -> &'static str {
-        match self {
-            Error::Kube(_) => "KubernetesError",
-            Error::ConnectionNotFound { .. } => "ConnectionNotFound",
-            // The connection's own cause where it is one the Webhook's owner can act on.
-            Error::ConnectionNotReady { reason, .. } => match reason.as_str() {
-                "Unauthorized" => "Unauthorized",
-                "Forbidden" => "Forbidden",
-                "SecretNotFound" => "SecretNotFound",
-                "SecretInvalid" => "SecretInvalid",
-                "InvalidSpec" => "InvalidSpec",
-                "NotAllowed" => "NotAllowed",
-                "BitbucketUnavailable" => "BitbucketUnavailable",
-                "RateLimited" => "RateLimited",
-                _ => "ConnectionNotReady",
-            },
-            Error::NotAllowed(_) => "NotAllowed",
-            Error::SecretNotFound(_) => "SecretNotFound",
-            Error::SecretInvalid(_) => "SecretInvalid",
-            Error::InvalidSpec(_) => "InvalidSpec",
-            Error::Conflict(_) => "Conflict",
-            Error::Bitbucket(e) => e.reason(),
-            Error::RepositoryNotFound { .. } => "RepositoryNotFound",
-            Error::Finalizer(_) => "FinalizerError",
-            Error::NoCredential(_) => "SecretNotFound",
-        }
-    }
-
-    /// Errors that go away by themselves; the others wait for someone to change something
-    /// (which triggers a reconcile through the watches).
-    pub fn transient(&self) -> bool {
-        match self {
-            Error::Kube(_) | Error::ConnectionNotReady { .. } | Error::Finalizer(_) => true,
-            Error::Bitbucket(e) => e.retryable(),
-            _ => false,
-        }
-    }
-
-    /// How long the error itself asks to wait.
-    pub fn retry_after(&self) -> Option<Duration> {
-        match self {
-            Error::Bitbucket(e) => e.retry_after(),
-            _ => None,
-        }
     }
 }
 

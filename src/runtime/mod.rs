@@ -381,7 +381,7 @@ fn error_policy<K: Resource<DynamicType = ()>>(
     ctx: Arc<Context>,
 ) -> kube::runtime::controller::Action {
     let key = reconcile::object_key(obj.as_ref());
-    tracing::warn!(object = %key, reason = error.reason(), error = %error, "reconcile failed");
+    tracing::warn!(object = %key, reason = %error.reason(), error = %error, "reconcile failed");
     kube::runtime::controller::Action::requeue(reconcile::requeue_after(&ctx, &key, error))
 }
 

@@ -1,0 +1,180 @@
+//! Why a reconcile could not do its job, with structured fields; the text of every
+//! message is written here, once. `reason()` is the stable condition/Event reason.
+
+use std::time::Duration;
+
+use crate::api::{FORCE_ORPHAN_ANNOTATION, Reason};
+use crate::bitbucket;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("Kubernetes API error: {0}")]
+    Kube(#[from] kube::Error),
+    #[error("{kind} {name} does not exist")]
+    ConnectionNotFound { kind: &'static str, name: String },
+    #[error("connection {name} is not ready ({reason}): {message}")]
+    ConnectionNotReady {
+        name: String,
+        reason: Reason,
+        message: String,
+    },
+    #[error(transparent)]
+    NotAllowed(#[from] Refusal),
+    #[error("Secret {namespace}/{name} does not exist")]
+    SecretNotFound { namespace: String, name: String },
+    #[error(transparent)]
+    SecretInvalid(#[from] SecretProblem),
+    #[error(transparent)]
+    InvalidSpec(#[from] Invalid),
+    #[error("Webhook {holder} already manages a hook with this URL on this repository")]
+    Conflict { holder: String },
+    #[error("{0}")]
+    Bitbucket(#[from] bitbucket::Error),
+    #[error("repository {repository} does not exist or the credential cannot see it: {message}")]
+    RepositoryNotFound { repository: String, message: String },
+    #[error("{0}")]
+    Finalizer(String),
+    /// A deletion that has no credential left to reach Bitbucket with.
+    #[error(
+        "{cause}, and this operator has not used that connection since it started, so it has no credential to delete the hook with; restore the Secret, or annotate {FORCE_ORPHAN_ANNOTATION}=true to release the Webhook and leave the hook"
+    )]
+    NoCredential { cause: Box<Error> },
+}
+
+/// Policy refuses what the spec asks (reason NotAllowed).
+#[derive(Debug, thiserror::Error)]
+pub enum Refusal {
+    #[error(
+        "this operator does not serve ClusterBitbucketConnections (it watches one namespace); use a BitbucketConnection"
+    )]
+    ClusterConnectionsOff,
+    #[error(
+        "ClusterBitbucketConnection {connection} allows no namespace (spec.allowedNamespaces is empty)"
+    )]
+    NoNamespaceAllowed { connection: String },
+    #[error("ClusterBitbucketConnection {connection} has an invalid allowedNamespaces: {problem}")]
+    InvalidSelector { connection: String, problem: String },
+    #[error(
+        "ClusterBitbucketConnection {connection} does not allow namespace {namespace} (allowedNamespaces: {selector})"
+    )]
+    Namespace {
+        connection: String,
+        namespace: String,
+        selector: String,
+    },
+    #[error(
+        "ClusterBitbucketConnection {connection} does not allow repository {repository} (allowedRepositories: {})",
+        patterns.join(", ")
+    )]
+    Repository {
+        connection: String,
+        repository: String,
+        patterns: Vec<String>,
+    },
+    #[error(
+        "baseURL {base} leads to a {kind} address, which a namespaced BitbucketConnection may not reach: use a ClusterBitbucketConnection, or run the operator with --namespaced-private-targets (chart value operator.namespacedPrivateTargets)"
+    )]
+    PrivateBaseUrl { base: String, kind: &'static str },
+}
+
+/// A Secret exists but its content cannot be used (reason SecretInvalid).
+#[derive(Debug, thiserror::Error)]
+pub enum SecretProblem {
+    #[error("Secret {namespace}/{name} has no key \"{key}\"")]
+    MissingKey {
+        namespace: String,
+        name: String,
+        key: String,
+    },
+    #[error("Secret {namespace}/{name} key \"{key}\" is not UTF-8 text")]
+    NotText {
+        namespace: String,
+        name: String,
+        key: String,
+    },
+    #[error("Secret {namespace}/{name} key \"{key}\" is empty")]
+    Empty {
+        namespace: String,
+        name: String,
+        key: String,
+    },
+    /// The connection's credential Secret does not fit its auth type.
+    #[error("{0}")]
+    Credentials(String),
+}
+
+/// The spec cannot be served as written (reason InvalidSpec).
+#[derive(Debug, thiserror::Error)]
+pub enum Invalid {
+    #[error("repository {value:?} is not owner/slug")]
+    Repository { value: String },
+    #[error("{}", problems.join("; "))]
+    Events { problems: Vec<String> },
+    #[error("Post Webhooks for Bitbucket does not sign deliveries: remove spec.secretRef")]
+    UnsignedBackend,
+    #[error(
+        "the signing secret in Secret {namespace}/{name} is longer than the 128 characters Bitbucket accepts"
+    )]
+    SecretTooLong { namespace: String, name: String },
+    /// The connection's settings cannot make a client (a malformed baseURL or CA).
+    #[error("{0}")]
+    Connection(String),
+}
+
+impl Error {
+    pub fn reason(&self) -> Reason {
+        match self {
+            Error::Kube(_) => Reason::KubernetesError,
+            Error::ConnectionNotFound { .. } => Reason::ConnectionNotFound,
+            // The connection's own cause where it is one the Webhook's owner can act on.
+            Error::ConnectionNotReady { reason, .. } => match reason {
+                Reason::Unauthorized
+                | Reason::Forbidden
+                | Reason::SecretNotFound
+                | Reason::SecretInvalid
+                | Reason::InvalidSpec
+                | Reason::NotAllowed
+                | Reason::BitbucketUnavailable
+                | Reason::RateLimited => *reason,
+                _ => Reason::ConnectionNotReady,
+            },
+            Error::NotAllowed(_) => Reason::NotAllowed,
+            Error::SecretNotFound { .. } | Error::NoCredential { .. } => Reason::SecretNotFound,
+            Error::SecretInvalid(_) => Reason::SecretInvalid,
+            Error::InvalidSpec(_) => Reason::InvalidSpec,
+            Error::Conflict { .. } => Reason::Conflict,
+            Error::Bitbucket(e) => e.reason(),
+            Error::RepositoryNotFound { .. } => Reason::RepositoryNotFound,
+            Error::Finalizer(_) => Reason::FinalizerError,
+        }
+    }
+
+    /// Errors that go away by themselves; the others wait for someone to change something
+    /// (which triggers a reconcile through the watches).
+    pub fn transient(&self) -> bool {
+        match self {
+            Error::Kube(_) | Error::ConnectionNotReady { .. } | Error::Finalizer(_) => true,
+            Error::Bitbucket(e) => e.retryable(),
+            _ => false,
+        }
+    }
+
+    /// How long the error itself asks to wait.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            Error::Bitbucket(e) => e.retry_after(),
+            _ => None,
+        }
+    }
+
+    /// A Bitbucket error about a repository: a 404 means the repository is missing.
+    pub fn about_repository(repository: &bitbucket::RepoRef, e: bitbucket::Error) -> Error {
+        match e {
+            bitbucket::Error::NotFound { message } => Error::RepositoryNotFound {
+                repository: repository.to_string(),
+                message,
+            },
+            other => Error::Bitbucket(other),
+        }
+    }
+}

@@ -1,0 +1,233 @@
+//! What a Webhook references: its connection (if it may use it) and its signing Secret
+//! (generated when asked to).
+
+use k8s_openapi::ByteString;
+use k8s_openapi::api::core::v1::{Namespace, Secret};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use kube::api::PostParams;
+use kube::core::{Selector, SelectorExt};
+use kube::{Api, Resource, ResourceExt};
+
+use super::status::Note;
+use crate::api::{
+    BitbucketConnection, ClusterBitbucketConnection, ConnectionKind, FIELD_MANAGER,
+    GENERATED_LABEL, Reason, Webhook,
+};
+use crate::reconcile::connection::{View, secret_value};
+use crate::reconcile::plan::DesiredSecret;
+use crate::reconcile::{Context, Error, Invalid, Refusal, SecretProblem};
+
+/// The connection a Webhook references, if it may use it.
+#[tracing::instrument(skip_all)]
+pub async fn connection(w: &Webhook, ctx: &Context) -> Result<View, Error> {
+    let namespace = w.namespace().unwrap_or_default();
+    let name = &w.spec.connection_ref.name;
+    match w.spec.connection_ref.kind {
+        ConnectionKind::BitbucketConnection => {
+            let api = Api::<BitbucketConnection>::namespaced(ctx.client.clone(), &namespace);
+            let c = api
+                .get_opt(name)
+                .await?
+                .ok_or_else(|| Error::ConnectionNotFound {
+                    kind: "BitbucketConnection",
+                    name: format!("{namespace}/{name}"),
+                })?;
+            Ok(View::namespaced(&c))
+        }
+        ConnectionKind::ClusterBitbucketConnection => {
+            if !ctx.config.cluster_connections {
+                return Err(Refusal::ClusterConnectionsOff.into());
+            }
+            let api = Api::<ClusterBitbucketConnection>::all(ctx.client.clone());
+            let c = api
+                .get_opt(name)
+                .await?
+                .ok_or_else(|| Error::ConnectionNotFound {
+                    kind: "ClusterBitbucketConnection",
+                    name: name.clone(),
+                })?;
+            let labels = Api::<Namespace>::all(ctx.client.clone())
+                .get_opt(&namespace)
+                .await?
+                .map(|n| n.labels().clone())
+                .unwrap_or_default();
+            admits(&c, &namespace, &labels, &w.spec.repository)?;
+            Ok(View::cluster(&c, &ctx.config.cluster_secret_namespace))
+        }
+    }
+}
+
+/// A cluster connection serves only the namespaces and repositories it allows.
+fn admits(
+    c: &ClusterBitbucketConnection,
+    namespace: &str,
+    labels: &std::collections::BTreeMap<String, String>,
+    repository: &str,
+) -> Result<(), Refusal> {
+    let connection = c.name_any();
+    let Some(selector) = &c.spec.allowed_namespaces else {
+        return Err(Refusal::NoNamespaceAllowed { connection });
+    };
+    let selector = Selector::try_from(selector.clone()).map_err(|e| Refusal::InvalidSelector {
+        connection: connection.clone(),
+        problem: e.to_string(),
+    })?;
+    if !selector.matches(labels) {
+        return Err(Refusal::Namespace {
+            connection,
+            namespace: namespace.to_owned(),
+            selector: selector.to_string(),
+        });
+    }
+    if let Some(patterns) = &c.spec.allowed_repositories {
+        let options = glob::MatchOptions {
+            case_sensitive: false,
+            ..Default::default()
+        };
+        let ok = patterns
+            .iter()
+            .any(|p| glob::Pattern::new(p).is_ok_and(|p| p.matches_with(repository, options)));
+        if !ok {
+            return Err(Refusal::Repository {
+                connection,
+                repository: repository.to_owned(),
+                patterns: patterns.clone(),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// The signing secret, generating its Secret when asked to (and saying so in `notes`).
+#[tracing::instrument(skip_all)]
+pub async fn signing_secret(
+    w: &Webhook,
+    ctx: &Context,
+    notes: &mut Vec<Note>,
+) -> Result<Option<DesiredSecret>, Error> {
+    let Some(reference) = &w.spec.secret_ref else {
+        return Ok(None);
+    };
+    let namespace = w.namespace().unwrap_or_default();
+    let api = Api::<Secret>::namespaced(ctx.client.clone(), &namespace);
+    if reference.generate && api.get_opt(&reference.name).await?.is_none() {
+        generate(w, &api, &reference.name, &reference.key).await?;
+        notes.push(Note::normal(
+            Reason::SecretGenerated,
+            "GenerateSecret",
+            format!(
+                "created Secret {} with a random signing secret in key {}",
+                reference.name, reference.key
+            ),
+        ));
+    }
+    let (value, version) =
+        secret_value(&ctx.client, &namespace, &reference.name, &reference.key).await?;
+    let value = value.trim().to_owned();
+    if value.is_empty() {
+        return Err(SecretProblem::Empty {
+            namespace,
+            name: reference.name.clone(),
+            key: reference.key.clone(),
+        }
+        .into());
+    }
+    if value.chars().count() > 128 {
+        return Err(Invalid::SecretTooLong {
+            namespace,
+            name: reference.name.clone(),
+        }
+        .into());
+    }
+    Ok(Some(DesiredSecret {
+        value: value.into(),
+        version,
+    }))
+}
+
+/// Creates the Secret with 32 random bytes (hex), owned by the Webhook (collected with it).
+async fn generate(w: &Webhook, api: &Api<Secret>, name: &str, key: &str) -> Result<(), Error> {
+    let bytes: [u8; 32] = rand::random();
+    let value: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    let secret = Secret {
+        metadata: ObjectMeta {
+            name: Some(name.to_owned()),
+            labels: Some([(GENERATED_LABEL.to_owned(), w.name_any())].into()),
+            owner_references: w.controller_owner_ref(&()).map(|r| vec![r]),
+            ..Default::default()
+        },
+        data: Some([(key.to_owned(), ByteString(value.into_bytes()))].into()),
+        ..Default::default()
+    };
+    let params = PostParams {
+        field_manager: Some(FIELD_MANAGER.to_owned()),
+        ..Default::default()
+    };
+    match api.create(&params, &secret).await {
+        Ok(_) => Ok(()),
+        // Created meanwhile (another reconcile, or a person): use that one.
+        Err(kube::Error::Api(e)) if e.code == 409 => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::ClusterBitbucketConnectionSpec;
+
+    fn connection(
+        namespaces: Option<&str>,
+        repositories: Option<&[&str]>,
+    ) -> ClusterBitbucketConnection {
+        let mut spec = serde_json::json!({
+            "flavor": "Cloud",
+            "auth": {"type": "Bearer", "secretRef": {"name": "token"}},
+        });
+        if let Some(team) = namespaces {
+            spec["allowedNamespaces"] = serde_json::json!({"matchLabels": {"team": team}});
+        }
+        if let Some(r) = repositories {
+            spec["allowedRepositories"] = serde_json::json!(r);
+        }
+        let spec: ClusterBitbucketConnectionSpec = serde_json::from_value(spec).expect("spec");
+        ClusterBitbucketConnection::new("shared", spec)
+    }
+
+    #[test]
+    fn cluster_connections_admit_by_namespace_labels_and_repository_globs() {
+        let labels = |team: &str| [("team".to_owned(), team.to_owned())].into();
+        let table = [
+            (
+                connection(None, None),
+                "a",
+                "x/y",
+                Some("allows no namespace"),
+            ),
+            (connection(Some("a"), None), "a", "x/y", None),
+            (
+                connection(Some("a"), None),
+                "b",
+                "x/y",
+                Some("does not allow namespace b"),
+            ),
+            (connection(Some("a"), Some(&["x/*"])), "a", "X/Y", None),
+            (
+                connection(Some("a"), Some(&["x/*", "z/app"])),
+                "a",
+                "y/app",
+                Some("does not allow repository y/app (allowedRepositories: x/*, z/app)"),
+            ),
+        ];
+        for (c, team, repository, expected) in table {
+            let got = admits(&c, team, &labels(team), repository)
+                .err()
+                .map(|e| e.to_string());
+            match (got, expected) {
+                (None, None) => {}
+                (Some(e), Some(text)) => assert!(e.contains(text), "{e} should say {text}"),
+                (got, expected) => panic!("{team} {repository}: {got:?}, expected {expected:?}"),
+            }
+        }
+    }
+}

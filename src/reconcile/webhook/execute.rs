@@ -1,0 +1,176 @@
+//! Execute: the only place that writes to Bitbucket, carrying out a plan (or a deletion).
+
+use std::time::Duration;
+
+use kube::api::{Patch, PatchParams};
+use kube::{Api, ResourceExt};
+use serde_json::json;
+
+use super::Done;
+use super::observe::{Observation, Target};
+use crate::api::{PENDING_CREATE_ANNOTATION, Webhook};
+use crate::bitbucket::{self, Deleted, HookSpec, SecretChange, WebhookBackend};
+use crate::reconcile::plan::{Desired, Field, Plan};
+use crate::reconcile::{Context, Error};
+
+/// Carries out the plan; returns the hook's id (None: there is none) and what was done.
+#[tracing::instrument(skip_all, fields(plan = plan_name(&observation.plan)))]
+pub async fn execute(
+    target: &Target<'_>,
+    desired: &Desired,
+    observation: &Observation,
+    api: &Api<Webhook>,
+    ctx: &Context,
+) -> Result<(Option<String>, Done), Error> {
+    Ok(match &observation.plan {
+        Plan::InSync { id, adopted: false } => (Some(id.clone()), Done::InSync),
+        Plan::InSync { id, adopted: true } => (Some(id.clone()), Done::Adopted),
+        Plan::Drifted { id, fields } => (Some(id.clone()), Done::Drifted(fields.clone())),
+        Plan::Missing { deleted } => (None, Done::Missing { deleted: *deleted }),
+        Plan::Update {
+            id,
+            adopted,
+            fields,
+        } => {
+            let current = observation.hook(id).ok_or_else(|| {
+                Error::Bitbucket(bitbucket::Error::Unexpected {
+                    message: format!("hook {id} is not in the listing it was planned from"),
+                })
+            })?;
+            let spec = hook_spec(desired, secret_change(desired, fields));
+            let hook = target
+                .backend
+                .update_hook(target.repository, current, &spec)
+                .await?;
+            ctx.lists.upsert(&observation.key, hook.clone()).await;
+            let done = if *adopted {
+                Done::Adopted
+            } else {
+                Done::Updated(fields.clone())
+            };
+            (Some(hook.id), done)
+        }
+        Plan::Create => {
+            let id = create(target, desired, api, &observation.key, ctx).await?;
+            (Some(id), Done::Created)
+        }
+    })
+}
+
+fn plan_name(plan: &Plan) -> &'static str {
+    match plan {
+        Plan::InSync { .. } => "InSync",
+        Plan::Drifted { .. } => "Drifted",
+        Plan::Missing { .. } => "Missing",
+        Plan::Update { .. } => "Update",
+        Plan::Create => "Create",
+    }
+}
+
+/// Creates the hook behind the pending-create mark.
+async fn create(
+    target: &Target<'_>,
+    desired: &Desired,
+    api: &Api<Webhook>,
+    key: &str,
+    ctx: &Context,
+) -> Result<String, Error> {
+    mark_pending(api, target.w, Some(&desired.url)).await?;
+    let secret = desired
+        .secret
+        .as_ref()
+        .map_or(SecretChange::Keep, |s| SecretChange::Set(s.value.clone()));
+    let spec = hook_spec(desired, secret);
+    let hook = match target.backend.create_hook(target.repository, &spec).await {
+        Ok(hook) => hook,
+        // Refused before Bitbucket acted (a spent budget, a 429): nothing was created, so
+        // the mark goes; otherwise the next try would re-list first.
+        Err(e @ bitbucket::Error::RateLimited { .. }) => {
+            mark_pending(api, target.w, None).await?;
+            return Err(e.into());
+        }
+        Err(e) => return Err(Error::about_repository(target.repository, e)),
+    };
+    ctx.lists.upsert(key, hook.clone()).await;
+    Ok(hook.id)
+}
+
+fn hook_spec(desired: &Desired, secret: SecretChange) -> HookSpec {
+    HookSpec {
+        title: desired.title.clone(),
+        url: desired.url.clone(),
+        active: desired.active,
+        events: desired.events.clone(),
+        secret,
+        skip_cert_verification: desired.skip_cert_verification,
+    }
+}
+
+fn secret_change(desired: &Desired, fields: &[Field]) -> SecretChange {
+    match (&desired.secret, fields.contains(&Field::Secret)) {
+        (_, false) => SecretChange::Keep,
+        (Some(s), true) => SecretChange::Set(s.value.clone()),
+        (None, true) => SecretChange::Remove,
+    }
+}
+
+/// Sets (before a create) or clears (once the id is in status) the pending-create mark:
+/// after a crash in between, the hook with this URL is known to be ours.
+pub async fn mark_pending(api: &Api<Webhook>, w: &Webhook, url: Option<&str>) -> Result<(), Error> {
+    let patch = json!({ "metadata": { "annotations": { PENDING_CREATE_ANNOTATION: url } } });
+    api.patch(
+        &w.name_any(),
+        &PatchParams::default(),
+        &Patch::Merge(&patch),
+    )
+    .await?;
+    Ok(())
+}
+
+/// Which hook a deletion removes.
+#[derive(Debug, PartialEq)]
+pub enum Victim {
+    Id(String),
+    /// Created, but the id never reached status: the hook with this URL is ours.
+    WithUrl(String),
+}
+
+/// Deletes the hook; returns what happened, for the Event.
+#[tracing::instrument(skip_all, fields(repository = %repository))]
+pub async fn delete(
+    backend: &dyn WebhookBackend,
+    repository: &bitbucket::RepoRef,
+    victim: Victim,
+    key: &str,
+    ctx: &Context,
+) -> Result<String, Error> {
+    let id = match victim {
+        Victim::Id(id) => id,
+        Victim::WithUrl(url) => {
+            let (hooks, _) = ctx
+                .lists
+                .get(key, Duration::ZERO, || backend.list_hooks(repository))
+                .await
+                .map_err(|e| Error::about_repository(repository, e))?;
+            match hooks.into_iter().find(|h| h.url == url) {
+                Some(h) => h.id,
+                None => {
+                    return Ok(format!(
+                        "no hook with this URL on {repository}: nothing to delete"
+                    ));
+                }
+            }
+        }
+    };
+    let outcome = match backend.delete_hook(repository, &id).await {
+        Ok(outcome) => outcome,
+        // The repository itself is gone: so is the hook.
+        Err(bitbucket::Error::NotFound { .. }) => Deleted::AlreadyGone,
+        Err(e) => return Err(e.into()),
+    };
+    ctx.lists.remove(key, &id).await;
+    Ok(match outcome {
+        Deleted::Removed => format!("deleted hook {id} from {repository}"),
+        Deleted::AlreadyGone => format!("hook {id} was already gone from {repository}"),
+    })
+}

@@ -1,0 +1,360 @@
+//! The Webhook reconciler: a short driver over its steps.
+//!
+//! [`dereference`] (connection, Secrets) -> [`validate`] (pure) -> [`observe`] (the
+//! repository's cached listing, planned by the pure `plan()`) -> [`execute`] (the only
+//! writes to Bitbucket) -> health -> [`status`] (pure: the new status and its Events).
+//! Deletion: [`cleanup`] (a pure deletion plan, then `execute`).
+
+mod cleanup;
+mod dereference;
+mod execute;
+mod observe;
+mod status;
+mod validate;
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::api::{Patch, PatchParams};
+use kube::core::DeserializeGuard;
+use kube::runtime::controller::Action;
+use kube::runtime::events::Event;
+use kube::runtime::finalizer::{Error as FinalizerError, Event as FinalizerEvent, finalizer};
+use kube::{Api, Resource, ResourceExt};
+use serde_json::json;
+
+use self::observe::Target;
+use self::status::Note;
+pub use self::validate::backend_of;
+use super::connection::View;
+use super::plan::{Desired, Field};
+use super::schedule::until_next_slot;
+use super::{Context, Error, conditions, object_key};
+use crate::api::{
+    DeliveryHealth, DeliveryStatus, FIELD_MANAGER, FINALIZER, Flavor, PENDING_CREATE_ANNOTATION,
+    TEST_REQUESTED_ANNOTATION, Webhook, WebhookStatus,
+};
+use crate::bitbucket::{DeliveryStats, RepoRef, WebhookBackend};
+use crate::health::{Assessment, Inputs};
+
+/// What a successful sync did.
+#[derive(Debug, PartialEq)]
+pub enum Done {
+    InSync,
+    Created,
+    Adopted,
+    Updated(Vec<Field>),
+    Drifted(Vec<Field>),
+    Missing { deleted: bool },
+}
+
+/// What a successful sync reports in status.
+#[derive(Debug)]
+pub struct Report {
+    pub id: Option<String>,
+    pub done: Done,
+    pub repository: RepoRef,
+    /// Bitbucket's page of the repository's webhooks.
+    pub page: String,
+    /// The signing Secret's version now on Bitbucket.
+    pub secret_version: Option<String>,
+}
+
+/// A successful sync, with what the health assessment needs.
+struct Synced {
+    report: Report,
+    flavor: Flavor,
+    backend: Arc<dyn WebhookBackend>,
+    secret: Option<secrecy::SecretString>,
+    /// The Webhook's probe, else the connection's.
+    probe: Option<crate::api::ProbeSpec>,
+    allow_private_targets: bool,
+    /// Data Center: the hook's statistics from this reconcile's listing, when a health
+    /// poll was due (None: not polled now).
+    stats: Option<DeliveryStats>,
+}
+
+/// Entry point for the controller.
+#[tracing::instrument(skip_all, fields(webhook = %guard_key(&guard)))]
+pub async fn reconcile(
+    guard: Arc<DeserializeGuard<Webhook>>,
+    ctx: Arc<Context>,
+) -> Result<Action, Error> {
+    let webhook = match &guard.0 {
+        Ok(w) => Arc::new(w.clone()),
+        Err(invalid) => {
+            // One malformed object must not stop the others: say so and wait for a fix.
+            tracing::warn!(error = %invalid.error, "cannot read a Webhook");
+            return Ok(Action::await_change());
+        }
+    };
+    let namespace = webhook.namespace().unwrap_or_default();
+    let api: Api<Webhook> = Api::namespaced(ctx.client.clone(), &namespace);
+    finalizer(&api, FINALIZER, webhook, |event| async {
+        match event {
+            FinalizerEvent::Apply(w) => apply(&w, &api, &ctx).await,
+            FinalizerEvent::Cleanup(w) => cleanup::cleanup(&w, &ctx).await,
+        }
+    })
+    .await
+    .map_err(|e| match e {
+        FinalizerError::ApplyFailed(e) | FinalizerError::CleanupFailed(e) => e,
+        other => Error::Finalizer(other.to_string()),
+    })
+}
+
+fn guard_key(guard: &DeserializeGuard<Webhook>) -> String {
+    match &guard.0 {
+        Ok(w) => object_key(w),
+        Err(invalid) => invalid.metadata.name.clone().unwrap_or_default(),
+    }
+}
+
+/// Requeue after an error that escaped the status (cleanup, Kubernetes API failures).
+pub fn error_policy(
+    guard: Arc<DeserializeGuard<Webhook>>,
+    error: &Error,
+    ctx: Arc<Context>,
+) -> Action {
+    let key = guard_key(&guard);
+    tracing::warn!(webhook = %key, reason = %error.reason(), error = %error, "reconcile failed");
+    Action::requeue(super::requeue_after(&ctx, &key, error))
+}
+
+async fn publish(ctx: &Context, w: &Webhook, note: Note) {
+    let event = Event {
+        type_: note.type_(),
+        reason: note.reason.as_str().to_owned(),
+        note: Some(note.message),
+        action: note.action.to_owned(),
+        secondary: None,
+    };
+    if let Err(e) = ctx.recorder.publish(&event, &w.object_ref(&())).await {
+        tracing::warn!(error = %e, "cannot publish an event");
+    }
+}
+
+/// Sync, assess, write status, tell, and say when to look again.
+async fn apply(w: &Webhook, api: &Api<Webhook>, ctx: &Context) -> Result<Action, Error> {
+    let started = std::time::Instant::now();
+    let mut notes = Vec::new();
+    let result = sync(w, api, ctx, &mut notes).await;
+    let health = match &result {
+        Ok(synced) => assess(w, synced, ctx).await,
+        Err(_) => None,
+    };
+    let report = result.as_ref().map(|s| &s.report);
+    let status = status::new_status(w, report, health.as_ref(), Time(jiff::Timestamp::now()));
+    write_status(api, w, &status).await?;
+    if w.annotations().contains_key(PENDING_CREATE_ANNOTATION) && status.webhook_id.is_some() {
+        execute::mark_pending(api, w, None).await?;
+    }
+    notes.extend(status::events(w, report, &status, health.as_ref()));
+    for note in notes {
+        publish(ctx, w, note).await;
+    }
+    record(ctx, w, report, &status, started.elapsed());
+    Ok(next(w, report, health.as_ref(), ctx))
+}
+
+#[tracing::instrument(skip_all)]
+async fn write_status(
+    api: &Api<Webhook>,
+    w: &Webhook,
+    status: &WebhookStatus,
+) -> Result<(), Error> {
+    let patch = json!({ "apiVersion": "bitbucket.hooks.dev/v1alpha1", "kind": "Webhook", "status": status });
+    api.patch_status(
+        &w.name_any(),
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(&patch),
+    )
+    .await?;
+    Ok(())
+}
+
+/// The steps up to Bitbucket and back.
+async fn sync(
+    w: &Webhook,
+    api: &Api<Webhook>,
+    ctx: &Context,
+    notes: &mut Vec<Note>,
+) -> Result<Synced, Error> {
+    let view = dereference::connection(w, ctx).await?;
+    view.readiness()?;
+    let flavor = view.spec.flavor;
+    let valid = validate::spec(w, flavor)?;
+    validate::conflict(w, &ctx.claims)?;
+    let backend = ctx
+        .connections
+        .backend(&ctx.client, &view, &ctx.config.retry, &ctx.metrics)
+        .await?;
+    let secret = dereference::signing_secret(w, ctx, notes).await?;
+    let desired = desired(w, valid.events, secret);
+    let target = Target {
+        w,
+        view: &view,
+        backend: &backend,
+        repository: &valid.repository,
+    };
+    let observation = observe::observe(&target, &desired, ctx).await?;
+    let (id, done) = execute::execute(&target, &desired, &observation, api, ctx).await?;
+    // The Secret's version is on Bitbucket once the hook matches the spec.
+    let secret_version = match done {
+        Done::Drifted(_) | Done::Missing { .. } => {
+            w.status.as_ref().and_then(|s| s.secret_version.clone())
+        }
+        _ => desired.secret.as_ref().map(|s| s.version.clone()),
+    };
+    Ok(Synced {
+        stats: id.as_deref().and_then(|id| observation.stats(id)),
+        report: Report {
+            id,
+            done,
+            page: backend.webhooks_page(&valid.repository),
+            repository: valid.repository,
+            secret_version,
+        },
+        flavor,
+        secret: desired.secret.map(|s| s.value),
+        probe: w.spec.probe.clone().or_else(|| view.spec.probe.clone()),
+        allow_private_targets: ctx.connections.allow_private_targets(&view),
+        backend,
+    })
+}
+
+fn desired(
+    w: &Webhook,
+    events: Vec<String>,
+    secret: Option<super::plan::DesiredSecret>,
+) -> Desired {
+    let namespace = w.namespace().unwrap_or_default();
+    Desired {
+        title: w
+            .spec
+            .title
+            .clone()
+            .unwrap_or_else(|| format!("{namespace}/{}", w.name_any())),
+        url: w.spec.url.clone(),
+        active: w.spec.active,
+        events,
+        secret,
+        skip_cert_verification: w.spec.skip_cert_verification,
+    }
+}
+
+/// When to look again: the repository's next resync slot, sooner for health or a retry.
+fn next(
+    w: &Webhook,
+    report: Result<&Report, &Error>,
+    health: Option<&Assessment>,
+    ctx: &Context,
+) -> Action {
+    let key = object_key(w);
+    let group = match report {
+        Ok(r) => resync_group(w, &r.repository),
+        Err(_) => key.clone(),
+    };
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
+    let slot = until_next_slot(now, ctx.config.resync_period, &group);
+    match report {
+        Ok(_) => {
+            ctx.succeeded(&key);
+            let next = health.and_then(|h| h.next).map_or(slot, |n| n.min(slot));
+            Action::requeue(next.max(Duration::from_millis(500)))
+        }
+        Err(e) if e.transient() => Action::requeue(super::requeue_after(ctx, &key, e)),
+        // Needs a change somewhere (watched), or a person in Bitbucket: look again at the
+        // next resync.
+        Err(_) => Action::requeue(slot.max(Duration::from_secs(1))),
+    }
+}
+
+/// How long ago the current slot of `group` began.
+fn since_slot(period: Duration, group: &str) -> Duration {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
+    period.saturating_sub(until_next_slot(now, period, group))
+}
+
+/// The Webhooks of one repository through one connection share resync and health slots.
+fn resync_group(w: &Webhook, repository: &RepoRef) -> String {
+    format!(
+        "{:?}|{}|{}",
+        w.spec.connection_ref.kind, w.spec.connection_ref.name, repository
+    )
+}
+
+/// The listing cache's key: one connection's view of one repository.
+fn list_key(view: &View, repo: &RepoRef) -> String {
+    format!("{}|{}", view.key(), repo.to_string().to_ascii_lowercase())
+}
+
+/// Metrics of one reconcile: its outcome and the Webhook's health and readiness.
+fn record(
+    ctx: &Context,
+    w: &Webhook,
+    report: Result<&Report, &Error>,
+    status: &WebhookStatus,
+    took: Duration,
+) {
+    ctx.metrics
+        .reconciled("Webhook", took, report.err().map(Error::reason));
+    let health = status
+        .delivery
+        .as_ref()
+        .map_or(DeliveryHealth::Unknown, |d| d.health);
+    let ready = conditions::find(&status.conditions, conditions::READY)
+        .map_or("Unknown", |c| c.status.as_str());
+    ctx.metrics.webhook(
+        &w.uid().unwrap_or_default(),
+        Some((&format!("{health:?}"), ready)),
+    );
+    let failed = |d: Option<&DeliveryStatus>| {
+        d.map_or(0, |d| d.failures.unwrap_or(0) + d.errors.unwrap_or(0))
+    };
+    let before = failed(w.status.as_ref().and_then(|s| s.delivery.as_ref()));
+    let after = failed(status.delivery.as_ref());
+    if after > before {
+        ctx.metrics
+            .delivery_failures(u64::try_from(after - before).unwrap_or(0));
+    }
+}
+
+/// Delivery health for a hook that exists.
+#[tracing::instrument(skip_all)]
+async fn assess(w: &Webhook, synced: &Synced, ctx: &Context) -> Option<Assessment> {
+    let id = synced.report.id.as_deref()?;
+    let previous = w.status.as_ref();
+    let uid = w.uid().unwrap_or_default();
+    let repo = &synced.report.repository;
+    Some(
+        crate::health::assess(Inputs {
+            schedule: &ctx.health,
+            key: &uid,
+            flavor: synced.flavor,
+            backend: synced.backend.as_ref(),
+            repo,
+            hook_id: id,
+            url: &w.spec.url,
+            secret: synced.secret.as_ref(),
+            skip_cert_verification: w.spec.skip_cert_verification,
+            probe: synced.probe.as_ref(),
+            allow_private_targets: synced.allow_private_targets,
+            stats: synced.stats.as_ref(),
+            group: &resync_group(w, repo),
+            now: previous.and_then(|s| s.observed_generation) != w.metadata.generation,
+            test_requested: w
+                .annotations()
+                .get(TEST_REQUESTED_ANNOTATION)
+                .map(String::as_str),
+            previous: previous.and_then(|s| s.delivery.as_ref()),
+            poll_every: ctx.config.health_period,
+        })
+        .await,
+    )
+}

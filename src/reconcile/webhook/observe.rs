@@ -1,0 +1,124 @@
+//! Observe: the repository's hooks from the shared listing cache, and the plan made
+//! from them with the pure `plan()`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use kube::ResourceExt;
+
+use super::{list_key, resync_group, since_slot};
+use crate::api::{Flavor, PENDING_CREATE_ANNOTATION, Webhook};
+use crate::bitbucket::{DeliveryStats, RemoteHook, RepoRef, WebhookBackend};
+use crate::reconcile::connection::View;
+use crate::reconcile::plan::{Desired, Observed, Plan, Policies, plan};
+use crate::reconcile::{Context, Error};
+
+/// How old a cached list may be and still decide a create.
+const RECENT_LIST: Duration = Duration::from_secs(10);
+
+/// What Bitbucket holds for the repository, and what to do about it.
+pub struct Observation {
+    pub hooks: Vec<RemoteHook>,
+    pub plan: Plan,
+    /// Data Center: a health poll was due, so the listing's statistics are current.
+    pub polled: bool,
+    /// The listing cache's key for this connection and repository.
+    pub key: String,
+}
+
+impl Observation {
+    pub fn hook(&self, id: &str) -> Option<&RemoteHook> {
+        self.hooks.iter().find(|h| h.id == id)
+    }
+
+    /// The hook's statistics from this listing, when the poll was due (a hook the listing
+    /// carries none for has none to report yet).
+    pub fn stats(&self, id: &str) -> Option<DeliveryStats> {
+        self.polled.then(|| {
+            self.hook(id)
+                .and_then(|h| h.stats.clone())
+                .unwrap_or_default()
+        })
+    }
+}
+
+/// Whom the listing is for.
+pub struct Target<'a> {
+    pub w: &'a Webhook,
+    pub view: &'a View,
+    pub backend: &'a Arc<dyn WebhookBackend>,
+    pub repository: &'a RepoRef,
+}
+
+#[tracing::instrument(skip_all, fields(repository = %target.repository))]
+pub async fn observe(
+    target: &Target<'_>,
+    desired: &Desired,
+    ctx: &Context,
+) -> Result<Observation, Error> {
+    let w = target.w;
+    let status = w.status.clone().unwrap_or_default();
+    let spec_changed = status.observed_generation != w.metadata.generation;
+    let pending = w.annotations().contains_key(PENDING_CREATE_ANNOTATION);
+    // Data Center's statistics come with the repository's listing: when this Webhook's
+    // health poll is due, the listing must be recent, and then it serves the drift check
+    // too. The repository's Webhooks share the poll slot, so one listing serves them all.
+    let polled = target.view.spec.flavor == Flavor::DataCenter
+        && (spec_changed || ctx.health.poll_due(&w.uid().unwrap_or_default()));
+    // A listing made since the slot began serves the poll: however late the repository's
+    // Webhooks come round (a busy API server), one listing per repository per slot.
+    let max_age = if polled {
+        since_slot(
+            ctx.config.health_period,
+            &resync_group(w, target.repository),
+        )
+    } else {
+        Duration::MAX
+    };
+    let key = list_key(target.view, target.repository);
+    let decide = |hooks: &[RemoteHook]| {
+        let observed = Observed {
+            hooks,
+            recorded_id: status.webhook_id.as_deref(),
+            recorded_secret_version: status.secret_version.as_deref(),
+            pending_create: pending,
+            spec_changed,
+        };
+        let policies = Policies {
+            adoption: w.spec.adoption,
+            drift: w.spec.drift_policy,
+            management: w.spec.management_policy,
+        };
+        plan(desired, &observed, policies)
+    };
+    let (mut hooks, age) = list(target, &key, max_age, ctx).await?;
+    let mut decision = decide(&hooks);
+    if decision == Plan::Create && (age > RECENT_LIST || pending) {
+        // Do not create from an old list, nor when a create of ours may have happened
+        // (pending mark): look once more right before. A list of the last seconds (which
+        // the operator's own creates keep current) is good enough otherwise, and not
+        // re-listing then keeps a burst of creates from spending the budget on lists.
+        hooks = list(target, &key, Duration::ZERO, ctx).await?.0;
+        decision = decide(&hooks);
+    }
+    Ok(Observation {
+        hooks,
+        plan: decision,
+        polled,
+        key,
+    })
+}
+
+/// The repository's hooks and the listing's age, from the cache when young enough.
+async fn list(
+    target: &Target<'_>,
+    key: &str,
+    max_age: Duration,
+    ctx: &Context,
+) -> Result<(Vec<RemoteHook>, Duration), Error> {
+    let repository = target.repository;
+    ctx.lists
+        .get(key, max_age, || target.backend.list_hooks(repository))
+        .await
+        .map_err(|e| Error::about_repository(repository, e))
+}

@@ -1,0 +1,283 @@
+//! Status (pure): the new status from a sync's outcome and the health assessment, and the
+//! Events that tell about it.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::runtime::events::EventType;
+
+use super::{Done, Report};
+use crate::api::{
+    DeliveryHealth, DeliveryStatus, HookOrigin, ManagementPolicy, Reason, Webhook, WebhookStatus,
+};
+use crate::health::Assessment;
+use crate::reconcile::Error;
+use crate::reconcile::conditions::{self, Outcome, Status};
+use crate::reconcile::plan::Field;
+
+/// An Event to publish about the Webhook.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Note {
+    pub warning: bool,
+    pub reason: Reason,
+    pub action: &'static str,
+    pub message: String,
+}
+
+impl Note {
+    pub fn normal(reason: Reason, action: &'static str, message: String) -> Note {
+        Note {
+            warning: false,
+            reason,
+            action,
+            message,
+        }
+    }
+
+    pub fn warning(reason: Reason, action: &'static str, message: String) -> Note {
+        Note {
+            warning: true,
+            reason,
+            action,
+            message,
+        }
+    }
+
+    pub fn type_(&self) -> EventType {
+        if self.warning {
+            EventType::Warning
+        } else {
+            EventType::Normal
+        }
+    }
+}
+
+/// `Synced`: whether the hook on Bitbucket matches the spec.
+pub fn synced(result: Result<&Report, &Error>, w: &Webhook) -> Outcome {
+    let r = match result {
+        Ok(r) => r,
+        Err(e) => return Outcome::new(Status::False, e.reason(), e.to_string()),
+    };
+    let policy_note = match w.spec.management_policy {
+        ManagementPolicy::ObserveOnly => {
+            "managementPolicy ObserveOnly: nothing is written to Bitbucket"
+        }
+        ManagementPolicy::Manage => "driftPolicy Report: the change is reported, not undone",
+    };
+    let id = r.id.as_deref().unwrap_or("");
+    let repo = &r.repository;
+    let (status, reason, message) = match &r.done {
+        Done::InSync => (
+            Status::True,
+            Reason::InSync,
+            format!("hook {id} on {repo} matches the spec"),
+        ),
+        Done::Created => (
+            Status::True,
+            Reason::Created,
+            format!("created hook {id} on {repo}"),
+        ),
+        Done::Adopted => (
+            Status::True,
+            Reason::Adopted,
+            format!("adopted the existing hook {id} on {repo}, which has the same URL"),
+        ),
+        Done::Updated(fields) => (
+            Status::True,
+            Reason::Updated,
+            format!("updated {} of hook {id} on {repo}", names(fields)),
+        ),
+        Done::Drifted(fields) => (
+            Status::False,
+            Reason::Drifted,
+            format!(
+                "hook {id} on {repo} differs from the spec in {}; {policy_note}",
+                names(fields)
+            ),
+        ),
+        Done::Missing { deleted: true } => (
+            Status::False,
+            Reason::Drifted,
+            format!(
+                "hook {} was deleted in Bitbucket; {policy_note}",
+                recorded_id(w).unwrap_or("")
+            ),
+        ),
+        Done::Missing { deleted: false } => (
+            Status::False,
+            Reason::NotFound,
+            format!("no hook with this URL exists on {repo}; {policy_note}"),
+        ),
+    };
+    Outcome::new(status, reason, message)
+}
+
+fn names(fields: &[Field]) -> String {
+    fields
+        .iter()
+        .map(|f| f.name())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn recorded_id(w: &Webhook) -> Option<&str> {
+    w.status.as_ref().and_then(|s| s.webhook_id.as_deref())
+}
+
+/// `Delivering`: whether deliveries reach the target, as far as anyone can tell.
+pub fn delivering(result: Result<&Report, &Error>, health: Option<&Assessment>) -> Outcome {
+    match (result, health) {
+        (Ok(_), Some(a)) => {
+            let status = match a.verdict.delivering {
+                Some(true) => Status::True,
+                Some(false) => Status::False,
+                None => Status::Unknown,
+            };
+            Outcome::new(status, a.verdict.reason, a.verdict.message.clone())
+        }
+        (Ok(_), None) => Outcome::new(
+            Status::Unknown,
+            Reason::NoHook,
+            "there is no hook to deliver",
+        ),
+        (Err(_), _) => Outcome::new(
+            Status::Unknown,
+            Reason::NotSynced,
+            "the hook is not in sync with the spec",
+        ),
+    }
+}
+
+/// The conditions: Ready, Synced, Delivering, and Stalled or Reconciling while true.
+fn all_conditions(
+    w: &Webhook,
+    result: Result<&Report, &Error>,
+    health: Option<&Assessment>,
+    now: &Time,
+) -> Vec<k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition> {
+    let previous = w
+        .status
+        .as_ref()
+        .map(|s| s.conditions.as_slice())
+        .unwrap_or_default();
+    let generation = w.metadata.generation;
+    let condition = |type_: &str, outcome: &Outcome| {
+        conditions::condition(previous, type_, outcome, generation, now)
+    };
+    let synced = synced(result, w);
+    let mut all = vec![
+        condition(conditions::READY, &conditions::ready(&synced)),
+        condition(conditions::SYNCED, &synced),
+        condition(conditions::DELIVERING, &delivering(result, health)),
+    ];
+    if let Some((type_, outcome)) = conditions::progress(&synced) {
+        all.push(condition(type_, &outcome));
+    }
+    all
+}
+
+/// The status to write after a reconcile.
+pub fn new_status(
+    w: &Webhook,
+    result: Result<&Report, &Error>,
+    health: Option<&Assessment>,
+    now: Time,
+) -> WebhookStatus {
+    let previous = w.status.clone().unwrap_or_default();
+    let conditions = all_conditions(w, result, health, &now);
+    let delivery = match health {
+        Some(a) => a.delivery.clone(),
+        None => previous.delivery.clone().unwrap_or(DeliveryStatus {
+            health: DeliveryHealth::Unknown,
+            ..Default::default()
+        }),
+    };
+    match result {
+        Ok(r) => WebhookStatus {
+            observed_generation: w.metadata.generation,
+            origin: match (&r.done, &r.id) {
+                (Done::Created, _) => Some(HookOrigin::Created),
+                (Done::Adopted, _) => Some(HookOrigin::Adopted),
+                (_, None) => None,
+                (_, Some(_)) => previous.origin,
+            },
+            webhook_id: r.id.clone(),
+            url: Some(r.page.clone()),
+            last_sync_time: Some(now),
+            secret_version: r.secret_version.clone(),
+            delivery: Some(delivery),
+            conditions,
+        },
+        Err(_) => WebhookStatus {
+            observed_generation: w.metadata.generation,
+            conditions,
+            delivery: Some(delivery),
+            ..previous
+        },
+    }
+}
+
+/// Events on actions and on changes of the Synced and Delivering conditions.
+pub fn events(
+    w: &Webhook,
+    result: Result<&Report, &Error>,
+    status: &WebhookStatus,
+    health: Option<&Assessment>,
+) -> Vec<Note> {
+    let mut notes = Vec::new();
+    if let Some((ok, message)) = health.and_then(|h| h.test.as_ref()) {
+        notes.push(if *ok {
+            Note::normal(Reason::TestDelivered, "TestDelivery", message.clone())
+        } else {
+            Note::warning(Reason::TestDeliveryFailed, "TestDelivery", message.clone())
+        });
+    }
+    let before = |type_| {
+        w.status
+            .as_ref()
+            .and_then(|s| conditions::find(&s.conditions, type_))
+    };
+    let after = |type_| conditions::find(&status.conditions, type_);
+    let note = |c: &k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition, action| Note {
+        warning: c.status == "False",
+        // Written from a Reason a moment ago, so it parses.
+        reason: c.reason.parse().unwrap_or(Reason::NotSynced),
+        action,
+        message: c.message.clone(),
+    };
+    if let Some(a) = after(conditions::DELIVERING)
+        && a.status != "Unknown"
+        && before(conditions::DELIVERING)
+            .is_none_or(|b| b.status != a.status || b.reason != a.reason)
+    {
+        notes.push(note(a, "CheckDelivery"));
+    }
+    if let Some(a) = after(conditions::SYNCED) {
+        let acted = matches!(
+            result,
+            Ok(Report {
+                done: Done::Created | Done::Adopted | Done::Updated(_),
+                ..
+            })
+        );
+        // A new status, or a new failure; not the quiet step from "Created" to "InSync".
+        let changed = before(conditions::SYNCED).is_none_or(|b| {
+            b.status != a.status
+                || (a.status == "False" && (b.reason != a.reason || b.message != a.message))
+        });
+        if acted || changed {
+            notes.push(note(a, "Sync"));
+        }
+    }
+    let new_generation =
+        w.status.as_ref().and_then(|s| s.observed_generation) != w.metadata.generation;
+    if w.spec.skip_cert_verification && new_generation && result.is_ok() {
+        notes.push(Note::warning(
+            Reason::CertificateVerificationSkipped,
+            "Sync",
+            "skipCertVerification is true: Bitbucket delivers to this URL without checking its TLS certificate".to_owned(),
+        ));
+    }
+    notes
+}
+
+#[cfg(test)]
+mod tests;
