@@ -1,5 +1,5 @@
-//! OpenTelemetry export (built with `--features otel`): the operator's spans reach an
-//! OTLP/HTTP endpoint.
+//! OpenTelemetry export (built with `--features otel`): the operator's spans (a
+//! reconcile, its steps, the Bitbucket requests) reach an OTLP/HTTP endpoint.
 #![cfg(feature = "otel")]
 
 mod support;
@@ -27,6 +27,9 @@ async fn spans_are_exported_over_otlp() {
     w.apply(&w.webhook_yaml("ci", "https://ci.example.com/x", ""))
         .expect("apply");
     w.wait_ready("ci").await;
+    // Protobuf keeps span names as plain bytes: the reconcile, its steps and the
+    // Bitbucket requests under them must all be there.
+    let wanted: [&[u8]; 4] = [b"reconcile", b"observe", b"execute", b"bitbucket"];
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let traces: Vec<_> = collector
@@ -34,12 +37,26 @@ async fn spans_are_exported_over_otlp() {
             .into_iter()
             .filter(|r| r.path == "/v1/traces")
             .collect();
-        if let Some(batch) = traces.first() {
+        for batch in &traces {
             assert_eq!(batch.header("content-type"), Some("application/x-protobuf"));
-            assert!(!batch.body.is_empty());
+        }
+        let missing: Vec<_> = wanted
+            .iter()
+            .filter(|name| {
+                !traces
+                    .iter()
+                    .any(|b| b.body.windows(name.len()).any(|w| w == **name))
+            })
+            .map(|name| String::from_utf8_lossy(name).into_owned())
+            .collect();
+        if missing.is_empty() {
             break;
         }
-        assert!(Instant::now() < deadline, "no spans reached the collector");
+        assert!(
+            Instant::now() < deadline,
+            "spans missing from the collector: {missing:?} ({} batches)",
+            traces.len()
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     let _ = operator.start_kill();

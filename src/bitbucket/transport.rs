@@ -205,6 +205,7 @@ impl Transport {
     }
 
     /// Sends a request, retrying what may be retried, and returns a 2xx answer.
+    #[tracing::instrument(name = "bitbucket", skip_all, fields(method = %call.method, path = %call.url.path(), status))]
     pub async fn send(&self, call: Call<'_>) -> Result<Answer> {
         let policy = ExponentialBuilder::default()
             .with_jitter()
@@ -301,6 +302,7 @@ impl Transport {
             }
         })?;
         let status = response.status();
+        tracing::Span::current().record("status", status.as_u16());
         observe(Some(status.as_u16()));
         if status.is_success() {
             self.budget.succeeded();

@@ -109,7 +109,11 @@ mod tests {
                 Ok(vec!["repo:refs_changed"]),
             ),
             (
-                webhook("PRJ/app", Some(&["ABSTRACT_REPOSITORY_REFS_CHANGED"][..]), true),
+                webhook(
+                    "PRJ/app",
+                    Some(&["ABSTRACT_REPOSITORY_REFS_CHANGED"][..]),
+                    true,
+                ),
                 Flavor::PostWebhooks,
                 Err("does not sign deliveries"),
             ),
