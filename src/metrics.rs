@@ -132,6 +132,18 @@ impl Metrics {
             "Failed or unanswered deliveries seen in Bitbucket's statistics",
             delivery_failures.clone(),
         );
+        // Every value present, also at zero, so alerts and dashboards see them.
+        for health in ["Healthy", "Degraded", "Failing", "Unknown"] {
+            webhooks_by_health.get_or_create(&HealthLabels {
+                health: health.to_owned(),
+            });
+        }
+        for status in ["True", "False", "Unknown"] {
+            webhooks_by_condition.get_or_create(&ConditionLabels {
+                condition: "Ready".to_owned(),
+                status: status.to_owned(),
+            });
+        }
         Metrics {
             registry,
             reconciles,
@@ -203,46 +215,40 @@ impl Metrics {
 
     /// Records a Webhook's health and Ready status (None: the Webhook is gone).
     pub fn webhook(&self, uid: &str, state: Option<(&str, &str)>) {
+        // Under the lock, the previous state's gauges go down and the new one's up: every
+        // scrape sees counts that add up to the Webhooks known, in O(1) per reconcile.
         let mut webhooks = self.webhooks.lock().unwrap_or_else(|p| p.into_inner());
-        match state {
+        let previous = match state {
             Some((health, ready)) => {
-                webhooks.insert(uid.to_owned(), (health.to_owned(), ready.to_owned()));
+                webhooks.insert(uid.to_owned(), (health.to_owned(), ready.to_owned()))
             }
-            None => {
-                webhooks.remove(uid);
-            }
+            None => webhooks.remove(uid),
+        };
+        if let Some((health, ready)) = previous {
+            self.health_gauge(&health).dec();
+            self.ready_gauge(&ready).dec();
         }
-        self.webhooks_by_health.clear();
-        self.webhooks_by_condition.clear();
-        for health in ["Healthy", "Degraded", "Failing", "Unknown"] {
-            self.webhooks_by_health
-                .get_or_create(&HealthLabels {
-                    health: health.to_owned(),
-                })
-                .set(0);
+        if let Some((health, ready)) = state {
+            self.health_gauge(health).inc();
+            self.ready_gauge(ready).inc();
         }
-        // Every value present, also at zero, so alerts and dashboards see them.
-        for status in ["True", "False", "Unknown"] {
-            self.webhooks_by_condition
-                .get_or_create(&ConditionLabels {
-                    condition: "Ready".to_owned(),
-                    status: status.to_owned(),
-                })
-                .set(0);
-        }
-        for (health, ready) in webhooks.values() {
-            self.webhooks_by_health
-                .get_or_create(&HealthLabels {
-                    health: health.clone(),
-                })
-                .inc();
-            self.webhooks_by_condition
-                .get_or_create(&ConditionLabels {
-                    condition: "Ready".to_owned(),
-                    status: ready.clone(),
-                })
-                .inc();
-        }
+    }
+
+    fn health_gauge(&self, health: &str) -> Gauge {
+        self.webhooks_by_health
+            .get_or_create(&HealthLabels {
+                health: health.to_owned(),
+            })
+            .clone()
+    }
+
+    fn ready_gauge(&self, status: &str) -> Gauge {
+        self.webhooks_by_condition
+            .get_or_create(&ConditionLabels {
+                condition: "Ready".to_owned(),
+                status: status.to_owned(),
+            })
+            .clone()
     }
 }
 
@@ -276,7 +282,20 @@ mod tests {
         ] {
             assert!(text.contains(name), "{name} missing from:\n{text}");
         }
+        // A Webhook's new state moves it between series; a deleted one leaves them.
+        m.webhook("uid-2", Some(("Healthy", "True")));
+        m.webhook("uid-2", Some(("Failing", "False")));
+        let text = m.encode();
+        assert!(text.contains("bbwo_webhooks{health=\"Failing\"} 2"), "{text}");
+        assert!(text.contains("bbwo_webhooks{health=\"Healthy\"} 0"), "{text}");
         m.webhook("uid-1", None);
-        assert!(m.encode().contains("bbwo_webhooks{health=\"Failing\"} 0"));
+        m.webhook("uid-2", None);
+        m.webhook("uid-2", None);
+        let text = m.encode();
+        assert!(text.contains("bbwo_webhooks{health=\"Failing\"} 0"), "{text}");
+        assert!(
+            text.contains("bbwo_webhooks_by_condition{condition=\"Ready\",status=\"False\"} 0"),
+            "{text}"
+        );
     }
 }
