@@ -134,15 +134,19 @@ impl Metrics {
         );
         // Every value present, also at zero, so alerts and dashboards see them.
         for health in ["Healthy", "Degraded", "Failing", "Unknown"] {
-            webhooks_by_health.get_or_create(&HealthLabels {
-                health: health.to_owned(),
-            });
+            webhooks_by_health
+                .get_or_create(&HealthLabels {
+                    health: health.to_owned(),
+                })
+                .set(0);
         }
         for status in ["True", "False", "Unknown"] {
-            webhooks_by_condition.get_or_create(&ConditionLabels {
-                condition: "Ready".to_owned(),
-                status: status.to_owned(),
-            });
+            webhooks_by_condition
+                .get_or_create(&ConditionLabels {
+                    condition: "Ready".to_owned(),
+                    status: status.to_owned(),
+                })
+                .set(0);
         }
         Metrics {
             registry,
@@ -286,13 +290,22 @@ mod tests {
         m.webhook("uid-2", Some(("Healthy", "True")));
         m.webhook("uid-2", Some(("Failing", "False")));
         let text = m.encode();
-        assert!(text.contains("bbwo_webhooks{health=\"Failing\"} 2"), "{text}");
-        assert!(text.contains("bbwo_webhooks{health=\"Healthy\"} 0"), "{text}");
+        assert!(
+            text.contains("bbwo_webhooks{health=\"Failing\"} 2"),
+            "{text}"
+        );
+        assert!(
+            text.contains("bbwo_webhooks{health=\"Healthy\"} 0"),
+            "{text}"
+        );
         m.webhook("uid-1", None);
         m.webhook("uid-2", None);
         m.webhook("uid-2", None);
         let text = m.encode();
-        assert!(text.contains("bbwo_webhooks{health=\"Failing\"} 0"), "{text}");
+        assert!(
+            text.contains("bbwo_webhooks{health=\"Failing\"} 0"),
+            "{text}"
+        );
         assert!(
             text.contains("bbwo_webhooks_by_condition{condition=\"Ready\",status=\"False\"} 0"),
             "{text}"

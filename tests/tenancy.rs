@@ -131,3 +131,73 @@ async fn a_namespaced_connection_may_not_reach_private_addresses_by_default() {
         .sum();
     assert_eq!(sent, 0, "nothing reached the private address");
 }
+
+/// A reconcile that starts from a cached copy older than the object (the watch behind,
+/// as at 10,000 Webhooks) reads the Webhook again instead of failing on the finalizer's
+/// JSON-patch test and retrying from the same stale copy until the watch catches up.
+#[tokio::test]
+async fn a_reconcile_from_a_stale_copy_reads_the_webhook_again() {
+    use std::sync::Arc;
+
+    use bitbucket_webhook_operator::api::{FINALIZER, Webhook};
+    use bitbucket_webhook_operator::metrics::Metrics;
+    use bitbucket_webhook_operator::reconcile::{Config, Context, Shared, webhook};
+    use kube::core::DeserializeGuard;
+    use kube::runtime::events::{Recorder, Reporter};
+
+    let w = World::standalone("stale-copy", Flavor::Cloud).await;
+    w.apply(&w.webhook_yaml("ci", "https://ci.example.com/stale", ""))
+        .expect("apply");
+    let api: Api<Webhook> = Api::namespaced(w.client.clone(), &w.ns);
+    let stale = api.get("ci").await.expect("get");
+    assert!(stale.metadata.finalizers.is_none());
+    // What an earlier reconcile did, which this copy has not seen.
+    let patch = format!(r#"{{"metadata":{{"finalizers":["{FINALIZER}"]}}}}"#);
+    w.plane
+        .kubectl_ok([
+            "-n",
+            &w.ns,
+            "patch",
+            "webhook",
+            "ci",
+            "--type=merge",
+            "-p",
+            &patch,
+        ])
+        .expect("finalizer");
+
+    let config = Config {
+        namespaces: vec![w.ns.clone()],
+        namespaced_private_targets: true,
+        ..Config::default()
+    };
+    let shared = Shared::new(&config, Arc::new(Metrics::new()));
+    let reporter = Reporter {
+        controller: "stale-copy-test".to_owned(),
+        instance: None,
+    };
+    let recorder = Recorder::new(w.client.clone(), reporter);
+    let (store, _writer) = kube::runtime::reflector::store();
+    let ctx = Arc::new(Context::new(
+        w.client.clone(),
+        recorder,
+        config,
+        store,
+        &shared,
+    ));
+    let outcome = webhook::reconcile(Arc::new(DeserializeGuard(Ok(stale))), ctx).await;
+    assert!(
+        outcome.is_ok(),
+        "the stale copy was not read again: {outcome:?}"
+    );
+    let fresh = api.get("ci").await.expect("get");
+    assert_eq!(
+        fresh.metadata.finalizers.unwrap_or_default(),
+        [FINALIZER.to_owned()],
+        "one finalizer, not two"
+    );
+    assert!(
+        fresh.status.is_some_and(|s| !s.conditions.is_empty()),
+        "the reconcile went on to write a status"
+    );
+}

@@ -91,17 +91,45 @@ pub async fn reconcile(
     };
     let namespace = webhook.namespace().unwrap_or_default();
     let api: Api<Webhook> = Api::namespaced(ctx.client.clone(), &namespace);
-    finalizer(&api, FINALIZER, webhook, |event| async {
+    match with_finalizer(&api, webhook.clone(), &ctx).await {
+        // The cached object is older than the one on the server (the finalizer's JSON
+        // patch tests the list it read): read it once more instead of retrying from the
+        // same stale copy until the watch catches up.
+        Err(
+            FinalizerError::AddFinalizer(kube::Error::Api(e))
+            | FinalizerError::RemoveFinalizer(kube::Error::Api(e)),
+        ) if e.code == 422 || e.code == 409 => {
+            tracing::debug!("the cached Webhook is stale; reading it again");
+            match api.get_opt(&webhook.name_any()).await? {
+                Some(fresh) => with_finalizer(&api, Arc::new(fresh), &ctx)
+                    .await
+                    .map_err(finalizer_error),
+                None => Ok(Action::await_change()),
+            }
+        }
+        other => other.map_err(finalizer_error),
+    }
+}
+
+async fn with_finalizer(
+    api: &Api<Webhook>,
+    webhook: Arc<Webhook>,
+    ctx: &Context,
+) -> Result<Action, FinalizerError<Error>> {
+    finalizer(api, FINALIZER, webhook, |event| async {
         match event {
-            FinalizerEvent::Apply(w) => apply(&w, &api, &ctx).await,
-            FinalizerEvent::Cleanup(w) => cleanup::cleanup(&w, &ctx).await,
+            FinalizerEvent::Apply(w) => apply(&w, api, ctx).await,
+            FinalizerEvent::Cleanup(w) => cleanup::cleanup(&w, ctx).await,
         }
     })
     .await
-    .map_err(|e| match e {
+}
+
+fn finalizer_error(e: FinalizerError<Error>) -> Error {
+    match e {
         FinalizerError::ApplyFailed(e) | FinalizerError::CleanupFailed(e) => e,
         other => Error::Finalizer(other.to_string()),
-    })
+    }
 }
 
 fn guard_key(guard: &DeserializeGuard<Webhook>) -> String {
