@@ -42,6 +42,20 @@ struct RunArgs {
     /// credential waits ("60s"); doubled per further 429, at most an hour.
     #[arg(long, default_value = "60s", value_parser = parse_duration, env = "BBWO_RATE_LIMIT_PAUSE")]
     rate_limit_pause: std::time::Duration,
+    /// Reconciles running at once, per watched namespace (they mostly wait on the
+    /// network, so a few dozen suit two cores).
+    #[arg(long, env = "BBWO_CONCURRENCY", default_value_t = 32, value_parser = clap::value_parser!(u16).range(1..))]
+    concurrency: u16,
+    /// How many of those, across the process, may be periodic work (resyncs and health
+    /// polls of Webhooks whose status is current); the rest stay free for new and edited
+    /// Webhooks.
+    #[arg(long, env = "BBWO_PERIODIC_CONCURRENCY", default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..))]
+    periodic_concurrency: u16,
+    /// After SIGTERM, how long in-flight reconciles may finish before the process exits
+    /// anyway (below the pod's terminationGracePeriodSeconds). Work cut off is safe: a
+    /// create in flight is marked and found again.
+    #[arg(long, default_value = "20s", value_parser = parse_duration, env = "BBWO_SHUTDOWN_TIMEOUT")]
+    shutdown_timeout: std::time::Duration,
     /// The namespace holding the credential Secrets of ClusterBitbucketConnections.
     #[arg(
         long,
@@ -218,6 +232,8 @@ fn run(args: RunArgs) -> Result<(), String> {
             }),
             cluster_secret_namespace: args.cluster_secret_namespace,
             namespaced_private_targets: args.namespaced_private_targets,
+            concurrency: args.concurrency,
+            periodic_concurrency: usize::from(args.periodic_concurrency),
         };
         let listener = tokio::net::TcpListener::bind(args.metrics_bind_address)
             .await
@@ -243,8 +259,30 @@ fn run(args: RunArgs) -> Result<(), String> {
             until_stopped(),
         ));
         tracing::info!(resync = ?config.resync_period, address = %args.metrics_bind_address, "bitbucket-webhook-operator starting");
-        let result =
-            bitbucket_webhook_operator::runtime::run_elected(client, config, metrics, ready, until_stopped()).await;
+        let run = bitbucket_webhook_operator::runtime::run_elected(
+            client,
+            config,
+            metrics,
+            ready,
+            until_stopped(),
+        );
+        // Controllers finish their in-flight reconciles after the signal; a busy operator
+        // gets shutdown_timeout for that, then exits anyway (in time for the kubelet).
+        let deadline = {
+            let stopped = until_stopped();
+            let timeout = args.shutdown_timeout;
+            async move {
+                stopped.await;
+                tokio::time::sleep(timeout).await;
+            }
+        };
+        let result = tokio::select! {
+            result = run => result,
+            () = deadline => {
+                tracing::warn!(timeout = ?args.shutdown_timeout, "in-flight reconciles did not finish in time; exiting");
+                Ok(())
+            }
+        };
         server.abort();
         tracing::info!("stopped");
         #[cfg(feature = "otel")]

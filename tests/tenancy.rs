@@ -201,3 +201,101 @@ async fn a_reconcile_from_a_stale_copy_reads_the_webhook_again() {
         "the reconcile went on to write a status"
     );
 }
+
+/// A restarted operator trusts a current, recent status until the repository's resync
+/// slot: the Webhooks cost no Bitbucket request (only the connection check does), and an
+/// edit is still served at once.
+#[tokio::test]
+async fn a_restart_costs_no_bitbucket_calls_for_current_webhooks() {
+    let w = World::standalone("restart-cost", Flavor::Cloud).await;
+    let flags = [
+        "--metrics-bind-address=127.0.0.1:0",
+        "--resync-period=120s",
+        "--health-period=60s",
+    ];
+    let mut operator = w.operator_command().args(flags).spawn().expect("operator");
+    for i in 0..5 {
+        w.apply(&w.webhook_yaml(
+            &format!("ci-{i}"),
+            &format!("https://ci.example.com/{i}"),
+            "",
+        ))
+        .expect("apply");
+    }
+    for i in 0..5 {
+        w.wait_ready(&format!("ci-{i}")).await;
+    }
+    // The pending-create mark goes right after the status: let the last one go.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    operator.kill().await.expect("kill");
+    w.ctl.reset_requests().await.expect("reset");
+
+    let _operator = w.operator_command().args(flags).spawn().expect("operator");
+    // Time for the new process to list every Webhook and reconcile each once.
+    w.wait_connection("bitbucket", "Ready", "True").await;
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let requests = w.ctl.requests().await.expect("requests");
+    let hook_requests: Vec<_> = requests
+        .iter()
+        .filter(|r| r["route"].as_str().is_some_and(|p| p.contains("hooks")))
+        .collect();
+    assert!(
+        hook_requests.is_empty(),
+        "a restart re-read current Webhooks: {hook_requests:?}"
+    );
+
+    // Still working: an edit reaches Bitbucket promptly.
+    w.apply(&w.webhook_yaml("ci-0", "https://ci.example.com/0", "  active: false\n"))
+        .expect("edit");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while w.writes().await == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the edit never reached Bitbucket"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// SIGTERM while a reconcile hangs on Bitbucket: the process exits within its shutdown
+/// timeout instead of waiting for the request.
+#[tokio::test]
+async fn sigterm_while_busy_exits_within_the_shutdown_timeout() {
+    let w = World::standalone("sigterm", Flavor::Cloud).await;
+    let mut operator = w
+        .operator_command()
+        .args([
+            "--metrics-bind-address=127.0.0.1:0",
+            "--shutdown-timeout=2s",
+        ])
+        .spawn()
+        .expect("operator");
+    w.wait_connection("bitbucket", "Ready", "True").await;
+    // Every hook request now takes a minute.
+    w.ctl
+        .faults(serde_json::json!({"latencyMs": 60_000, "routes": ["/2.0/repositories"]}))
+        .await
+        .expect("faults");
+    w.apply(&w.webhook_yaml("ci", "https://ci.example.com/busy", ""))
+        .expect("apply");
+    // The simulator counts a request when it answers; give the reconcile time to be
+    // waiting on one.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let pid = operator.id().expect("pid");
+    let killed = std::process::Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .expect("kill");
+    assert!(killed.success());
+    let started = Instant::now();
+    let status = tokio::time::timeout(Duration::from_secs(15), operator.wait())
+        .await
+        .expect("the operator did not exit within 15 s of SIGTERM")
+        .expect("wait");
+    assert!(status.success(), "{status:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(8),
+        "exit took {:?}",
+        started.elapsed()
+    );
+}

@@ -12,7 +12,7 @@ pub mod webhook;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use kube::core::DeserializeGuard;
 use kube::runtime::events::Recorder;
@@ -48,6 +48,11 @@ pub struct Config {
     /// A cluster admin's choice: off, a namespace's user could point the operator's
     /// network access anywhere inside the cluster.
     pub namespaced_private_targets: bool,
+    /// Reconciles at once, per controller (reconciles mostly wait on the network).
+    pub concurrency: u16,
+    /// How many of them, process-wide, may be periodic work (resyncs, health polls of
+    /// Webhooks whose status is current), so new and edited Webhooks always find a slot.
+    pub periodic_concurrency: usize,
 }
 
 /// Where the leader Lease lives and who this replica is.
@@ -75,6 +80,8 @@ impl Default for Config {
             cluster_connections: true,
             leader_election: None,
             namespaced_private_targets: false,
+            concurrency: 32,
+            periodic_concurrency: 8,
         }
     }
 }
@@ -90,6 +97,12 @@ pub struct Context {
     pub metrics: Arc<crate::metrics::Metrics>,
     /// Which Webhook claims which hook, across every watched namespace.
     pub claims: Arc<claims::Claims>,
+    /// Permits for periodic work, shared by every namespace's controller.
+    pub periodic: Arc<tokio::sync::Semaphore>,
+    /// Webhooks (uid) this process has reconciled, each with the instant until which its
+    /// status is trusted (a restart or handover found it current: no Bitbucket call until
+    /// the repository's slot).
+    seen: Arc<Mutex<HashMap<String, Option<Instant>>>>,
     /// This namespace's Webhooks, for mapping connection and Secret changes.
     pub webhooks: Store<DeserializeGuard<Webhook>>,
     /// Consecutive failures per object, for backoff.
@@ -106,6 +119,8 @@ pub struct Shared {
     pub health: Arc<crate::health::Schedule>,
     pub claims: Arc<claims::Claims>,
     pub metrics: Arc<crate::metrics::Metrics>,
+    pub periodic: Arc<tokio::sync::Semaphore>,
+    seen: Arc<Mutex<HashMap<String, Option<Instant>>>>,
 }
 
 impl Shared {
@@ -116,6 +131,10 @@ impl Shared {
             health: Arc::default(),
             claims: Arc::default(),
             metrics,
+            periodic: Arc::new(tokio::sync::Semaphore::new(
+                config.periodic_concurrency.max(1),
+            )),
+            seen: Arc::default(),
         }
     }
 }
@@ -137,6 +156,8 @@ impl Context {
             health: shared.health.clone(),
             claims: shared.claims.clone(),
             metrics: shared.metrics.clone(),
+            periodic: shared.periodic.clone(),
+            seen: shared.seen.clone(),
             webhooks,
             failures: Mutex::default(),
         }
@@ -149,6 +170,30 @@ impl Context {
         *n = n.saturating_add(1);
         let seconds = 5u64.saturating_mul(1 << (*n - 1).min(6));
         Duration::from_secs(seconds.min(300))
+    }
+
+    /// Whether the Webhook `uid`'s status stands without a look at Bitbucket: the first
+    /// time this process sees it, a `current` and `fresh` status is trusted for `until_slot`
+    /// (a restart, a leader handover), and stays trusted while it remains current.
+    pub fn trusted(&self, uid: &str, current: bool, fresh: bool, until_slot: Duration) -> bool {
+        let now = Instant::now();
+        let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+        let trusted = match seen.get(uid) {
+            None => (current && fresh).then(|| now + until_slot),
+            Some(Some(until)) if current && now < *until => Some(*until),
+            Some(_) => None,
+        };
+        seen.insert(uid.to_owned(), trusted);
+        trusted.is_some()
+    }
+
+    /// Drops what the process keeps about an object that is gone.
+    pub fn forget(&self, key: &str, uid: &str) {
+        self.succeeded(key);
+        self.seen
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(uid);
     }
 
     pub fn succeeded(&self, key: &str) {

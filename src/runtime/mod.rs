@@ -8,7 +8,7 @@ use futures::StreamExt;
 use k8s_openapi::api::core::v1::Secret;
 use kube::core::DeserializeGuard;
 use kube::core::PartialObjectMeta;
-use kube::runtime::controller::Controller;
+use kube::runtime::controller::{self, Controller};
 use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{PredicateConfig, WatchStreamExt, watcher};
@@ -251,6 +251,7 @@ where
         );
     }
     let webhook_controller = webhook_controller
+        .with_config(controller::Config::default().concurrency(config.concurrency))
         .graceful_shutdown_on(stopped())
         .run(webhook::reconcile, webhook::error_policy, ctx.clone())
         .for_each(|_| async {});

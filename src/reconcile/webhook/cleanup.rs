@@ -61,8 +61,10 @@ pub fn deletion(w: &Webhook, holder: Option<String>) -> Deletion {
 /// Runs the deletion plan: the Event says what happened to the hook.
 #[tracing::instrument(skip_all, fields(webhook = %super::object_key(w)))]
 pub async fn cleanup(w: &Webhook, ctx: &Context) -> Result<Action, Error> {
-    ctx.health.forget(&w.uid().unwrap_or_default());
-    ctx.metrics.webhook(&w.uid().unwrap_or_default(), None);
+    let uid = w.uid().unwrap_or_default();
+    ctx.health.forget(&uid);
+    ctx.metrics.webhook(&uid, None);
+    ctx.forget(&super::object_key(w), &uid);
     let shown = |id: &Option<String>| id.clone().unwrap_or_else(|| "(none)".to_owned());
     let note = match deletion(w, ctx.claims.holder(w)) {
         Deletion::Nothing => return Ok(Action::await_change()),

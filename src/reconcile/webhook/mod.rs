@@ -9,6 +9,7 @@ mod cleanup;
 mod dereference;
 mod execute;
 mod observe;
+mod priority;
 mod status;
 mod validate;
 
@@ -165,6 +166,26 @@ async fn publish(ctx: &Context, w: &Webhook, note: Note) {
 
 /// Sync, assess, write status, tell, and say when to look again.
 async fn apply(w: &Webhook, api: &Api<Webhook>, ctx: &Context) -> Result<Action, Error> {
+    let current = priority::current(w);
+    let fresh = priority::fresh(w, ctx.config.resync_period, jiff::Timestamp::now());
+    let until_slot = until_slot(w, ctx);
+    if ctx.trusted(&w.uid().unwrap_or_default(), current, fresh, until_slot) {
+        // A restart or handover found the status current and recent: it stands until the
+        // repository's slot (no Bitbucket call, no status write).
+        if let Some(status) = &w.status {
+            gauges(ctx, w, status);
+        }
+        return Ok(Action::requeue(until_slot));
+    }
+    let _permit = if current {
+        match ctx.periodic.clone().try_acquire_owned() {
+            Ok(permit) => Some(permit),
+            // Periodic work waits its turn; a changed Webhook never does.
+            Err(_) => return Ok(Action::requeue(priority::step_back(&object_key(w)))),
+        }
+    } else {
+        None
+    };
     let started = std::time::Instant::now();
     let mut notes = Vec::new();
     let result = sync(w, api, ctx, &mut notes).await;
@@ -280,14 +301,10 @@ fn next(
     ctx: &Context,
 ) -> Action {
     let key = object_key(w);
-    let group = match report {
-        Ok(r) => resync_group(w, &r.repository),
-        Err(_) => key.clone(),
+    let slot = match report {
+        Ok(_) => until_slot(w, ctx),
+        Err(_) => until_next_slot(now_since_epoch(), ctx.config.resync_period, &key),
     };
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default();
-    let slot = until_next_slot(now, ctx.config.resync_period, &group);
     match report {
         Ok(_) => {
             ctx.succeeded(&key);
@@ -301,12 +318,24 @@ fn next(
     }
 }
 
+fn now_since_epoch() -> Duration {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+}
+
+/// Until the next resync slot of the Webhook's repository.
+fn until_slot(w: &Webhook, ctx: &Context) -> Duration {
+    let group = match RepoRef::parse(&w.spec.repository) {
+        Some(repository) => resync_group(w, &repository),
+        None => object_key(w),
+    };
+    until_next_slot(now_since_epoch(), ctx.config.resync_period, &group)
+}
+
 /// How long ago the current slot of `group` began.
 fn since_slot(period: Duration, group: &str) -> Duration {
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default();
-    period.saturating_sub(until_next_slot(now, period, group))
+    period.saturating_sub(until_next_slot(now_since_epoch(), period, group))
 }
 
 /// The Webhooks of one repository through one connection share resync and health slots.
@@ -332,6 +361,20 @@ fn record(
 ) {
     ctx.metrics
         .reconciled("Webhook", took, report.err().map(Error::reason));
+    gauges(ctx, w, status);
+    let failed = |d: Option<&DeliveryStatus>| {
+        d.map_or(0, |d| d.failures.unwrap_or(0) + d.errors.unwrap_or(0))
+    };
+    let before = failed(w.status.as_ref().and_then(|s| s.delivery.as_ref()));
+    let after = failed(status.delivery.as_ref());
+    if after > before {
+        ctx.metrics
+            .delivery_failures(u64::try_from(after - before).unwrap_or(0));
+    }
+}
+
+/// The Webhook's health and readiness in the gauges.
+fn gauges(ctx: &Context, w: &Webhook, status: &WebhookStatus) {
     let health = status
         .delivery
         .as_ref()
@@ -342,15 +385,6 @@ fn record(
         &w.uid().unwrap_or_default(),
         Some((&format!("{health:?}"), ready)),
     );
-    let failed = |d: Option<&DeliveryStatus>| {
-        d.map_or(0, |d| d.failures.unwrap_or(0) + d.errors.unwrap_or(0))
-    };
-    let before = failed(w.status.as_ref().and_then(|s| s.delivery.as_ref()));
-    let after = failed(status.delivery.as_ref());
-    if after > before {
-        ctx.metrics
-            .delivery_failures(u64::try_from(after - before).unwrap_or(0));
-    }
 }
 
 /// Delivery health for a hook that exists.
