@@ -1,26 +1,66 @@
 //! `make bench`: the operator as a separate process against a real control plane and
 //! `bitbucket-sim`, with many Webhooks. Measures time to Ready, Bitbucket requests (to
 //! converge, and per resync and health period once converged: Data Center statistics come
-//! with one listing per repository) and the operator's peak memory. Ignored by
-//! `make test`; prints a Markdown table for docs/benchmarks.md.
+//! with one listing per repository), what a restart costs, edit latency and the
+//! operator's peak memory. Ignored by `make test`; prints a Markdown table for
+//! docs/benchmarks.md.
+//!
+//! Sized by environment: `BBWO_BENCH_WEBHOOKS` (200), `BBWO_BENCH_PER_REPOSITORY` (10),
+//! `BBWO_BENCH_FLAVOR` (`DataCenter` or `Cloud`), `BBWO_BENCH_RESYNC_SECONDS` (10),
+//! `BBWO_BENCH_HEALTH_SECONDS` (half the resync; 3600 to measure without health reads).
 
 mod support;
 
 use std::time::{Duration, Instant};
 
-use bitbucket_webhook_operator::api::Flavor;
+use bitbucket_webhook_operator::api::{Flavor, Webhook};
+use futures::StreamExt;
+use kube::api::{Patch, PatchParams, PostParams};
 use support::World;
 
-const REPOSITORIES: usize = 20;
-const PER_REPOSITORY: usize = 10;
-const RESYNC_SECONDS: u64 = 10;
-/// Delivery health is read twice per resync period, so its slots include the resync's
-/// (`BBWO_BENCH_HEALTH_SECONDS` overrides, e.g. 3600 to measure without health reads).
-fn health_seconds() -> u64 {
-    std::env::var("BBWO_BENCH_HEALTH_SECONDS")
+fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
+    std::env::var(name)
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(5)
+        .unwrap_or(default)
+}
+
+struct Size {
+    webhooks: usize,
+    per_repository: usize,
+    flavor: Flavor,
+    resync: u64,
+    health: u64,
+}
+
+impl Size {
+    fn from_env() -> Size {
+        let resync = env_or("BBWO_BENCH_RESYNC_SECONDS", 10);
+        Size {
+            webhooks: env_or("BBWO_BENCH_WEBHOOKS", 200),
+            per_repository: env_or("BBWO_BENCH_PER_REPOSITORY", 10).max(1),
+            flavor: match std::env::var("BBWO_BENCH_FLAVOR").as_deref() {
+                Ok("Cloud") => Flavor::Cloud,
+                _ => Flavor::DataCenter,
+            },
+            resync,
+            health: env_or("BBWO_BENCH_HEALTH_SECONDS", (resync / 2).max(1)),
+        }
+    }
+
+    fn repositories(&self) -> usize {
+        self.webhooks.div_ceil(self.per_repository)
+    }
+
+    fn repository(&self, w: &World, i: usize) -> String {
+        let r = i % self.repositories();
+        let owner = w.repository.split('/').next().unwrap_or("PLAT");
+        if r == 0 {
+            w.repository.clone()
+        } else {
+            format!("{owner}/repo-{r}")
+        }
+    }
 }
 
 fn peak_rss_kib(pid: u32) -> Option<u64> {
@@ -48,95 +88,9 @@ async fn routed(w: &World, method: &str, part: &str) -> u64 {
         .sum()
 }
 
-#[tokio::test]
-#[ignore = "a benchmark: make bench"]
-async fn many_webhooks_converge_and_stay_cheap() {
-    let health = health_seconds();
-    let w = World::standalone("bench", Flavor::DataCenter).await;
-    for r in 1..REPOSITORIES {
-        w.ctl
-            .repository(
-                "DataCenter",
-                &format!("PLAT/repo-{r}"),
-                &[support::ADMIN],
-                &[],
-            )
-            .await
-            .expect("repository");
-    }
-    // Measure the operator, not the connection's budget (900 requests per hour by default
-    // would pace 200 creates to about one every 4 s after a burst of 90).
-    let connection = w.connection_yaml("bitbucket", support::ADMIN).replace(
-        "  auth: {type: Bearer",
-        "  rateLimit: {requestsPerHour: 100000}\n  auth: {type: Bearer",
-    );
-    w.apply(&connection).expect("connection");
-    let mut operator = w
-        .operator_command()
-        .args([
-            "--metrics-bind-address=127.0.0.1:0",
-            &format!("--resync-period={RESYNC_SECONDS}s"),
-            &format!("--health-period={health}s"),
-            "--log-level=warn",
-        ])
-        .spawn()
-        .expect("operator");
-    let pid = operator.id().expect("pid");
-
-    let total = REPOSITORIES * PER_REPOSITORY;
-    let mut yaml = String::new();
-    for i in 0..total {
-        let repo = if i % REPOSITORIES == 0 {
-            "api".to_owned()
-        } else {
-            format!("repo-{}", i % REPOSITORIES)
-        };
-        yaml.push_str(
-            &w.webhook_yaml(
-                &format!("hook-{i}"),
-                &format!("https://ci.example.com/{i}"),
-                "",
-            )
-            .replace("repository: PLAT/api", &format!("repository: PLAT/{repo}")),
-        );
-        yaml.push_str("---\n");
-    }
-    let started = Instant::now();
-    w.apply(&yaml).expect("apply");
-    let deadline = Instant::now() + Duration::from_secs(300);
-    loop {
-        let list = w.webhooks().list(&Default::default()).await.expect("list");
-        let ready = list
-            .items
-            .iter()
-            .filter(|h| {
-                h.status.as_ref().is_some_and(|s| {
-                    s.conditions
-                        .iter()
-                        .any(|c| c.type_ == "Ready" && c.status == "True")
-                })
-            })
-            .count();
-        if ready == total {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{ready} of {total} Ready after 5 minutes"
-        );
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
-    let converged = started.elapsed();
-    let (gets, posts) = (requests(&w, "GET").await, requests(&w, "POST").await);
-    let converge_statistics = routed(&w, "GET", "/statistics").await;
-    let hooks = w.ctl.hooks().await.expect("hooks").len();
-
-    // Steady state: three resync periods, no changes.
-    w.ctl.reset_requests().await.expect("reset");
-    tokio::time::sleep(Duration::from_secs(RESYNC_SECONDS * 3)).await;
-    let steady_gets = requests(&w, "GET").await;
-    let steady_lists = w
-        .ctl
+/// Listings of a repository's hooks (Cloud `.../hooks`, Data Center `.../webhooks`).
+async fn listings(w: &World) -> u64 {
+    w.ctl
         .requests()
         .await
         .expect("requests")
@@ -145,51 +99,271 @@ async fn many_webhooks_converge_and_stay_cheap() {
             r["method"] == "GET"
                 && r["route"]
                     .as_str()
-                    .is_some_and(|p| p.ends_with("/webhooks"))
+                    .is_some_and(|p| p.ends_with("/webhooks") || p.ends_with("/hooks"))
         })
         .map(|r| r["count"].as_u64().unwrap_or(0))
-        .sum::<u64>();
+        .sum()
+}
+
+fn ready(h: &Webhook) -> bool {
+    h.status.as_ref().is_some_and(|s| {
+        s.observed_generation == h.metadata.generation
+            && s.conditions
+                .iter()
+                .any(|c| c.type_ == "Ready" && c.status == "True")
+    })
+}
+
+async fn count_ready(w: &World) -> usize {
+    let list = w.webhooks().list(&Default::default()).await.expect("list");
+    list.items.iter().filter(|h| ready(h)).count()
+}
+
+/// Waits until `total` Webhooks are Ready, printing progress; the time it took.
+async fn wait_all_ready(w: &World, total: usize, limit: Duration) -> Duration {
+    let started = Instant::now();
+    let mut last_report = Instant::now();
+    loop {
+        let n = count_ready(w).await;
+        if n == total {
+            return started.elapsed();
+        }
+        if last_report.elapsed() > Duration::from_secs(10) {
+            eprintln!(
+                "bench: {n} of {total} Ready after {:.0?}",
+                started.elapsed()
+            );
+            last_report = Instant::now();
+        }
+        assert!(
+            started.elapsed() < limit,
+            "{n} of {total} Ready after {limit:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// The operator's Ready gauge, scraped from its metrics endpoint.
+async fn ready_gauge(metrics: &str) -> Option<u64> {
+    let text = reqwest::get(format!("http://{metrics}/metrics"))
+        .await
+        .ok()?
+        .text()
+        .await
+        .ok()?;
+    text.lines()
+        .find(|l| l.starts_with("bbwo_webhooks_by_condition{condition=\"Ready\",status=\"True\"}"))
+        .and_then(|l| l.split_whitespace().last())
+        .and_then(|v| v.parse().ok())
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+#[tokio::test]
+#[ignore = "a benchmark: make bench"]
+async fn many_webhooks_converge_and_stay_cheap() {
+    let size = Size::from_env();
+    let (total, repositories) = (size.webhooks, size.repositories());
+    let (resync, health) = (size.resync, size.health);
+    let w = World::standalone("bench", size.flavor).await;
+    let flavor = match size.flavor {
+        Flavor::Cloud => "Cloud",
+        _ => "DataCenter",
+    };
+    eprintln!("bench: {total} {flavor} Webhooks on {repositories} repositories");
+    for i in 1..repositories {
+        w.ctl
+            .repository(flavor, &size.repository(&w, i), &[support::ADMIN], &[])
+            .await
+            .expect("repository");
+    }
+    // Measure the operator, not the connection's budget (900 requests per hour by default
+    // would pace 200 creates to about one every 4 s after a burst of 90).
+    let connection = w.connection_yaml("bitbucket", support::ADMIN).replace(
+        "  auth: {type: Bearer",
+        "  rateLimit: {requestsPerHour: 1000000}\n  auth: {type: Bearer",
+    );
+    w.apply(&connection).expect("connection");
+    let metrics = format!("127.0.0.1:{}", free_port());
+    let flags = [
+        format!("--metrics-bind-address={metrics}"),
+        format!("--resync-period={resync}s"),
+        format!("--health-period={health}s"),
+        "--log-level=warn".to_owned(),
+    ];
+    let mut operator = w.operator_command().args(&flags).spawn().expect("operator");
+    let pid = operator.id().expect("pid");
+
+    // Created through the API, 16 at a time (what a GitOps tool does, faster than one
+    // kubectl apply of thousands of documents).
+    let api = w.webhooks();
+    let [push, pr] = w.events();
+    let objects: Vec<Webhook> = (0..total)
+        .map(|i| {
+            serde_json::from_value(serde_json::json!({
+                "apiVersion": "bitbucket.hooks.dev/v1alpha1",
+                "kind": "Webhook",
+                "metadata": {"name": format!("hook-{i}")},
+                "spec": {
+                    "connectionRef": {"name": "bitbucket"},
+                    "repository": size.repository(&w, i),
+                    "url": format!("https://ci.example.com/{i}"),
+                    "events": [push, pr],
+                },
+            }))
+            .expect("a Webhook")
+        })
+        .collect();
+    let started = Instant::now();
+    futures::stream::iter(objects)
+        .for_each_concurrent(16, |h| {
+            let api = api.clone();
+            async move {
+                api.create(&PostParams::default(), &h)
+                    .await
+                    .expect("create");
+            }
+        })
+        .await;
+    let applied = started.elapsed();
+    eprintln!("bench: {total} Webhooks created in {applied:.1?}");
+    let limit = Duration::from_secs(120 + total as u64 / 10);
+    wait_all_ready(&w, total, limit).await;
+    let converged = started.elapsed();
+    let gauge = ready_gauge(&metrics).await;
+    let (gets, posts) = (requests(&w, "GET").await, requests(&w, "POST").await);
+    let converge_statistics = routed(&w, "GET", "/statistics").await;
+    let hooks = w.ctl.hooks().await.expect("hooks").len();
+
+    // Steady state: three resync periods, no changes.
+    eprintln!("bench: steady state for {}s", resync * 3);
+    w.ctl.reset_requests().await.expect("reset");
+    tokio::time::sleep(Duration::from_secs(resync * 3)).await;
+    let steady_gets = requests(&w, "GET").await;
+    let steady_lists = listings(&w).await;
     let steady_statistics = routed(&w, "GET", "/statistics").await;
     let steady_writes =
         requests(&w, "POST").await + requests(&w, "PUT").await + requests(&w, "DELETE").await;
-    let rss = peak_rss_kib(pid).unwrap_or(0);
-    let _ = operator.start_kill();
 
+    // Edits, one at a time: from the patch to the new generation Ready.
+    let mut edits = Vec::new();
+    for i in 0..20 {
+        let name = format!("hook-{}", i * total / 20);
+        let patch = serde_json::json!({"spec": {"title": format!("edited {i}")}});
+        let t = Instant::now();
+        api.patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+            .expect("edit");
+        loop {
+            if api.get(&name).await.is_ok_and(|h| ready(&h)) {
+                break;
+            }
+            assert!(
+                t.elapsed() < Duration::from_secs(60),
+                "edit of {name} not applied"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        edits.push(t.elapsed());
+    }
+    edits.sort();
+    let rss = peak_rss_kib(pid).unwrap_or(0);
+
+    // A restart: what does the new process ask of Bitbucket before the next slot?
+    operator.kill().await.expect("kill");
+    w.ctl.reset_requests().await.expect("reset");
+    let restarted = Instant::now();
+    let _operator = w.operator_command().args(&flags).spawn().expect("operator");
+    let window = Duration::from_secs((resync / 2).max(5));
+    tokio::time::sleep(window).await;
+    let restart_hook_requests = w
+        .ctl
+        .requests()
+        .await
+        .expect("requests")
+        .iter()
+        .filter(|r| r["route"].as_str().is_some_and(|p| p.contains("hooks")))
+        .map(|r| r["count"].as_u64().unwrap_or(0))
+        .sum::<u64>();
+    let restart_gauge = ready_gauge(&metrics).await;
+    let restart_window = restarted.elapsed();
+
+    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
     println!("| measure | value |");
     println!("|---|---|");
-    println!("| Webhooks / repositories | {total} / {REPOSITORIES} |");
+    println!("| Webhooks / repositories / flavor | {total} / {repositories} / {flavor} |");
     println!(
-        "| time from `kubectl apply` to all Ready | {:.1} s |",
+        "| created through the API (16 at a time) in | {:.1} s |",
+        applied.as_secs_f64()
+    );
+    println!(
+        "| all Ready after the last create | {:.1} s ({:.1} s from the first) |",
+        (converged - applied).as_secs_f64(),
         converged.as_secs_f64()
     );
     println!(
-        "| Bitbucket requests to converge | {gets} GET + {posts} POST ({} per Webhook) |",
-        (gets + posts) as f64 / total as f64
+        "| Bitbucket requests to converge | {gets} GET + {posts} POST ({:.2} per Webhook; {:.2} writes per hook) |",
+        (gets + posts) as f64 / total as f64,
+        posts as f64 / total as f64
     );
     println!("| of which per-hook statistics reads | {converge_statistics} |");
     println!("| hooks on Bitbucket afterwards | {hooks} |");
     println!(
-        "| requests in 3 resync periods ({RESYNC_SECONDS} s each, health every {health} s), nothing changed | {steady_gets} GET, {steady_writes} writes |"
-    );
-    // Listing slots in the window: each health period, or each resync without health.
-    let health_periods = (RESYNC_SECONDS * 3 / health).max(3);
-    println!(
-        "| repository listings (with statistics) in those {health_periods} listing slots | {steady_lists}: {:.2} per repository per slot; {steady_statistics} per-hook statistics reads |",
-        steady_lists as f64 / (REPOSITORIES as u64 * health_periods) as f64
+        "| Ready gauge (`bbwo_webhooks_by_condition`) when all were Ready | {} |",
+        gauge.map_or("(not scraped)".to_owned(), |g| g.to_string())
     );
     println!(
-        "| operator peak RSS (VmHWM) | {:.1} MiB |",
-        rss as f64 / 1024.0
+        "| requests in 3 resync periods ({resync} s each, health every {health} s), nothing changed | {steady_gets} GET, {steady_writes} writes |"
+    );
+    // Listing slots in the window: each health period (Data Center), else each resync.
+    let slots = if size.flavor == Flavor::DataCenter {
+        (resync * 3 / health).max(3)
+    } else {
+        3
+    };
+    println!(
+        "| repository listings in those {slots} listing slots | {steady_lists}: {:.2} per repository per slot; {steady_statistics} per-hook statistics reads |",
+        steady_lists as f64 / (repositories as u64 * slots) as f64
+    );
+    println!(
+        "| edit to Ready, 20 edits one at a time | p50 {:.0} ms, max {:.0} ms |",
+        ms(edits[edits.len() / 2]),
+        ms(edits[edits.len() - 1])
+    );
+    println!(
+        "| after a restart: hook requests in the first {:.0} s | {restart_hook_requests} (Ready gauge then {}) |",
+        restart_window.as_secs_f64(),
+        restart_gauge.map_or("(not scraped)".to_owned(), |g| g.to_string())
+    );
+    println!(
+        "| operator peak RSS (VmHWM) | {:.1} MiB ({:.1} KiB per Webhook) |",
+        rss as f64 / 1024.0,
+        rss as f64 / total as f64
     );
     assert_eq!(hooks, total, "one hook per Webhook");
+    assert_eq!(posts as usize, total, "one create per hook");
     assert_eq!(steady_writes, 0);
+    assert_eq!(
+        gauge,
+        Some(total as u64),
+        "the Ready gauge agrees with the API server"
+    );
+    assert_eq!(
+        restart_hook_requests, 0,
+        "a restart re-read current Webhooks"
+    );
     assert_eq!(
         converge_statistics + steady_statistics,
         0,
         "no per-hook statistics"
     );
     assert!(
-        steady_lists <= REPOSITORIES as u64 * (health_periods + 1),
-        "at most one listing per repository per health period: {steady_lists}"
+        steady_lists <= repositories as u64 * (slots + 1),
+        "at most one listing per repository per slot: {steady_lists}"
     );
 }

@@ -168,6 +168,13 @@ where
     let watched = scope.namespace.clone();
     let webhook_stream = watcher(webhooks_api, scope.watch())
         .default_backoff()
+        // Nobody reads managedFields or kubectl's last-applied copy of the spec: not kept
+        // in memory (a few KiB per Webhook).
+        .modify(|g: &mut DeserializeGuard<Webhook>| {
+            if let Ok(w) = &mut g.0 {
+                slim(&mut w.metadata);
+            }
+        })
         .reflect(writer)
         // Every namespace's watch keeps the process-wide claims index current.
         .inspect(move |event| match event {
@@ -269,6 +276,14 @@ where
         futures::join!(webhook_controller, namespaced);
     };
     (ctx, work)
+}
+
+/// Drops what the operator never reads from a cached object's metadata.
+fn slim(meta: &mut kube::api::ObjectMeta) {
+    meta.managed_fields = None;
+    if let Some(annotations) = &mut meta.annotations {
+        annotations.remove("kubectl.kubernetes.io/last-applied-configuration");
+    }
 }
 
 /// A connection controller: the connection itself (spec changes), the Secrets it reads,
