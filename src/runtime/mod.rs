@@ -1,5 +1,6 @@
 //! Controller wiring: which watches trigger which reconciles.
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
@@ -14,22 +15,78 @@ use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{PredicateConfig, WatchStreamExt, watcher};
 use kube::{Api, Resource, ResourceExt};
 
-use crate::api::{BitbucketConnection, ClusterBitbucketConnection, ConnectionKind, Webhook};
+use crate::api::{
+    BitbucketConnection, ClusterBitbucketConnection, ConnectionKind, FORCE_ORPHAN_ANNOTATION,
+    TEST_REQUESTED_ANNOTATION, Webhook,
+};
 use crate::metrics::Metrics;
 use crate::reconcile::{self, Config, Context, Shared, connection, webhook};
 use std::sync::atomic::AtomicBool;
 
-/// What makes an object worth a reconcile: its spec (generation), annotations, finalizers
-/// and deletion. The operator's own status writes change none of these, so they do not
-/// loop back.
+/// What makes an object worth a reconcile: its spec (generation), the annotations that
+/// ask for something (a test delivery, a forced release), finalizers and deletion. The
+/// operator's own writes (status, the pending-create mark) and other people's labels and
+/// annotations change none of these, so they do not come back as reconciles.
 fn changed<K: Resource>(obj: &K) -> Option<u64> {
     let meta = obj.meta();
     let mut hasher = std::collections::hash_map::DefaultHasher::new();
     meta.generation.hash(&mut hasher);
-    meta.annotations.hash(&mut hasher);
+    for key in [TEST_REQUESTED_ANNOTATION, FORCE_ORPHAN_ANNOTATION] {
+        meta.annotations
+            .as_ref()
+            .and_then(|a| a.get(key))
+            .hash(&mut hasher);
+    }
     meta.finalizers.hash(&mut hasher);
     meta.deletion_timestamp.is_some().hash(&mut hasher);
     Some(hasher.finish())
+}
+
+/// What in a connection concerns the Webhooks using it: its spec and whether it is
+/// verified for that spec. Its periodic re-verification (a new `lastVerifiedTime`) is
+/// not: mapped to every Webhook of the connection, it would reconcile them all each time.
+fn connection_changed<K: Resource + ConnectionLike>(obj: &K) -> u64 {
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    obj.meta().generation.hash(&mut hasher);
+    if let Some(ready) = obj.ready() {
+        (&ready.status, &ready.reason, ready.observed_generation).hash(&mut hasher);
+    }
+    hasher.finish()
+}
+
+/// Connection events that concern Webhooks: a relevant change ([`connection_changed`])
+/// or a deletion.
+fn connection_events<K>(
+    api: Api<K>,
+    config: watcher::Config,
+) -> impl futures::Stream<Item = Result<K, watcher::Error>> + Send + 'static
+where
+    K: Resource<DynamicType = ()>
+        + ConnectionLike
+        + Clone
+        + std::fmt::Debug
+        + serde::de::DeserializeOwned
+        + Send
+        + 'static,
+{
+    let mut last: HashMap<ObjectRef<K>, u64> = HashMap::new();
+    watcher(api, config)
+        .default_backoff()
+        .filter_map(move |event| {
+            let out = match event {
+                Ok(watcher::Event::Apply(o) | watcher::Event::InitApply(o)) => {
+                    let hash = connection_changed(&o);
+                    (last.insert(ObjectRef::from_obj(&o), hash) != Some(hash)).then_some(Ok(o))
+                }
+                Ok(watcher::Event::Delete(o)) => {
+                    last.remove(&ObjectRef::from_obj(&o));
+                    Some(Ok(o))
+                }
+                Ok(_) => None,
+                Err(e) => Some(Err(e)),
+            };
+            futures::future::ready(out)
+        })
 }
 
 fn webhooks_using(
@@ -217,9 +274,8 @@ where
     .default_backoff()
     .touched_objects();
     let mut webhook_controller = Controller::for_stream(webhook_stream, webhooks)
-        .watches(
-            scope.api::<BitbucketConnection>(client),
-            scope.watch(),
+        .watches_stream(
+            connection_events(scope.api::<BitbucketConnection>(client), scope.watch()),
             move |c| {
                 webhooks_using(
                     &by_connection,
@@ -244,9 +300,11 @@ where
                 .collect::<Vec<_>>()
         });
     if scope.cluster_connections {
-        webhook_controller = webhook_controller.watches(
-            Api::<ClusterBitbucketConnection>::all(client.clone()),
-            scope.watch(),
+        webhook_controller = webhook_controller.watches_stream(
+            connection_events(
+                Api::<ClusterBitbucketConnection>::all(client.clone()),
+                scope.watch(),
+            ),
             move |c| {
                 webhooks_using(
                     &by_cluster_connection,
@@ -365,6 +423,14 @@ where
 /// The Secrets a connection reads.
 pub trait ConnectionLike {
     fn secret_names(&self) -> Vec<String>;
+    /// The connection's Ready condition, if it has one.
+    fn ready(&self) -> Option<&k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition>;
+}
+
+fn ready_of(
+    status: Option<&crate::api::ConnectionStatus>,
+) -> Option<&k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition> {
+    status.and_then(|s| reconcile::conditions::find(&s.conditions, reconcile::conditions::READY))
 }
 
 fn secret_names(spec: &crate::api::ConnectionSpec) -> Vec<String> {
@@ -383,11 +449,17 @@ impl ConnectionLike for BitbucketConnection {
     fn secret_names(&self) -> Vec<String> {
         secret_names(&self.spec.connection)
     }
+    fn ready(&self) -> Option<&k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition> {
+        ready_of(self.status.as_ref())
+    }
 }
 
 impl ConnectionLike for ClusterBitbucketConnection {
     fn secret_names(&self) -> Vec<String> {
         secret_names(&self.spec.connection)
+    }
+    fn ready(&self) -> Option<&k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition> {
+        ready_of(self.status.as_ref())
     }
 }
 

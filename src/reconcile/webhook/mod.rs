@@ -194,8 +194,16 @@ async fn apply(w: &Webhook, api: &Api<Webhook>, ctx: &Context) -> Result<Action,
         Err(_) => None,
     };
     let report = result.as_ref().map(|s| &s.report);
-    let status = status::new_status(w, report, health.as_ref(), Time(jiff::Timestamp::now()));
-    write_status(api, w, &status).await?;
+    let now = jiff::Timestamp::now();
+    let status = status::new_status(w, report, health.as_ref(), Time(now));
+    if status::worth_writing(
+        w.status.as_ref(),
+        &status,
+        ctx.config.resync_period / 2,
+        now,
+    ) {
+        write_status(api, w, &status).await?;
+    }
     if w.annotations().contains_key(PENDING_CREATE_ANNOTATION) && status.webhook_id.is_some() {
         execute::mark_pending(api, w, None).await?;
     }

@@ -215,6 +215,30 @@ pub fn new_status(
     }
 }
 
+/// Whether the new status must be written: it says something new, or the recorded
+/// `lastSyncTime` is older than `refresh` (so a restart still finds it fresh). A
+/// reconcile that only confirms what status says (a watch event, a second look within
+/// the period) writes nothing.
+pub fn worth_writing(
+    previous: Option<&WebhookStatus>,
+    new: &WebhookStatus,
+    refresh: std::time::Duration,
+    now: jiff::Timestamp,
+) -> bool {
+    let Some(previous) = previous else {
+        return true;
+    };
+    let recent = previous.last_sync_time.as_ref().is_some_and(|t| {
+        let age = now.duration_since(t.0);
+        !age.is_negative() && age.unsigned_abs() < refresh
+    });
+    let same = WebhookStatus {
+        last_sync_time: previous.last_sync_time.clone(),
+        ..new.clone()
+    } == *previous;
+    !(same && recent)
+}
+
 /// Events on actions and on changes of the Synced and Delivering conditions.
 pub fn events(
     w: &Webhook,

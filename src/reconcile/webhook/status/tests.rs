@@ -198,3 +198,47 @@ fn skipping_certificate_checks_is_warned_once_per_generation() {
     let r = report(Some("1"), Done::InSync);
     assert!(events(&again, Ok(&r), &s, None).is_empty());
 }
+
+#[test]
+fn a_status_that_only_confirms_is_not_written_within_the_refresh() {
+    let refresh = std::time::Duration::from_secs(300);
+    let at = |s: &str| -> jiff::Timestamp { s.parse().expect("time") };
+    let w = webhook(None, 1);
+    let first = new_status(&w, Ok(&report(Some("1"), Done::Created)), None, now());
+    assert!(worth_writing(
+        None,
+        &first,
+        refresh,
+        at("2026-11-26T12:00:00Z")
+    ));
+    let w = webhook(Some(first.clone()), 1);
+    let later = |t: &str| new_status(&w, Ok(&report(Some("1"), Done::InSync)), None, Time(at(t)));
+    // "Created" -> "InSync" is news.
+    assert!(worth_writing(
+        Some(&first),
+        &later("2026-11-26T12:01:00Z"),
+        refresh,
+        at("2026-11-26T12:01:00Z")
+    ));
+    let in_sync = later("2026-11-26T12:01:00Z");
+    let w = webhook(Some(in_sync.clone()), 1);
+    let again = |t: &str| new_status(&w, Ok(&report(Some("1"), Done::InSync)), None, Time(at(t)));
+    assert!(
+        !worth_writing(
+            Some(&in_sync),
+            &again("2026-11-26T12:02:00Z"),
+            refresh,
+            at("2026-11-26T12:02:00Z")
+        ),
+        "nothing new, recorded a minute ago"
+    );
+    assert!(
+        worth_writing(
+            Some(&in_sync),
+            &again("2026-11-26T12:07:00Z"),
+            refresh,
+            at("2026-11-26T12:07:00Z")
+        ),
+        "nothing new, but the recorded time is older than the refresh"
+    );
+}
