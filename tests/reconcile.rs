@@ -9,6 +9,7 @@ use std::time::Duration;
 use bitbucket_events::signature;
 use bitbucket_sim::receiver::Receiver;
 use bitbucket_webhook_operator::api::Flavor;
+use kube::ResourceExt;
 use serde_json::json;
 use support::{ADMIN, HEALTH, READER, RESYNC, World};
 
@@ -36,6 +37,27 @@ async fn lifecycle(flavor: Flavor) {
         (hooks[0]["url"].as_str(), hooks[0]["title"].as_str()),
         (Some("https://ci.example.com/a"), Some("CI"))
     );
+    assert_eq!(
+        status.origin,
+        Some(bitbucket_webhook_operator::api::HookOrigin::Created)
+    );
+    // The pending-create mark goes with the create that set it (nothing else would
+    // reconcile the Webhook to remove it).
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let current = w.webhooks().get("ci").await.expect("get");
+        if !current
+            .annotations()
+            .contains_key("bitbucket.hooks.dev/pending-create")
+        {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the pending-create mark stayed"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 
     // A second look at an unchanged Webhook writes nothing to Bitbucket.
     let writes = w.writes().await;

@@ -204,7 +204,17 @@ async fn apply(w: &Webhook, api: &Api<Webhook>, ctx: &Context) -> Result<Action,
     ) {
         write_status(api, w, &status).await?;
     }
-    if w.annotations().contains_key(PENDING_CREATE_ANNOTATION) && status.webhook_id.is_some() {
+    // The mark goes once the id is in status: set by this reconcile's create (this copy of
+    // the object predates it) or by an earlier one.
+    let marked = w.annotations().contains_key(PENDING_CREATE_ANNOTATION)
+        || matches!(
+            report,
+            Ok(Report {
+                done: Done::Created,
+                ..
+            })
+        );
+    if marked && status.webhook_id.is_some() {
         execute::mark_pending(api, w, None).await?;
     }
     notes.extend(status::events(w, report, &status, health.as_ref()));
