@@ -105,6 +105,9 @@ pub struct Context {
     seen: Arc<Mutex<HashMap<String, Option<Instant>>>>,
     /// This namespace's Webhooks, for mapping connection and Secret changes.
     pub webhooks: Store<DeserializeGuard<Webhook>>,
+    /// The watched connections, read before asking the API server (None: always ask).
+    pub connection_cache: Option<Store<crate::api::BitbucketConnection>>,
+    pub cluster_connection_cache: Option<Store<crate::api::ClusterBitbucketConnection>>,
     /// Consecutive failures per object, for backoff.
     failures: Mutex<HashMap<String, u32>>,
 }
@@ -159,6 +162,8 @@ impl Context {
             periodic: shared.periodic.clone(),
             seen: shared.seen.clone(),
             webhooks,
+            connection_cache: None,
+            cluster_connection_cache: None,
             failures: Mutex::default(),
         }
     }

@@ -59,6 +59,7 @@ fn connection_changed<K: Resource + ConnectionLike>(obj: &K) -> u64 {
 fn connection_events<K>(
     api: Api<K>,
     config: watcher::Config,
+    writer: reflector::store::Writer<K>,
 ) -> impl futures::Stream<Item = Result<K, watcher::Error>> + Send + 'static
 where
     K: Resource<DynamicType = ()>
@@ -67,11 +68,14 @@ where
         + std::fmt::Debug
         + serde::de::DeserializeOwned
         + Send
+        + Sync
         + 'static,
 {
     let mut last: HashMap<ObjectRef<K>, u64> = HashMap::new();
+    // Kept in a store too: the Webhook reconciler reads its connection from there.
     watcher(api, config)
         .default_backoff()
+        .reflect(writer)
         .filter_map(move |event| {
             let out = match event {
                 Ok(watcher::Event::Apply(o) | watcher::Event::InitApply(o)) => {
@@ -256,13 +260,20 @@ where
         })
         .applied_objects()
         .predicate_filter(changed, PredicateConfig::default());
-    let ctx = Arc::new(Context::new(
+    let (connections, connections_writer) = reflector::store();
+    let (cluster_connections, cluster_writer) = reflector::store();
+    let mut ctx = Context::new(
         client.clone(),
         recorder,
         config.clone(),
         webhooks.clone(),
         shared,
-    ));
+    );
+    ctx.connection_cache = Some(connections);
+    if scope.cluster_connections {
+        ctx.cluster_connection_cache = Some(cluster_connections);
+    }
+    let ctx = Arc::new(ctx);
 
     let by_connection = webhooks.clone();
     let by_cluster_connection = webhooks.clone();
@@ -275,7 +286,11 @@ where
     .touched_objects();
     let mut webhook_controller = Controller::for_stream(webhook_stream, webhooks)
         .watches_stream(
-            connection_events(scope.api::<BitbucketConnection>(client), scope.watch()),
+            connection_events(
+                scope.api::<BitbucketConnection>(client),
+                scope.watch(),
+                connections_writer,
+            ),
             move |c| {
                 webhooks_using(
                     &by_connection,
@@ -304,6 +319,7 @@ where
             connection_events(
                 Api::<ClusterBitbucketConnection>::all(client.clone()),
                 scope.watch(),
+                cluster_writer,
             ),
             move |c| {
                 webhooks_using(

@@ -1,11 +1,14 @@
 //! What a Webhook references: its connection (if it may use it) and its signing Secret
 //! (generated when asked to).
 
+use std::sync::Arc;
+
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::{Namespace, Secret};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::PostParams;
 use kube::core::{Selector, SelectorExt};
+use kube::runtime::reflector::ObjectRef;
 use kube::{Api, Resource, ResourceExt};
 
 use super::status::Note;
@@ -24,28 +27,41 @@ pub async fn connection(w: &Webhook, ctx: &Context) -> Result<View, Error> {
     let name = &w.spec.connection_ref.name;
     match w.spec.connection_ref.kind {
         ConnectionKind::BitbucketConnection => {
-            let api = Api::<BitbucketConnection>::namespaced(ctx.client.clone(), &namespace);
-            let c = api
-                .get_opt(name)
-                .await?
-                .ok_or_else(|| Error::ConnectionNotFound {
-                    kind: "BitbucketConnection",
-                    name: format!("{namespace}/{name}"),
-                })?;
+            let key = ObjectRef::new(name).within(&namespace);
+            let c = match ctx.connection_cache.as_ref().and_then(|s| s.get(&key)) {
+                Some(c) => c,
+                // Not (yet) in the watch's store: the API server decides.
+                None => Api::<BitbucketConnection>::namespaced(ctx.client.clone(), &namespace)
+                    .get_opt(name)
+                    .await?
+                    .map(Arc::new)
+                    .ok_or_else(|| Error::ConnectionNotFound {
+                        kind: "BitbucketConnection",
+                        name: format!("{namespace}/{name}"),
+                    })?,
+            };
             Ok(View::namespaced(&c))
         }
         ConnectionKind::ClusterBitbucketConnection => {
             if !ctx.config.cluster_connections {
                 return Err(Refusal::ClusterConnectionsOff.into());
             }
-            let api = Api::<ClusterBitbucketConnection>::all(ctx.client.clone());
-            let c = api
-                .get_opt(name)
-                .await?
-                .ok_or_else(|| Error::ConnectionNotFound {
-                    kind: "ClusterBitbucketConnection",
-                    name: name.clone(),
-                })?;
+            let key = ObjectRef::new(name);
+            let c = match ctx
+                .cluster_connection_cache
+                .as_ref()
+                .and_then(|s| s.get(&key))
+            {
+                Some(c) => c,
+                None => Api::<ClusterBitbucketConnection>::all(ctx.client.clone())
+                    .get_opt(name)
+                    .await?
+                    .map(Arc::new)
+                    .ok_or_else(|| Error::ConnectionNotFound {
+                        kind: "ClusterBitbucketConnection",
+                        name: name.clone(),
+                    })?,
+            };
             let labels = Api::<Namespace>::all(ctx.client.clone())
                 .get_opt(&namespace)
                 .await?
