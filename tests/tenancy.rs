@@ -300,3 +300,51 @@ async fn sigterm_while_busy_exits_within_the_shutdown_timeout() {
         started.elapsed()
     );
 }
+
+/// Two shards over one control plane (`--selector shard=a` and `shard=b`, each with its
+/// own labelled connection): every Webhook is served by exactly one of them, none twice
+/// (one create each) and none missed (all Ready).
+#[tokio::test]
+async fn two_shards_serve_every_webhook_exactly_once() {
+    let w = World::standalone("shards", Flavor::Cloud).await;
+    let mut yaml = String::new();
+    for shard in ["a", "b"] {
+        yaml.push_str(
+            &w.connection_yaml(&format!("bitbucket-{shard}"), support::ADMIN)
+                .replace(
+                    &format!("kind: BitbucketConnection\nmetadata: {{name: bitbucket-{shard}}}"),
+                    &format!(
+                        "kind: BitbucketConnection\nmetadata: {{name: bitbucket-{shard}, labels: {{shard: {shard}}}}}"
+                    ),
+                ),
+        );
+        yaml.push_str("---\n");
+        for i in 0..6 {
+            yaml.push_str(&format!(
+                "apiVersion: bitbucket.hooks.dev/v1alpha1\nkind: Webhook\nmetadata: {{name: {shard}-{i}, labels: {{shard: {shard}}}}}\n\
+                 spec:\n  connectionRef: {{name: bitbucket-{shard}}}\n  repository: {}\n  url: https://ci.example.com/{shard}/{i}\n---\n",
+                w.repository
+            ));
+        }
+    }
+    let _shards: Vec<_> = ["a", "b"]
+        .into_iter()
+        .map(|shard| {
+            w.operator_command()
+                .args([
+                    &format!("--selector=shard={shard}"),
+                    "--metrics-bind-address=127.0.0.1:0",
+                ])
+                .spawn()
+                .expect("operator")
+        })
+        .collect();
+    w.apply(&yaml).expect("apply");
+    for shard in ["a", "b"] {
+        for i in 0..6 {
+            w.wait_ready(&format!("{shard}-{i}")).await;
+        }
+    }
+    assert_eq!(w.hooks().await.len(), 12, "one hook per Webhook");
+    assert_eq!(w.writes().await, 12, "one create per Webhook, none twice");
+}
