@@ -26,7 +26,7 @@ help:
 	@echo "make crds          regenerate crds/ from the Rust types"
 	@echo "make envtest       build etcd, kube-apiserver, kube-controller-manager and kubectl $(KUBE_VERSION) from Go modules (cached)"
 	@echo "make cluster       start etcd, kube-apiserver and kube-controller-manager in the background; cluster-down stops them"
-	@echo "make bench         200 Webhooks on 20 repositories: time to Ready, Bitbucket requests, memory"
+	@echo "make bench         200 Webhooks on 20 repositories (BBWO_BENCH_WEBHOOKS, _FLAVOR, ... resize): Ready time, requests, restart cost, memory"
 
 build:
 	$(CARGO) build --workspace
