@@ -181,13 +181,14 @@ impl Context {
     /// time this process sees it, a `current` and `fresh` status is trusted for `until_slot`
     /// (a restart, a leader handover), and stays trusted while it remains current.
     pub fn trusted(&self, uid: &str, current: bool, fresh: bool, until_slot: Duration) -> bool {
-        let now = Instant::now();
         let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
-        let trusted = match seen.get(uid) {
-            None => (current && fresh).then(|| now + until_slot),
-            Some(Some(until)) if current && now < *until => Some(*until),
-            Some(_) => None,
-        };
+        let trusted = webhook::trust(
+            seen.get(uid).copied(),
+            current,
+            fresh,
+            until_slot,
+            Instant::now(),
+        );
         seen.insert(uid.to_owned(), trusted);
         trusted.is_some()
     }

@@ -26,6 +26,7 @@ use kube::{Api, Resource, ResourceExt};
 use serde_json::json;
 
 use self::observe::Target;
+pub use self::priority::trust;
 use self::status::Note;
 pub use self::validate::backend_of;
 use super::connection::View;

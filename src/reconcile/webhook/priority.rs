@@ -8,7 +8,7 @@
 //! sees a Webhook (a restart, a leader handover) a status that is current and younger than
 //! the resync period is trusted until the repository's slot: no Bitbucket call.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use jiff::Timestamp;
 use kube::ResourceExt;
@@ -44,6 +44,25 @@ pub fn fresh(w: &Webhook, period: Duration, now: Timestamp) -> bool {
     };
     let age = now.duration_since(synced.0);
     !age.is_negative() && age.unsigned_abs() < period
+}
+
+/// The trust a Webhook's status has: `seen` is what the process recorded before (None:
+/// never seen it), the answer what it records now (Some: trusted until that instant).
+/// The first sight of a current, fresh status trusts it until the slot; later reconciles
+/// keep that while the status stays current, ending a second early so that the slot's
+/// own reconcile (requeued for that instant) never finds it still trusted.
+pub fn trust(
+    seen: Option<Option<Instant>>,
+    current: bool,
+    fresh: bool,
+    until_slot: Duration,
+    now: Instant,
+) -> Option<Instant> {
+    match seen {
+        None => (current && fresh).then(|| now + until_slot),
+        Some(Some(until)) if current && now + Duration::from_secs(1) < until => Some(until),
+        Some(_) => None,
+    }
 }
 
 /// How long periodic work steps back when every periodic permit is taken: a second or
@@ -152,6 +171,39 @@ mod tests {
             period,
             at("2026-11-26T12:01:00Z")
         ));
+    }
+
+    #[test]
+    fn trust_lasts_from_the_first_sight_until_the_slot() {
+        let t0 = Instant::now();
+        let slot = Duration::from_secs(60);
+        let until = t0 + slot;
+        let at = |s: u64| t0 + Duration::from_secs(s);
+        let table = [
+            // (recorded, current, fresh, now, expected)
+            (None, true, true, t0, Some(until)),
+            (None, true, false, t0, None),
+            (None, false, true, t0, None),
+            (Some(Some(until)), true, true, at(30), Some(until)),
+            (Some(Some(until)), true, false, at(30), Some(until)),
+            (Some(Some(until)), false, true, at(30), None),
+            (
+                Some(Some(until)),
+                true,
+                true,
+                at(59) + Duration::from_millis(500),
+                None,
+            ),
+            (Some(Some(until)), true, true, at(61), None),
+            (Some(None), true, true, at(30), None),
+        ];
+        for (i, (recorded, current, fresh, now, expected)) in table.into_iter().enumerate() {
+            assert_eq!(
+                trust(recorded, current, fresh, slot, now),
+                expected,
+                "case {i}"
+            );
+        }
     }
 
     #[test]
