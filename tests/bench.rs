@@ -148,37 +148,47 @@ async fn wait_all_ready(w: &World, metrics: &str, total: usize, limit: Duration)
     }
 }
 
-/// Mean Webhook reconcile time so far, from the operator's histogram.
-async fn mean_reconcile(metrics: &str) -> Option<Duration> {
-    let text = reqwest::get(format!("http://{metrics}/metrics"))
+/// The operator's metrics endpoint, as text.
+async fn scrape(metrics: &str) -> Option<String> {
+    reqwest::get(format!("http://{metrics}/metrics"))
         .await
         .ok()?
         .text()
         .await
-        .ok()?;
-    let value = |name: &str| -> Option<f64> {
-        text.lines()
-            .find(|l| l.starts_with(name))
-            .and_then(|l| l.split_whitespace().last())
-            .and_then(|v| v.parse().ok())
-    };
-    let sum = value("bbwo_reconcile_duration_seconds_sum{kind=\"Webhook\"}")?;
-    let count = value("bbwo_reconcile_duration_seconds_count{kind=\"Webhook\"}")?;
+        .ok()
+}
+
+/// The value of the series whose line starts with `series`.
+fn metric(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find(|l| l.starts_with(series))
+        .and_then(|l| l.split_whitespace().last())
+        .and_then(|v| v.parse().ok())
+}
+
+/// Mean Webhook reconcile time so far, from the operator's histogram.
+async fn mean_reconcile(metrics: &str) -> Option<Duration> {
+    let text = scrape(metrics).await?;
+    let sum = metric(
+        &text,
+        "bbwo_reconcile_duration_seconds_sum{kind=\"Webhook\"}",
+    )?;
+    let count = metric(
+        &text,
+        "bbwo_reconcile_duration_seconds_count{kind=\"Webhook\"}",
+    )?;
     (count > 0.0).then(|| Duration::from_secs_f64(sum / count))
 }
 
 /// The operator's Ready gauge, scraped from its metrics endpoint.
 async fn ready_gauge(metrics: &str) -> Option<u64> {
-    let text = reqwest::get(format!("http://{metrics}/metrics"))
-        .await
-        .ok()?
-        .text()
-        .await
-        .ok()?;
-    text.lines()
-        .find(|l| l.starts_with("bbwo_webhooks_by_condition{condition=\"Ready\",status=\"True\"}"))
-        .and_then(|l| l.split_whitespace().last())
-        .and_then(|v| v.parse().ok())
+    let text = scrape(metrics).await?;
+    let ready = metric(
+        &text,
+        "bbwo_webhooks_by_condition{condition=\"Ready\",status=\"True\"}",
+    )?;
+    // A gauge of whole Webhooks.
+    Some(ready as u64)
 }
 
 fn free_port() -> u16 {

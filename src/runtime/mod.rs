@@ -45,7 +45,7 @@ fn changed<K: Resource>(obj: &K) -> Option<u64> {
 /// What in a connection concerns the Webhooks using it: its spec and whether it is
 /// verified for that spec. Its periodic re-verification (a new `lastVerifiedTime`) is
 /// not: mapped to every Webhook of the connection, it would reconcile them all each time.
-fn connection_changed<K: Resource + ConnectionLike>(obj: &K) -> u64 {
+fn connection_changed<K: ConnectionLike>(obj: &K) -> u64 {
     let mut hasher = std::collections::hash_map::DefaultHasher::new();
     obj.meta().generation.hash(&mut hasher);
     if let Some(ready) = obj.ready() {
@@ -62,14 +62,7 @@ fn connection_events<K>(
     writer: reflector::store::Writer<K>,
 ) -> impl futures::Stream<Item = Result<K, watcher::Error>> + Send + 'static
 where
-    K: Resource<DynamicType = ()>
-        + ConnectionLike
-        + Clone
-        + std::fmt::Debug
-        + serde::de::DeserializeOwned
-        + Send
-        + Sync
-        + 'static,
+    K: ConnectionLike,
 {
     let mut last: HashMap<ObjectRef<K>, u64> = HashMap::new();
     // Kept in a store too: the Webhook reconciler reads its connection from there.
@@ -370,13 +363,6 @@ fn connection_controller<K>(
     registry: Arc<connection::Registry>,
 ) -> Controller<K>
 where
-    K: Resource<DynamicType = ()>
-        + Clone
-        + std::fmt::Debug
-        + serde::de::DeserializeOwned
-        + Send
-        + Sync
-        + 'static,
     K: ConnectionLike,
 {
     let (store, writer) = reflector::store();
@@ -436,8 +422,17 @@ where
         })
 }
 
-/// The Secrets a connection reads.
-pub trait ConnectionLike {
+/// Either connection kind, with what watching it takes.
+pub trait ConnectionLike:
+    Resource<DynamicType = ()>
+    + Clone
+    + std::fmt::Debug
+    + serde::de::DeserializeOwned
+    + Send
+    + Sync
+    + 'static
+{
+    /// The Secrets the connection reads.
     fn secret_names(&self) -> Vec<String>;
     /// The connection's Ready condition, if it has one.
     fn ready(&self) -> Option<&k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition>;

@@ -148,25 +148,14 @@ mod tests {
         deletion: &str,
         management: &str,
     ) -> Webhook {
-        let spec = serde_json::from_value(serde_json::json!({
-            "connectionRef": {"name": "c"},
-            "repository": "team/app",
-            "url": "https://ci.example.com/hook",
-            "deletionPolicy": deletion,
-            "managementPolicy": management,
-        }))
-        .expect("a valid spec");
-        let mut w = Webhook::new("w", spec);
+        let mut w = super::super::fixture::webhook(
+            serde_json::json!({"deletionPolicy": deletion, "managementPolicy": management}),
+            annotations,
+        );
         w.status = Some(WebhookStatus {
             webhook_id: id.map(str::to_owned),
             ..Default::default()
         });
-        w.metadata.annotations = Some(
-            annotations
-                .iter()
-                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-                .collect(),
-        );
         w
     }
 

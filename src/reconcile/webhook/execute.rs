@@ -147,11 +147,8 @@ pub async fn delete(
     let id = match victim {
         Victim::Id(id) => id,
         Victim::WithUrl(url) => {
-            let (hooks, _) = ctx
-                .lists
-                .get(key, Duration::ZERO, || backend.list_hooks(repository))
-                .await
-                .map_err(|e| Error::about_repository(repository, e))?;
+            let (hooks, _) =
+                super::observe::listing(backend, repository, key, Duration::ZERO, ctx).await?;
             match hooks.into_iter().find(|h| h.url == url) {
                 Some(h) => h.id,
                 None => {

@@ -8,6 +8,8 @@
 mod cleanup;
 mod dereference;
 mod execute;
+#[cfg(test)]
+mod fixture;
 mod observe;
 mod priority;
 mod status;

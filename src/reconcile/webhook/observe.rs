@@ -116,9 +116,26 @@ async fn list(
     max_age: Duration,
     ctx: &Context,
 ) -> Result<(Vec<RemoteHook>, Duration), Error> {
-    let repository = target.repository;
+    listing(
+        target.backend.as_ref(),
+        target.repository,
+        key,
+        max_age,
+        ctx,
+    )
+    .await
+}
+
+/// The repository's hooks through the shared listing cache (`key`), at most `max_age` old.
+pub async fn listing(
+    backend: &dyn WebhookBackend,
+    repository: &RepoRef,
+    key: &str,
+    max_age: Duration,
+    ctx: &Context,
+) -> Result<(Vec<RemoteHook>, Duration), Error> {
     ctx.lists
-        .get(key, max_age, || target.backend.list_hooks(repository))
+        .get(key, max_age, || backend.list_hooks(repository))
         .await
         .map_err(|e| Error::about_repository(repository, e))
 }

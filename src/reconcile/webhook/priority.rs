@@ -86,20 +86,8 @@ mod tests {
     }
 
     fn webhook(status: Option<WebhookStatus>, annotations: &[(&str, &str)]) -> Webhook {
-        let spec = serde_json::from_value(serde_json::json!({
-            "connectionRef": {"name": "c"},
-            "repository": "team/app",
-            "url": "https://ci.example.com/hook",
-        }))
-        .expect("a valid spec");
-        let mut w = Webhook::new("w", spec);
+        let mut w = super::super::fixture::webhook(serde_json::json!({}), annotations);
         w.metadata.generation = Some(2);
-        w.metadata.annotations = Some(
-            annotations
-                .iter()
-                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-                .collect(),
-        );
         w.status = status;
         w
     }

@@ -64,23 +64,15 @@ pub fn conflict(w: &Webhook, claims: &Claims) -> Result<(), Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::api::WebhookSpec;
-
-    /// A Webhook from the fields these tests vary; the rest as a user would leave them.
-    pub(crate) fn webhook(repository: &str, events: Option<&[&str]>, signed: bool) -> Webhook {
-        let mut spec = serde_json::json!({
-            "connectionRef": {"name": "c"},
-            "repository": repository,
-            "url": "https://ci.example.com/hook",
-        });
+    fn webhook(repository: &str, events: Option<&[&str]>, signed: bool) -> Webhook {
+        let mut spec = serde_json::json!({ "repository": repository });
         if let Some(events) = events {
             spec["events"] = serde_json::json!(events);
         }
         if signed {
             spec["secretRef"] = serde_json::json!({"name": "s"});
         }
-        let spec: WebhookSpec = serde_json::from_value(spec).expect("a valid spec");
-        Webhook::new("w", spec)
+        super::super::fixture::webhook(spec, &[])
     }
 
     #[test]

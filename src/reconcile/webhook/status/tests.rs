@@ -4,13 +4,7 @@ use super::*;
 use crate::bitbucket::RepoRef;
 
 fn webhook(previous: Option<WebhookStatus>, generation: i64) -> Webhook {
-    let spec = serde_json::from_value(serde_json::json!({
-        "connectionRef": {"name": "c"},
-        "repository": "team/app",
-        "url": "https://ci.example.com/hook",
-    }))
-    .expect("a valid spec");
-    let mut w = Webhook::new("w", spec);
+    let mut w = super::super::fixture::webhook(serde_json::json!({}), &[]);
     w.metadata.generation = Some(generation);
     w.status = previous;
     w
