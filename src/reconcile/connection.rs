@@ -4,7 +4,6 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Patch, PatchParams};
 use kube::runtime::controller::Action;
@@ -13,10 +12,10 @@ use kube::{Api, Resource, ResourceExt};
 use serde_json::json;
 
 use super::conditions::{self, Outcome, Status};
-use super::{Context, Error, Invalid, Refusal, SecretProblem};
+use super::{Context, Error, Invalid, Refusal, SecretProblem, finalizer};
 use crate::api::{
     BitbucketConnection, ClusterBitbucketConnection, ConnectionKind, ConnectionSpec,
-    ConnectionStatus, FIELD_MANAGER, FINALIZER, Reason,
+    ConnectionStatus, FIELD_MANAGER, Reason,
 };
 use crate::bitbucket::{self, Budget, ConnectionConfig, Credentials, TlsOptions, WebhookBackend};
 
@@ -128,13 +127,13 @@ impl Default for Registry {
 
 /// Reads one key of a Secret as text.
 pub async fn secret_value(
-    client: &kube::Client,
+    ctx: &Context,
     namespace: &str,
     name: &str,
     key: &str,
 ) -> Result<(String, String), Error> {
-    let secret = Api::<Secret>::namespaced(client.clone(), namespace)
-        .get_opt(name)
+    let secret = ctx
+        .secret(namespace, name)
         .await?
         .ok_or_else(|| Error::SecretNotFound {
             namespace: namespace.to_owned(),
@@ -145,14 +144,17 @@ pub async fn secret_value(
         secret.uid().unwrap_or_default(),
         secret.resource_version().unwrap_or_default()
     );
-    let data = secret.data.unwrap_or_default();
-    let value = data.get(key).ok_or_else(|| {
-        Error::from(SecretProblem::MissingKey {
-            namespace: namespace.to_owned(),
-            name: name.to_owned(),
-            key: key.to_owned(),
-        })
-    })?;
+    let value = secret
+        .data
+        .as_ref()
+        .and_then(|data| data.get(key))
+        .ok_or_else(|| {
+            Error::from(SecretProblem::MissingKey {
+                namespace: namespace.to_owned(),
+                name: name.to_owned(),
+                key: key.to_owned(),
+            })
+        })?;
     let text = String::from_utf8(value.0.clone()).map_err(|_| {
         Error::from(SecretProblem::NotText {
             namespace: namespace.to_owned(),
@@ -223,15 +225,12 @@ impl Registry {
     /// The client for a connection, building it if the connection or a Secret changed.
     pub async fn backend(
         &self,
-        client: &kube::Client,
+        ctx: &Context,
         view: &View,
-        retry: &bitbucket::RetryPolicy,
-        metrics: &Arc<crate::metrics::Metrics>,
     ) -> Result<Arc<dyn WebhookBackend>, Error> {
-        self.check_base_url(view).await?;
         let secret_name = &view.spec.auth.secret_ref.name;
-        let secret = Api::<Secret>::namespaced(client.clone(), &view.secret_namespace)
-            .get_opt(secret_name)
+        let secret = ctx
+            .secret(&view.secret_namespace, secret_name)
             .await?
             .ok_or_else(|| Error::SecretNotFound {
                 namespace: view.secret_namespace.clone(),
@@ -250,13 +249,8 @@ impl Registry {
             .as_ref()
             .and_then(|t| t.ca_bundle_secret_ref.as_ref())
         {
-            let (pem, version) = secret_value(
-                client,
-                &view.secret_namespace,
-                &reference.name,
-                &reference.key,
-            )
-            .await?;
+            let (pem, version) =
+                secret_value(ctx, &view.secret_namespace, &reference.name, &reference.key).await?;
             fingerprint.push_str(&version);
             ca = Some(pem.into_bytes());
         }
@@ -270,7 +264,10 @@ impl Registry {
         {
             return Ok(entry.backend.clone());
         }
-        let data = secret.data.unwrap_or_default();
+        // Checked as the client is built: a name that resolves elsewhere later is not
+        // caught (the probe pins its address; this does not).
+        self.check_base_url(view).await?;
+        let data = secret.data.clone().unwrap_or_default();
         let credentials = Credentials::from_secret(
             view.spec.auth.type_,
             &format!("{}/{secret_name}", view.secret_namespace),
@@ -323,10 +320,10 @@ impl Registry {
             credentials,
             tls,
             budget,
-            retry: retry.clone(),
+            retry: ctx.config.retry.clone(),
             observer: Some(bitbucket::Observer {
                 connection: view.metric_name(),
-                metrics: metrics.clone(),
+                metrics: ctx.metrics.clone(),
             }),
         })
         .map_err(|e| Invalid::Connection(e.to_string()))?;
@@ -439,11 +436,7 @@ async fn verify(view: &View, ctx: &Context) -> (ConnectionStatus, Option<Error>)
         };
         return (status, Some(paused.into()));
     }
-    let result = match ctx
-        .connections
-        .backend(&ctx.client, view, &ctx.config.retry, &ctx.metrics)
-        .await
-    {
+    let result = match ctx.connections.backend(ctx, view).await {
         Ok(backend) => backend.verify_credentials().await.map_err(Error::from),
         Err(e) => Err(e),
     };
@@ -495,13 +488,9 @@ where
     if obj.meta().deletion_timestamp.is_some() {
         return release(obj, &api, &view, &ctx).await;
     }
-    if !obj.finalizers().iter().any(|f| f == FINALIZER) {
-        // In use by Webhooks, a connection must outlive their cleanup (deleted together,
-        // as a namespace or an Argo CD app is, in no fixed order).
-        let mut finalizers = obj.finalizers().to_vec();
-        finalizers.push(FINALIZER.to_owned());
-        set_finalizers(&api, obj, finalizers).await?;
-    }
+    // In use by Webhooks, a connection must outlive their cleanup (deleted together, as a
+    // namespace or an Argo CD app is, in no fixed order).
+    finalizer::claim(&api, obj, None).await?;
     let started = std::time::Instant::now();
     let (status, error) = verify(&view, &ctx).await;
     ctx.metrics.reconciled(
@@ -558,30 +547,13 @@ where
 }
 
 /// Sets the finalizers, failing (and so retrying) if the object changed meanwhile.
-async fn set_finalizers<K>(api: &Api<K>, obj: &K, finalizers: Vec<String>) -> Result<(), Error>
-where
-    K: Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
-{
-    let patch = json!({ "metadata": {
-        "finalizers": finalizers,
-        "resourceVersion": obj.resource_version(),
-    } });
-    api.patch(
-        &obj.name_any(),
-        &PatchParams::default(),
-        &Patch::Merge(&patch),
-    )
-    .await?;
-    Ok(())
-}
-
 /// A connection being deleted stays while Webhooks use it (their cleanup needs its
 /// credential), saying so in `InUse`; then its finalizer goes.
 async fn release<K>(obj: &K, api: &Api<K>, view: &View, ctx: &Context) -> Result<Action, Error>
 where
     K: Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
 {
-    if !obj.finalizers().iter().any(|f| f == FINALIZER) {
+    if !finalizer::held(obj) {
         return Ok(Action::await_change());
     }
     let users = ctx
@@ -623,13 +595,7 @@ where
         // Webhooks finish their cleanup within seconds; look again soon.
         return Ok(Action::requeue(std::time::Duration::from_secs(2)));
     }
-    let finalizers = obj
-        .finalizers()
-        .iter()
-        .filter(|f| *f != FINALIZER)
-        .cloned()
-        .collect();
-    set_finalizers(api, obj, finalizers).await?;
+    finalizer::release(api, obj).await?;
     Ok(Action::await_change())
 }
 

@@ -32,8 +32,15 @@ pub enum Error {
     Bitbucket(#[from] bitbucket::Error),
     #[error("repository {repository} does not exist or the credential cannot see it: {message}")]
     RepositoryNotFound { repository: String, message: String },
-    #[error("{0}")]
-    Finalizer(String),
+    /// A write (the finalizer) refused because the cached copy is older than the object.
+    #[error(
+        "{kind} {name} changed on the API server while it was reconciled from an older copy (generation {generation:?}); it is read again"
+    )]
+    Stale {
+        kind: String,
+        name: String,
+        generation: Option<i64>,
+    },
     /// A deletion that has no credential left to reach Bitbucket with.
     #[error(
         "{cause}, and this operator has not used that connection since it started, so it has no credential to delete the hook with; restore the Secret, or annotate {FORCE_ORPHAN_ANNOTATION}=true to release the Webhook and leave the hook"
@@ -145,7 +152,7 @@ impl Error {
             Error::Conflict { .. } => Reason::Conflict,
             Error::Bitbucket(e) => e.reason(),
             Error::RepositoryNotFound { .. } => Reason::RepositoryNotFound,
-            Error::Finalizer(_) => Reason::FinalizerError,
+            Error::Stale { .. } => Reason::FinalizerError,
         }
     }
 
@@ -153,7 +160,7 @@ impl Error {
     /// (which triggers a reconcile through the watches).
     pub fn transient(&self) -> bool {
         match self {
-            Error::Kube(_) | Error::ConnectionNotReady { .. } | Error::Finalizer(_) => true,
+            Error::Kube(_) | Error::ConnectionNotReady { .. } | Error::Stale { .. } => true,
             Error::Bitbucket(e) => e.retryable(),
             _ => false,
         }

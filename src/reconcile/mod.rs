@@ -6,8 +6,10 @@ pub mod claims;
 pub mod conditions;
 pub mod connection;
 mod error;
+pub mod finalizer;
 pub mod plan;
 pub mod schedule;
+pub mod secrets;
 pub mod webhook;
 
 use std::collections::HashMap;
@@ -108,6 +110,10 @@ pub struct Context {
     /// The watched connections, read before asking the API server (None: always ask).
     pub connection_cache: Option<Store<crate::api::BitbucketConnection>>,
     pub cluster_connection_cache: Option<Store<crate::api::ClusterBitbucketConnection>>,
+    /// Secrets read by value, and the watch that says when a copy is stale (None: always
+    /// read).
+    pub secrets: Arc<secrets::SecretCache>,
+    pub secret_versions: Option<secrets::Versions>,
     /// Consecutive failures per object, for backoff.
     failures: Mutex<HashMap<String, u32>>,
 }
@@ -123,6 +129,7 @@ pub struct Shared {
     pub claims: Arc<claims::Claims>,
     pub metrics: Arc<crate::metrics::Metrics>,
     pub periodic: Arc<tokio::sync::Semaphore>,
+    pub secrets: Arc<secrets::SecretCache>,
     seen: Arc<Mutex<HashMap<String, Option<Instant>>>>,
 }
 
@@ -137,6 +144,7 @@ impl Shared {
             periodic: Arc::new(tokio::sync::Semaphore::new(
                 config.periodic_concurrency.max(1),
             )),
+            secrets: Arc::default(),
             seen: Arc::default(),
         }
     }
@@ -164,8 +172,21 @@ impl Context {
             webhooks,
             connection_cache: None,
             cluster_connection_cache: None,
+            secrets: shared.secrets.clone(),
+            secret_versions: None,
             failures: Mutex::default(),
         }
+    }
+
+    /// A Secret by value (None: it does not exist), read again only when it changed.
+    pub async fn secret(
+        &self,
+        namespace: &str,
+        name: &str,
+    ) -> Result<Option<Arc<k8s_openapi::api::core::v1::Secret>>, kube::Error> {
+        self.secrets
+            .get(&self.client, self.secret_versions.as_ref(), namespace, name)
+            .await
     }
 
     /// Records a failure of `key` and returns how long to wait: 5s doubling to 5 minutes.

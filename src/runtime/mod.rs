@@ -24,9 +24,10 @@ use crate::reconcile::{self, Config, Context, Shared, connection, webhook};
 use std::sync::atomic::AtomicBool;
 
 /// What makes an object worth a reconcile: its spec (generation), the annotations that
-/// ask for something (a test delivery, a forced release), finalizers and deletion. The
-/// operator's own writes (status, the pending-create mark) and other people's labels and
-/// annotations change none of these, so they do not come back as reconciles.
+/// ask for something (a test delivery, a forced release) and deletion. The operator's own
+/// writes (status, finalizer, the pending-create mark: each made by a reconcile that goes
+/// on) and other people's labels and annotations change none of these, so they do not
+/// come back as reconciles.
 fn changed<K: Resource>(obj: &K) -> Option<u64> {
     let meta = obj.meta();
     let mut hasher = std::collections::hash_map::DefaultHasher::new();
@@ -37,7 +38,6 @@ fn changed<K: Resource>(obj: &K) -> Option<u64> {
             .and_then(|a| a.get(key))
             .hash(&mut hasher);
     }
-    meta.finalizers.hash(&mut hasher);
     meta.deletion_timestamp.is_some().hash(&mut hasher);
     Some(hasher.finish())
 }
@@ -255,6 +255,7 @@ where
         .predicate_filter(changed, PredicateConfig::default());
     let (connections, connections_writer) = reflector::store();
     let (cluster_connections, cluster_writer) = reflector::store();
+    let (secret_versions, secrets_writer) = reflector::store();
     let mut ctx = Context::new(
         client.clone(),
         recorder,
@@ -263,6 +264,7 @@ where
         shared,
     );
     ctx.connection_cache = Some(connections);
+    ctx.secret_versions = Some(secret_versions);
     if scope.cluster_connections {
         ctx.cluster_connection_cache = Some(cluster_connections);
     }
@@ -271,11 +273,23 @@ where
     let by_connection = webhooks.clone();
     let by_cluster_connection = webhooks.clone();
     let by_secret = webhooks.clone();
+    let copies = ctx.secrets.clone();
     let secrets = watcher(
         scope.api::<PartialObjectMeta<Secret>>(client),
         watcher::Config::default(),
     )
     .default_backoff()
+    .modify(|s: &mut PartialObjectMeta<Secret>| {
+        slim(&mut s.metadata);
+        // Not read: a Secret applied with kubectl carries its data here.
+        s.metadata.annotations = None;
+    })
+    .reflect(secrets_writer)
+    .inspect(move |event| {
+        if let Ok(watcher::Event::Delete(s)) = event {
+            copies.forget(&s.namespace().unwrap_or_default(), &s.name_any());
+        }
+    })
     .touched_objects();
     let mut webhook_controller = Controller::for_stream(webhook_stream, webhooks)
         .watches_stream(

@@ -116,11 +116,7 @@ pub async fn cleanup(w: &Webhook, ctx: &Context) -> Result<Action, Error> {
 /// Finds a client for the deletion, even when the credential's Secret went first.
 async fn delete(w: &Webhook, victim: Victim, ctx: &Context) -> Result<String, Error> {
     let view = super::dereference::connection(w, ctx).await?;
-    let backend = match ctx
-        .connections
-        .backend(&ctx.client, &view, &ctx.config.retry, &ctx.metrics)
-        .await
-    {
+    let backend = match ctx.connections.backend(ctx, &view).await {
         Ok(backend) => backend,
         // Deleted together with its credential, in no fixed order: the last client built
         // for the connection still holds it.

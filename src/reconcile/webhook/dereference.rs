@@ -125,8 +125,8 @@ pub async fn signing_secret(
         return Ok(None);
     };
     let namespace = w.namespace().unwrap_or_default();
-    let api = Api::<Secret>::namespaced(ctx.client.clone(), &namespace);
-    if reference.generate && api.get_opt(&reference.name).await?.is_none() {
+    if reference.generate && ctx.secret(&namespace, &reference.name).await?.is_none() {
+        let api = Api::<Secret>::namespaced(ctx.client.clone(), &namespace);
         generate(w, &api, &reference.name, &reference.key).await?;
         notes.push(Note::normal(
             Reason::SecretGenerated,
@@ -137,8 +137,7 @@ pub async fn signing_secret(
             ),
         ));
     }
-    let (value, version) =
-        secret_value(&ctx.client, &namespace, &reference.name, &reference.key).await?;
+    let (value, version) = secret_value(ctx, &namespace, &reference.name, &reference.key).await?;
     let value = value.trim().to_owned();
     if value.is_empty() {
         return Err(SecretProblem::Empty {

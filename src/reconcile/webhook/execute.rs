@@ -2,16 +2,14 @@
 
 use std::time::Duration;
 
-use kube::api::{Patch, PatchParams};
-use kube::{Api, ResourceExt};
-use serde_json::json;
+use kube::Api;
 
 use super::Done;
 use super::observe::{Observation, Target};
-use crate::api::{PENDING_CREATE_ANNOTATION, Webhook};
+use crate::api::Webhook;
 use crate::bitbucket::{self, Deleted, HookSpec, SecretChange, WebhookBackend};
 use crate::reconcile::plan::{Desired, Field, Plan};
-use crate::reconcile::{Context, Error};
+use crate::reconcile::{Context, Error, finalizer};
 
 /// Carries out the plan; returns the hook's id (None: there is none) and what was done.
 #[tracing::instrument(skip_all, fields(plan = plan_name(&observation.plan)))]
@@ -22,6 +20,10 @@ pub async fn execute(
     api: &Api<Webhook>,
     ctx: &Context,
 ) -> Result<(Option<String>, Done), Error> {
+    // A hook about to be recorded or written is this Webhook's: the finalizer first.
+    if !matches!(observation.plan, Plan::Missing { .. } | Plan::Create) {
+        finalizer::claim(api, target.w, None).await?;
+    }
     Ok(match &observation.plan {
         Plan::InSync { id, adopted: false } => (Some(id.clone()), Done::InSync),
         Plan::InSync { id, adopted: true } => (Some(id.clone()), Done::Adopted),
@@ -67,7 +69,7 @@ fn plan_name(plan: &Plan) -> &'static str {
     }
 }
 
-/// Creates the hook behind the pending-create mark.
+/// Creates the hook behind the pending-create mark (set with the finalizer, if missing).
 async fn create(
     target: &Target<'_>,
     desired: &Desired,
@@ -75,7 +77,7 @@ async fn create(
     key: &str,
     ctx: &Context,
 ) -> Result<String, Error> {
-    mark_pending(api, target.w, Some(&desired.url)).await?;
+    finalizer::claim(api, target.w, Some(&desired.url)).await?;
     let secret = desired
         .secret
         .as_ref()
@@ -86,7 +88,7 @@ async fn create(
         // Refused before Bitbucket acted (a spent budget, a 429): nothing was created, so
         // the mark goes; otherwise the next try would re-list first.
         Err(e @ bitbucket::Error::RateLimited { .. }) => {
-            mark_pending(api, target.w, None).await?;
+            finalizer::clear_mark(api, target.w).await?;
             return Err(e.into());
         }
         Err(e) => return Err(Error::about_repository(target.repository, e)),
@@ -112,19 +114,6 @@ fn secret_change(desired: &Desired, fields: &[Field]) -> SecretChange {
         (Some(s), true) => SecretChange::Set(s.value.clone()),
         (None, true) => SecretChange::Remove,
     }
-}
-
-/// Sets (before a create) or clears (once the id is in status) the pending-create mark:
-/// after a crash in between, the hook with this URL is known to be ours.
-pub async fn mark_pending(api: &Api<Webhook>, w: &Webhook, url: Option<&str>) -> Result<(), Error> {
-    let patch = json!({ "metadata": { "annotations": { PENDING_CREATE_ANNOTATION: url } } });
-    api.patch(
-        &w.name_any(),
-        &PatchParams::default(),
-        &Patch::Merge(&patch),
-    )
-    .await?;
-    Ok(())
 }
 
 /// Which hook a deletion removes.

@@ -9,7 +9,7 @@ mod cleanup;
 mod dereference;
 mod execute;
 #[cfg(test)]
-mod fixture;
+pub(crate) mod fixture;
 mod observe;
 mod priority;
 mod status;
@@ -23,7 +23,6 @@ use kube::api::{Patch, PatchParams};
 use kube::core::DeserializeGuard;
 use kube::runtime::controller::Action;
 use kube::runtime::events::Event;
-use kube::runtime::finalizer::{Error as FinalizerError, Event as FinalizerEvent, finalizer};
 use kube::{Api, Resource, ResourceExt};
 use serde_json::json;
 
@@ -34,9 +33,9 @@ pub use self::validate::backend_of;
 use super::connection::View;
 use super::plan::{Desired, Field};
 use super::schedule::until_next_slot;
-use super::{Context, Error, conditions, object_key};
+use super::{Context, Error, conditions, finalizer, object_key};
 use crate::api::{
-    DeliveryHealth, DeliveryStatus, FIELD_MANAGER, FINALIZER, Flavor, PENDING_CREATE_ANNOTATION,
+    DeliveryHealth, DeliveryStatus, FIELD_MANAGER, Flavor, PENDING_CREATE_ANNOTATION,
     TEST_REQUESTED_ANNOTATION, Webhook, WebhookStatus,
 };
 use crate::bitbucket::{DeliveryStats, RepoRef, WebhookBackend};
@@ -95,45 +94,32 @@ pub async fn reconcile(
     };
     let namespace = webhook.namespace().unwrap_or_default();
     let api: Api<Webhook> = Api::namespaced(ctx.client.clone(), &namespace);
-    match with_finalizer(&api, webhook.clone(), &ctx).await {
-        // The cached object is older than the one on the server (the finalizer's JSON
-        // patch tests the list it read): read it once more instead of retrying from the
-        // same stale copy until the watch catches up.
-        Err(
-            FinalizerError::AddFinalizer(kube::Error::Api(e))
-            | FinalizerError::RemoveFinalizer(kube::Error::Api(e)),
-        ) if e.code == 422 || e.code == 409 => {
+    match run(&api, &webhook, &ctx).await {
+        // The cached copy is older than the object (a finalizer write refused): read it
+        // once more instead of retrying from the same stale copy until the watch catches up.
+        Err(Error::Stale { .. }) => {
             tracing::debug!("the cached Webhook is stale; reading it again");
             match api.get_opt(&webhook.name_any()).await? {
-                Some(fresh) => with_finalizer(&api, Arc::new(fresh), &ctx)
-                    .await
-                    .map_err(finalizer_error),
+                Some(fresh) => run(&api, &fresh, &ctx).await,
                 None => Ok(Action::await_change()),
             }
         }
-        other => other.map_err(finalizer_error),
+        other => other,
     }
 }
 
-async fn with_finalizer(
-    api: &Api<Webhook>,
-    webhook: Arc<Webhook>,
-    ctx: &Context,
-) -> Result<Action, FinalizerError<Error>> {
-    finalizer(api, FINALIZER, webhook, |event| async {
-        match event {
-            FinalizerEvent::Apply(w) => apply(&w, api, ctx).await,
-            FinalizerEvent::Cleanup(w) => cleanup::cleanup(&w, ctx).await,
-        }
-    })
-    .await
-}
-
-fn finalizer_error(e: FinalizerError<Error>) -> Error {
-    match e {
-        FinalizerError::ApplyFailed(e) | FinalizerError::CleanupFailed(e) => e,
-        other => Error::Finalizer(other.to_string()),
+/// Apply, or clean up and release the finalizer.
+async fn run(api: &Api<Webhook>, w: &Webhook, ctx: &Context) -> Result<Action, Error> {
+    if w.meta().deletion_timestamp.is_none() {
+        return apply(w, api, ctx).await;
     }
+    if !finalizer::held(w) {
+        return Ok(Action::await_change());
+    }
+    // The finalizer stays until the cleanup succeeded.
+    let action = cleanup::cleanup(w, ctx).await?;
+    finalizer::release(api, w).await?;
+    Ok(action)
 }
 
 fn guard_key(guard: &DeserializeGuard<Webhook>) -> String {
@@ -191,7 +177,11 @@ async fn apply(w: &Webhook, api: &Api<Webhook>, ctx: &Context) -> Result<Action,
     };
     let started = std::time::Instant::now();
     let mut notes = Vec::new();
-    let result = sync(w, api, ctx, &mut notes).await;
+    let result = match sync(w, api, ctx, &mut notes).await {
+        // Not the status's to say: the caller reads the Webhook again.
+        Err(e @ Error::Stale { .. }) => return Err(e),
+        other => other,
+    };
     let health = match &result {
         Ok(synced) => assess(w, synced, ctx).await,
         Err(_) => None,
@@ -218,7 +208,7 @@ async fn apply(w: &Webhook, api: &Api<Webhook>, ctx: &Context) -> Result<Action,
             })
         );
     if marked && status.webhook_id.is_some() {
-        execute::mark_pending(api, w, None).await?;
+        finalizer::clear_mark(api, w).await?;
     }
     notes.extend(status::events(w, report, &status, health.as_ref()));
     for note in notes {
@@ -256,10 +246,7 @@ async fn sync(
     let flavor = view.spec.flavor;
     let valid = validate::spec(w, flavor)?;
     validate::conflict(w, &ctx.claims)?;
-    let backend = ctx
-        .connections
-        .backend(&ctx.client, &view, &ctx.config.retry, &ctx.metrics)
-        .await?;
+    let backend = ctx.connections.backend(ctx, &view).await?;
     let secret = dereference::signing_secret(w, ctx, notes).await?;
     let desired = desired(w, valid.events, secret);
     let target = Target {
