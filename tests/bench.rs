@@ -11,6 +11,7 @@
 
 mod support;
 
+use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use bitbucket_webhook_operator::api::{Flavor, Webhook};
@@ -191,6 +192,54 @@ async fn ready_gauge(metrics: &str) -> Option<u64> {
     Some(ready as u64)
 }
 
+/// The API server's request counters for what the operator touches, by "verb resource"
+/// (all clients: the bench's own creates and lists are in them too).
+fn api_requests(w: &World) -> BTreeMap<String, f64> {
+    let text = w
+        .plane
+        .kubectl_ok(["get", "--raw", "/metrics"])
+        .unwrap_or_default();
+    let mut counts = BTreeMap::new();
+    for line in text.lines() {
+        let Some(rest) = line.strip_prefix("apiserver_request_total{") else {
+            continue;
+        };
+        let Some((labels, value)) = rest.rsplit_once("} ") else {
+            continue;
+        };
+        let label = |name: &str| {
+            labels
+                .split(',')
+                .find_map(|l| l.strip_prefix(&format!("{name}=\"")))
+                .map(|v| v.trim_end_matches('"').to_owned())
+                .unwrap_or_default()
+        };
+        let resource = label("resource");
+        if !["webhooks", "secrets", "events"].contains(&resource.as_str()) {
+            continue;
+        }
+        let subresource = label("subresource");
+        let key = if subresource.is_empty() {
+            format!("{} {resource}", label("verb"))
+        } else {
+            format!("{} {resource}/{subresource}", label("verb"))
+        };
+        *counts.entry(key).or_default() += value.parse::<f64>().unwrap_or(0.0);
+    }
+    counts
+}
+
+/// `after - before` per Webhook, as "1.00 PATCH webhooks, ...".
+fn per_webhook(before: &BTreeMap<String, f64>, after: &BTreeMap<String, f64>, n: usize) -> String {
+    after
+        .iter()
+        .map(|(k, v)| (k, v - before.get(k).copied().unwrap_or(0.0)))
+        .filter(|(_, d)| *d > 0.0)
+        .map(|(k, d)| format!("{:.2} {k}", d / n as f64))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
@@ -253,6 +302,7 @@ async fn many_webhooks_converge_and_stay_cheap() {
             .expect("a Webhook")
         })
         .collect();
+    let api_before = api_requests(&w);
     let started = Instant::now();
     futures::stream::iter(objects)
         .for_each_concurrent(16, |h| {
@@ -269,6 +319,7 @@ async fn many_webhooks_converge_and_stay_cheap() {
     let limit = Duration::from_secs(120 + total as u64 / 10);
     wait_all_ready(&w, &metrics, total, limit).await;
     let converged = started.elapsed();
+    let api_to_converge = per_webhook(&api_before, &api_requests(&w), total);
     let gauge = ready_gauge(&metrics).await;
     let (gets, posts) = (requests(&w, "GET").await, requests(&w, "POST").await);
     let converge_statistics = routed(&w, "GET", "/statistics").await;
@@ -364,6 +415,9 @@ async fn many_webhooks_converge_and_stay_cheap() {
         posts as f64 / total as f64
     );
     println!("| of which per-hook statistics reads | {converge_statistics} |");
+    println!(
+        "| Kubernetes API requests to converge, per Webhook (all clients) | {api_to_converge} |"
+    );
     println!("| hooks on Bitbucket afterwards | {hooks} |");
     println!(
         "| Ready gauge (`bbwo_webhooks_by_condition`) when all were Ready | {} |",
