@@ -38,6 +38,11 @@ struct RunArgs {
     /// period makes them meet).
     #[arg(long, default_value = "5m", value_parser = parse_duration, env = "BBWO_HEALTH_PERIOD")]
     health_period: std::time::Duration,
+    /// How old `lastSyncTime` may grow while resyncs find nothing new ("1h"): until then
+    /// a matching hook costs no status write. A restarted operator trusts a status this
+    /// much (plus one resync period) old until the repository's next slot.
+    #[arg(long, default_value = "1h", value_parser = parse_duration, env = "BBWO_STATUS_REFRESH_PERIOD")]
+    status_refresh_period: std::time::Duration,
     /// After Bitbucket answers 429 without Retry-After, how long every request of that
     /// credential waits ("60s"); doubled per further 429, at most an hour.
     #[arg(long, default_value = "60s", value_parser = parse_duration, env = "BBWO_RATE_LIMIT_PAUSE")]
@@ -210,6 +215,7 @@ fn run(args: RunArgs) -> Result<(), String> {
             resync_period: args.resync_period,
             list_ttl: args.resync_period.mul_f64(0.9),
             health_period: args.health_period,
+            status_refresh: args.status_refresh_period,
             retry: bitbucket_webhook_operator::bitbucket::RetryPolicy {
                 rate_limit_pause: args.rate_limit_pause,
                 ..Default::default()

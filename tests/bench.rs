@@ -192,6 +192,48 @@ async fn ready_gauge(metrics: &str) -> Option<u64> {
     Some(ready as u64)
 }
 
+/// CPU seconds used so far by the processes on this machine that the bench loads: the
+/// control plane's, the operator (its command name, cut to 15 characters) and this
+/// process (the client creating Webhooks and the simulator).
+fn cpu_seconds() -> BTreeMap<&'static str, f64> {
+    let names = [
+        ("kube-apiserver", "kube-apiserver"),
+        ("etcd", "etcd"),
+        ("kube-controller", "kube-controller-manager"),
+        ("bitbucket-webho", "operator"),
+    ];
+    let ticks = |stat: &str| -> Option<f64> {
+        // After the command: utime and stime are the 12th and 13th fields.
+        let rest = stat.rsplit_once(") ")?.1;
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        let user: f64 = fields.get(11)?.parse().ok()?;
+        let system: f64 = fields.get(12)?.parse().ok()?;
+        Some((user + system) / 100.0)
+    };
+    let mut used = BTreeMap::new();
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+            continue;
+        };
+        let comm = stat
+            .split_once(" (")
+            .and_then(|(_, r)| r.rsplit_once(") "))
+            .map_or("", |(c, _)| c);
+        if let Some((_, label)) = names.iter().find(|(n, _)| *n == comm)
+            && let Some(s) = ticks(&stat)
+        {
+            *used.entry(*label).or_default() += s;
+        }
+    }
+    if let Some(s) = std::fs::read_to_string("/proc/self/stat")
+        .ok()
+        .and_then(|s| ticks(&s))
+    {
+        used.insert("bench and simulator", s);
+    }
+    used
+}
+
 /// The API server's request counters for what the operator touches, by "verb resource"
 /// (all clients: the bench's own creates and lists are in them too).
 fn api_requests(w: &World) -> BTreeMap<String, f64> {
@@ -303,6 +345,7 @@ async fn many_webhooks_converge_and_stay_cheap() {
         })
         .collect();
     let api_before = api_requests(&w);
+    let cpu_before = cpu_seconds();
     let started = Instant::now();
     futures::stream::iter(objects)
         .for_each_concurrent(16, |h| {
@@ -320,6 +363,11 @@ async fn many_webhooks_converge_and_stay_cheap() {
     wait_all_ready(&w, &metrics, total, limit).await;
     let converged = started.elapsed();
     let api_to_converge = per_webhook(&api_before, &api_requests(&w), total);
+    let cpu_to_converge = cpu_seconds()
+        .iter()
+        .map(|(k, v)| format!("{k} {:.0} s", v - cpu_before.get(k).copied().unwrap_or(0.0)))
+        .collect::<Vec<_>>()
+        .join(", ");
     let gauge = ready_gauge(&metrics).await;
     let (gets, posts) = (requests(&w, "GET").await, requests(&w, "POST").await);
     let converge_statistics = routed(&w, "GET", "/statistics").await;
@@ -328,7 +376,9 @@ async fn many_webhooks_converge_and_stay_cheap() {
     // Steady state: three resync periods, no changes.
     eprintln!("bench: steady state for {}s", resync * 3);
     w.ctl.reset_requests().await.expect("reset");
+    let api_steady_before = api_requests(&w);
     tokio::time::sleep(Duration::from_secs(resync * 3)).await;
+    let api_steady = per_webhook(&api_steady_before, &api_requests(&w), total);
     let steady_gets = requests(&w, "GET").await;
     let steady_lists = listings(&w).await;
     let steady_statistics = routed(&w, "GET", "/statistics").await;
@@ -418,6 +468,10 @@ async fn many_webhooks_converge_and_stay_cheap() {
     println!(
         "| Kubernetes API requests to converge, per Webhook (all clients) | {api_to_converge} |"
     );
+    println!(
+        "| CPU used from the first create until all were Ready ({:.0} s on 2 cores) | {cpu_to_converge} |",
+        converged.as_secs_f64()
+    );
     println!("| hooks on Bitbucket afterwards | {hooks} |");
     println!(
         "| Ready gauge (`bbwo_webhooks_by_condition`) when all were Ready | {} |",
@@ -425,6 +479,14 @@ async fn many_webhooks_converge_and_stay_cheap() {
     );
     println!(
         "| requests in 3 resync periods ({resync} s each, health every {health} s), nothing changed | {steady_gets} GET, {steady_writes} writes |"
+    );
+    println!(
+        "| Kubernetes API requests in those 3 periods, per Webhook | {} |",
+        if api_steady.is_empty() {
+            "none"
+        } else {
+            &api_steady
+        }
     );
     // Listing slots in the window: each health period (Data Center), else each resync.
     let slots = if size.flavor == Flavor::DataCenter {

@@ -223,9 +223,10 @@ pub struct WebhookStatus {
     /// A page in Bitbucket where a person can look at the repository's webhooks.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub url: Option<String>,
-    /// When the webhook was last compared with Bitbucket. A comparison that finds
-    /// nothing new rewrites it only once it is older than half the resync period (no
-    /// status write per watch event), so it may lag the last comparison by that much.
+    /// When a comparison with Bitbucket last wrote this status. The hook is compared every
+    /// resync period, but a comparison that finds nothing new rewrites the status only
+    /// once this is older than the operator's --status-refresh-period (1h by default), so
+    /// it may lag the last comparison by that much.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_sync_time: Option<Time>,
     /// Which version of the signing Secret (its uid and resourceVersion, never a value or

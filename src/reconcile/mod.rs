@@ -36,6 +36,8 @@ pub struct Config {
     pub cluster_secret_namespace: String,
     /// How often Data Center delivery statistics are read (one request per hook).
     pub health_period: Duration,
+    /// How old `lastSyncTime` may grow before a resync that found nothing new rewrites it.
+    pub status_refresh: Duration,
     pub retry: RetryPolicy,
     /// Watch only these namespaces (empty: all).
     pub namespaces: Vec<String>,
@@ -76,6 +78,7 @@ impl Default for Config {
             list_ttl: Duration::from_secs(540),
             cluster_secret_namespace: "bitbucket-webhook-operator".to_owned(),
             health_period: Duration::from_secs(300),
+            status_refresh: Duration::from_secs(3600),
             retry: RetryPolicy::default(),
             namespaces: Vec::new(),
             selector: None,

@@ -156,7 +156,11 @@ async fn publish(ctx: &Context, w: &Webhook, note: Note) {
 /// Sync, assess, write status, tell, and say when to look again.
 async fn apply(w: &Webhook, api: &Api<Webhook>, ctx: &Context) -> Result<Action, Error> {
     let current = priority::current(w);
-    let fresh = priority::fresh(w, ctx.config.resync_period, jiff::Timestamp::now());
+    let fresh = priority::fresh(
+        w,
+        ctx.config.status_refresh + ctx.config.resync_period,
+        jiff::Timestamp::now(),
+    );
     let until_slot = until_slot(w, ctx);
     if ctx.trusted(&w.uid().unwrap_or_default(), current, fresh, until_slot) {
         // A restart or handover found the status current and recent: it stands until the
@@ -189,12 +193,7 @@ async fn apply(w: &Webhook, api: &Api<Webhook>, ctx: &Context) -> Result<Action,
     let report = result.as_ref().map(|s| &s.report);
     let now = jiff::Timestamp::now();
     let status = status::new_status(w, report, health.as_ref(), Time(now));
-    if status::worth_writing(
-        w.status.as_ref(),
-        &status,
-        ctx.config.resync_period / 2,
-        now,
-    ) {
+    if status::worth_writing(w.status.as_ref(), &status, ctx.config.status_refresh, now) {
         write_status(api, w, &status).await?;
     }
     // The mark goes once the id is in status: set by this reconcile's create (this copy of
