@@ -263,8 +263,14 @@ async fn sync(
         }
         _ => desired.secret.as_ref().map(|s| s.version.clone()),
     };
+    // A hook created a moment ago has delivered nothing: that is its first statistics
+    // reading (Data Center), rather than a listing again right away to learn the same.
+    let stats = match done {
+        Done::Created => Some(DeliveryStats::default()),
+        _ => id.as_deref().and_then(|id| observation.stats(id)),
+    };
     Ok(Synced {
-        stats: id.as_deref().and_then(|id| observation.stats(id)),
+        stats,
         report: Report {
             id,
             done,
