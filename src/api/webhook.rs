@@ -277,7 +277,8 @@ pub struct DeliveryStatus {
     /// Deliveries that got no answer (connection, TLS, timeout) in the window.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub errors: Option<i64>,
-    /// The period the counts cover, as Bitbucket reports it (for example "168h").
+    /// The period the counts cover, as Bitbucket reports it (for example "168h"); absent
+    /// while Bitbucket reports no delivery at all.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub window: Option<String>,
     /// The last endpoint probe, when probing is on.

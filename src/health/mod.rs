@@ -251,7 +251,16 @@ fn record_statistics(delivery: &mut DeliveryStatus, stats: &DeliveryStats) {
     delivery.successes = count(stats.successes);
     delivery.failures = count(stats.failures);
     delivery.errors = count(stats.errors);
-    delivery.window = stats.window.map(|w| format!("{}h", w.as_secs() / 3600));
+    // Said only once there is something it frames: a hook that has delivered nothing reads
+    // the same before its first listing (just created) and after.
+    let delivered = stats.successes + stats.failures + stats.errors > 0
+        || stats.last_success.is_some()
+        || stats.last_failure.is_some()
+        || stats.last_error.is_some();
+    delivery.window = stats
+        .window
+        .filter(|_| delivered)
+        .map(|w| format!("{}h", w.as_secs() / 3600));
     delivery.last_success_time = stats.last_success.as_ref().map(|i| time(i.at));
     let last_bad = [&stats.last_failure, &stats.last_error]
         .into_iter()

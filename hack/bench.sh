@@ -1,0 +1,72 @@
+#!/usr/bin/env bash
+# `make bench`: the benchmark matrix, one release-built operator process per case against
+# a fresh control plane and the simulator, then one table.
+#
+# Cases (flavor:webhooks:resync seconds), overridable: BBWO_BENCH_CASES="Cloud:1000:30 ...".
+# BBWO_BENCH_WEBHOOKS set instead runs that one case as sized by the BBWO_BENCH_* variables.
+# BBWO_BENCH_BUDGET=0 skips the budget case.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+: "${BBWO_CONTROLPLANE_DIR:?set by make bench}"
+cases=${BBWO_BENCH_CASES:-"Cloud:1000:30 DataCenter:1000:30 Cloud:10000:120 DataCenter:10000:120"}
+logs=target/bench
+mkdir -p "$logs"
+
+run() { # name, then env assignments
+    local name=$1
+    shift
+    echo "bench: $name (log: $logs/$name.log)" >&2
+    if ! env "$@" cargo test --release --test bench -- --ignored --nocapture --test-threads=1 \
+        "${test_filter[@]}" 2>&1 | tee "$logs/$name.log" | grep --line-buffered '^bench:' >&2; then
+        echo "bench: $name failed; see $logs/$name.log" >&2
+        tail -n 20 "$logs/$name.log" >&2
+        exit 1
+    fi
+    grep -q '^test result: ok' "$logs/$name.log" || {
+        echo "bench: $name failed; see $logs/$name.log" >&2
+        tail -n 20 "$logs/$name.log" >&2
+        exit 1
+    }
+}
+
+cargo test --release --test bench --no-run 2>&1 | tail -n 1 >&2
+
+if [[ -n "${BBWO_BENCH_WEBHOOKS:-}" ]]; then
+    test_filter=(--exact many_webhooks_converge_and_stay_cheap)
+    run single
+    grep '^|' "$logs/single.log"
+    exit 0
+fi
+
+summaries=()
+for case in $cases; do
+    IFS=: read -r flavor webhooks resync <<<"$case"
+    test_filter=(--exact many_webhooks_converge_and_stay_cheap)
+    run "$flavor-$webhooks" BBWO_BENCH_FLAVOR="$flavor" BBWO_BENCH_WEBHOOKS="$webhooks" \
+        BBWO_BENCH_RESYNC_SECONDS="$resync"
+    echo "## $flavor, $webhooks Webhooks (resync ${resync} s)"
+    echo
+    grep '^|' "$logs/$flavor-$webhooks.log"
+    echo
+    summaries+=("$(grep '^summary: ' "$logs/$flavor-$webhooks.log" | sed 's/^summary: //')")
+done
+
+budget=""
+if [[ "${BBWO_BENCH_BUDGET:-1}" != 0 ]]; then
+    test_filter=(--exact a_budget_is_used_at_its_limit)
+    run budget
+    budget=$(grep '^summary-budget: ' "$logs/budget.log" | sed 's/^summary-budget: //')
+fi
+
+echo "## Summary ($(date -u +%Y-%m-%d), commit $(git rev-parse --short HEAD), $(nproc) cores)"
+echo
+echo "| flavor | Webhooks | all Ready after the last create | writes per hook | listings per repository per slot | edit p99 | hook requests after a restart | peak RSS |"
+echo "|---|---|---|---|---|---|---|---|"
+printf '%s\n' "${summaries[@]}"
+if [[ -n "$budget" ]]; then
+    echo
+    echo "| budget case | Bitbucket requests | all Ready after | the budget's minimum | achieved / minimum |"
+    echo "|---|---|---|---|---|"
+    echo "$budget"
+fi
