@@ -65,11 +65,14 @@ pub fn synced(result: Result<&Report, &Error>, w: &Webhook) -> Outcome {
     let id = r.id.as_deref().unwrap_or("");
     let repo = &r.repository;
     let (status, reason, message) = match &r.done {
-        Done::InSync => (
-            Status::True,
-            Reason::InSync,
-            format!("hook {id} on {repo} matches the spec"),
-        ),
+        Done::InSync => match standing_action(w, id) {
+            Some((reason, message)) => (Status::True, reason, message),
+            None => (
+                Status::True,
+                Reason::InSync,
+                format!("hook {id} on {repo} matches the spec"),
+            ),
+        },
         Done::Created => (
             Status::True,
             Reason::Created,
@@ -108,6 +111,21 @@ pub fn synced(result: Result<&Report, &Error>, w: &Webhook) -> Outcome {
         ),
     };
     Outcome::new(status, reason, message)
+}
+
+/// The action that brought this generation's hook in sync (created, adopted, updated),
+/// as `Synced` says it: a later check that finds the hook unchanged keeps saying so,
+/// rather than rewriting the status only to change the reason to InSync.
+fn standing_action(w: &Webhook, id: &str) -> Option<(Reason, String)> {
+    let status = w.status.as_ref()?;
+    let c = conditions::find(&status.conditions, conditions::SYNCED)?;
+    let reason: Reason = c.reason.parse().ok()?;
+    let same_hook = status.webhook_id.as_deref() == Some(id);
+    (c.status == "True"
+        && same_hook
+        && c.observed_generation == w.metadata.generation
+        && matches!(reason, Reason::Created | Reason::Adopted | Reason::Updated))
+    .then(|| (reason, c.message.clone()))
 }
 
 fn names(fields: &[Field]) -> String {
