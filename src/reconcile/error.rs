@@ -34,7 +34,7 @@ pub enum Error {
     RepositoryNotFound { repository: String, message: String },
     /// A write (the finalizer) refused because the cached copy is older than the object.
     #[error(
-        "{kind} {name} changed on the API server while it was reconciled from an older copy (generation {generation:?}); it is read again"
+        "{kind} {name} changed on the API server while it was reconciled from an older copy (generation {generation:?}); retried from a fresh copy"
     )]
     Stale {
         kind: String,
