@@ -546,7 +546,6 @@ where
     }
 }
 
-/// Sets the finalizers, failing (and so retrying) if the object changed meanwhile.
 /// A connection being deleted stays while Webhooks use it (their cleanup needs its
 /// credential), saying so in `InUse`; then its finalizer goes.
 async fn release<K>(obj: &K, api: &Api<K>, view: &View, ctx: &Context) -> Result<Action, Error>
