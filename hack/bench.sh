@@ -17,17 +17,13 @@ run() { # name, then env assignments
     local name=$1
     shift
     echo "bench: $name (log: $logs/$name.log)" >&2
-    if ! env "$@" cargo test --release --test bench -- --ignored --nocapture --test-threads=1 \
-        "${test_filter[@]}" 2>&1 | tee "$logs/$name.log" | grep --line-buffered '^bench:' >&2; then
+    env "$@" cargo test --release --test bench -- --ignored --nocapture --test-threads=1 \
+        "${test_filter[@]}" 2>&1 | tee "$logs/$name.log" | grep --line-buffered '^bench:' >&2 || true
+    if ! grep -q '^test result: ok' "$logs/$name.log"; then
         echo "bench: $name failed; see $logs/$name.log" >&2
         tail -n 20 "$logs/$name.log" >&2
         exit 1
     fi
-    grep -q '^test result: ok' "$logs/$name.log" || {
-        echo "bench: $name failed; see $logs/$name.log" >&2
-        tail -n 20 "$logs/$name.log" >&2
-        exit 1
-    }
 }
 
 cargo test --release --test bench --no-run 2>&1 | tail -n 1 >&2

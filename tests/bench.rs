@@ -81,31 +81,17 @@ async fn requests(w: &World, method: &str) -> u64 {
 
 /// Requests by method whose route template contains `part`.
 async fn routed(w: &World, method: &str, part: &str) -> u64 {
-    w.ctl
-        .requests()
-        .await
-        .expect("requests")
-        .iter()
-        .filter(|r| r["method"] == method && r["route"].as_str().is_some_and(|p| p.contains(part)))
-        .map(|r| r["count"].as_u64().unwrap_or(0))
-        .sum()
+    w.ctl.count(method, part).await.expect("requests")
 }
 
 /// Listings of a repository's hooks (Cloud `.../hooks`, Data Center `.../webhooks`).
 async fn listings(w: &World) -> u64 {
     w.ctl
-        .requests()
+        .count_where(|method, route| {
+            method == "GET" && (route.ends_with("/webhooks") || route.ends_with("/hooks"))
+        })
         .await
         .expect("requests")
-        .iter()
-        .filter(|r| {
-            r["method"] == "GET"
-                && r["route"]
-                    .as_str()
-                    .is_some_and(|p| p.ends_with("/webhooks") || p.ends_with("/hooks"))
-        })
-        .map(|r| r["count"].as_u64().unwrap_or(0))
-        .sum()
 }
 
 fn ready(h: &Webhook) -> bool {
@@ -291,6 +277,60 @@ fn free_port() -> u16 {
         .expect("a free port")
 }
 
+/// The case's repositories on the simulator and the connection "bitbucket" with a budget
+/// of `per_hour` requests.
+async fn prepare(w: &World, size: &Size, per_hour: u64) {
+    for i in 1..size.repositories() {
+        w.ctl
+            .repository(
+                flavor_name(size.flavor),
+                &size.repository(w, i),
+                &[support::ADMIN],
+                &[],
+            )
+            .await
+            .expect("repository");
+    }
+    let connection = w.connection_yaml("bitbucket", support::ADMIN).replace(
+        "  auth: {type: Bearer",
+        &format!("  rateLimit: {{requestsPerHour: {per_hour}}}\n  auth: {{type: Bearer"),
+    );
+    w.apply(&connection).expect("connection");
+}
+
+/// The case's Webhooks: `hook-N` on its repository, one URL each.
+fn webhooks(w: &World, size: &Size) -> Vec<Webhook> {
+    let [push, pr] = w.events();
+    (0..size.webhooks)
+        .map(|i| {
+            serde_json::from_value(serde_json::json!({
+                "apiVersion": "bitbucket.hooks.dev/v1alpha1",
+                "kind": "Webhook",
+                "metadata": {"name": format!("hook-{i}")},
+                "spec": {
+                    "connectionRef": {"name": "bitbucket"},
+                    "repository": size.repository(w, i),
+                    "url": format!("https://ci.example.com/{i}"),
+                    "events": [push, pr],
+                },
+            }))
+            .expect("a Webhook")
+        })
+        .collect()
+}
+
+/// Creates them through the API, 16 at a time (what a GitOps tool does, faster than one
+/// kubectl apply of thousands of documents).
+async fn create(api: &kube::Api<Webhook>, objects: Vec<Webhook>) {
+    futures::stream::iter(objects)
+        .for_each_concurrent(16, |h| async move {
+            api.create(&PostParams::default(), &h)
+                .await
+                .expect("create");
+        })
+        .await;
+}
+
 /// One case's figures for the matrix table (`hack/bench.sh`).
 struct Summary {
     ready_after_apply: Duration,
@@ -347,19 +387,9 @@ async fn run(size: &Size, edit_count: usize) -> Summary {
     let w = World::standalone("bench", size.flavor).await;
     let flavor = flavor_name(size.flavor);
     eprintln!("bench: {total} {flavor} Webhooks on {repositories} repositories");
-    for i in 1..repositories {
-        w.ctl
-            .repository(flavor, &size.repository(&w, i), &[support::ADMIN], &[])
-            .await
-            .expect("repository");
-    }
     // Measure the operator, not the connection's budget (900 requests per hour by default
     // would pace 200 creates to about one every 4 s after a burst of 90).
-    let connection = w.connection_yaml("bitbucket", support::ADMIN).replace(
-        "  auth: {type: Bearer",
-        "  rateLimit: {requestsPerHour: 1000000}\n  auth: {type: Bearer",
-    );
-    w.apply(&connection).expect("connection");
+    prepare(&w, size, 1_000_000).await;
     let metrics = format!("127.0.0.1:{}", free_port());
     let flags = [
         format!("--metrics-bind-address={metrics}"),
@@ -379,39 +409,12 @@ async fn run(size: &Size, edit_count: usize) -> Summary {
     let mut operator = command.spawn().expect("operator");
     let pid = operator.id().expect("pid");
 
-    // Created through the API, 16 at a time (what a GitOps tool does, faster than one
-    // kubectl apply of thousands of documents).
     let api = w.webhooks();
-    let [push, pr] = w.events();
-    let objects: Vec<Webhook> = (0..total)
-        .map(|i| {
-            serde_json::from_value(serde_json::json!({
-                "apiVersion": "bitbucket.hooks.dev/v1alpha1",
-                "kind": "Webhook",
-                "metadata": {"name": format!("hook-{i}")},
-                "spec": {
-                    "connectionRef": {"name": "bitbucket"},
-                    "repository": size.repository(&w, i),
-                    "url": format!("https://ci.example.com/{i}"),
-                    "events": [push, pr],
-                },
-            }))
-            .expect("a Webhook")
-        })
-        .collect();
+    let objects = webhooks(&w, size);
     let api_before = api_requests(&w);
     let cpu_before = cpu_seconds();
     let started = Instant::now();
-    futures::stream::iter(objects)
-        .for_each_concurrent(16, |h| {
-            let api = api.clone();
-            async move {
-                api.create(&PostParams::default(), &h)
-                    .await
-                    .expect("create");
-            }
-        })
-        .await;
+    create(&api, objects).await;
     let applied = started.elapsed();
     eprintln!("bench: {total} Webhooks created in {applied:.1?}");
     let limit = Duration::from_secs(120 + total as u64 / 10);
@@ -493,13 +496,9 @@ async fn run(size: &Size, edit_count: usize) -> Summary {
     tokio::time::sleep(Duration::from_secs(5)).await;
     let restart_hook_requests = w
         .ctl
-        .requests()
+        .count_where(|_, route| route.contains("hooks"))
         .await
-        .expect("requests")
-        .iter()
-        .filter(|r| r["route"].as_str().is_some_and(|p| p.contains("hooks")))
-        .map(|r| r["count"].as_u64().unwrap_or(0))
-        .sum::<u64>();
+        .expect("requests");
     let restart_window = restarted.elapsed();
 
     let ms = |d: Duration| d.as_secs_f64() * 1000.0;
@@ -624,17 +623,7 @@ async fn a_budget_is_used_at_its_limit() {
         health: 3600,
     };
     let w = World::standalone("budget", size.flavor).await;
-    for i in 1..size.repositories() {
-        w.ctl
-            .repository("Cloud", &size.repository(&w, i), &[support::ADMIN], &[])
-            .await
-            .expect("repository");
-    }
-    let connection = w.connection_yaml("bitbucket", support::ADMIN).replace(
-        "  auth: {type: Bearer",
-        &format!("  rateLimit: {{requestsPerHour: {PER_HOUR}}}\n  auth: {{type: Bearer"),
-    );
-    w.apply(&connection).expect("connection");
+    prepare(&w, &size, PER_HOUR).await;
     w.ctl.reset_requests().await.expect("reset");
     let metrics = format!("127.0.0.1:{}", free_port());
     let _operator = w
@@ -647,42 +636,12 @@ async fn a_budget_is_used_at_its_limit() {
         ])
         .spawn()
         .expect("operator");
-    let api = w.webhooks();
-    let [push, pr] = w.events();
+    let objects = webhooks(&w, &size);
     let started = Instant::now();
-    futures::stream::iter(0..size.webhooks)
-        .for_each_concurrent(16, |i| {
-            let api = api.clone();
-            let repository = size.repository(&w, i);
-            async move {
-                let h: Webhook = serde_json::from_value(serde_json::json!({
-                    "apiVersion": "bitbucket.hooks.dev/v1alpha1",
-                    "kind": "Webhook",
-                    "metadata": {"name": format!("hook-{i}")},
-                    "spec": {
-                        "connectionRef": {"name": "bitbucket"},
-                        "repository": repository,
-                        "url": format!("https://ci.example.com/{i}"),
-                        "events": [push, pr],
-                    },
-                }))
-                .expect("a Webhook");
-                api.create(&PostParams::default(), &h)
-                    .await
-                    .expect("create");
-            }
-        })
-        .await;
+    create(&w.webhooks(), objects).await;
     wait_all_ready(&w, &metrics, size.webhooks, Duration::from_secs(600)).await;
     let achieved = started.elapsed();
-    let sent: u64 = w
-        .ctl
-        .requests()
-        .await
-        .expect("requests")
-        .iter()
-        .map(|r| r["count"].as_u64().unwrap_or(0))
-        .sum();
+    let sent = w.ctl.count_where(|_, _| true).await.expect("requests");
     let burst = PER_HOUR / 10;
     let period = 3600.0 / (PER_HOUR - burst) as f64;
     let minimum = Duration::from_secs_f64(sent.saturating_sub(burst) as f64 * period);

@@ -141,12 +141,21 @@ impl SimClient {
 
     /// How many requests matched `method` and a route containing `route_part`.
     pub async fn count(&self, method: &str, route_part: &str) -> Result<u64, String> {
+        self.count_where(|m, route| m == method && route.contains(route_part))
+            .await
+    }
+
+    /// How many requests `keep(method, route template)` accepts.
+    pub async fn count_where(&self, keep: impl Fn(&str, &str) -> bool) -> Result<u64, String> {
         Ok(self
             .requests()
             .await?
             .iter()
             .filter(|r| {
-                r["method"] == method && r["route"].as_str().is_some_and(|p| p.contains(route_part))
+                keep(
+                    r["method"].as_str().unwrap_or_default(),
+                    r["route"].as_str().unwrap_or_default(),
+                )
             })
             .map(|r| r["count"].as_u64().unwrap_or(0))
             .sum())
