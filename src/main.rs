@@ -116,6 +116,11 @@ struct RunArgs {
     /// reaches that port (the chart's Service exposes it) could change the logging.
     #[arg(long, env = "BBWO_ENABLE_DEBUG_ENDPOINTS", default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
     enable_debug_endpoints: bool,
+    /// Export one `bbwo_webhook_ready` and one `bbwo_webhook_health` series per Webhook
+    /// (namespace, name and connection labels), so alerts can name the failing Webhook.
+    /// Two series per Webhook; turn off for very large installations.
+    #[arg(long, env = "BBWO_PER_WEBHOOK_METRICS", default_value_t = true, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    per_webhook_metrics: bool,
 }
 
 fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
@@ -255,7 +260,9 @@ fn run(args: RunArgs) -> Result<(), String> {
                 let _ = rx.wait_for(|s| *s).await;
             }
         };
-        let metrics = std::sync::Arc::new(bitbucket_webhook_operator::metrics::Metrics::new());
+        let metrics = std::sync::Arc::new(bitbucket_webhook_operator::metrics::Metrics::with_per_webhook(
+            args.per_webhook_metrics,
+        ));
         let ready = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         let server = tokio::spawn(bitbucket_webhook_operator::runtime::serve(
             listener,

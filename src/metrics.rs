@@ -53,6 +53,56 @@ pub struct ConditionLabels {
     pub status: String,
 }
 
+/// One Webhook, so an alert can name it and route to its namespace's team.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct WebhookReadyLabels {
+    pub namespace: String,
+    pub name: String,
+    pub connection: String,
+    pub status: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct WebhookHealthLabels {
+    pub namespace: String,
+    pub name: String,
+    pub connection: String,
+    pub health: String,
+}
+
+/// What the metrics know of one Webhook after a reconcile.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WebhookState {
+    pub namespace: String,
+    pub name: String,
+    /// The connection as the request metrics name it (namespace/name, or the name of a
+    /// ClusterBitbucketConnection).
+    pub connection: String,
+    pub health: String,
+    /// The Ready condition's status: True, False or Unknown.
+    pub ready: String,
+}
+
+impl WebhookState {
+    fn ready_labels(&self) -> WebhookReadyLabels {
+        WebhookReadyLabels {
+            namespace: self.namespace.clone(),
+            name: self.name.clone(),
+            connection: self.connection.clone(),
+            status: self.ready.clone(),
+        }
+    }
+
+    fn health_labels(&self) -> WebhookHealthLabels {
+        WebhookHealthLabels {
+            namespace: self.namespace.clone(),
+            name: self.name.clone(),
+            connection: self.connection.clone(),
+            health: self.health.clone(),
+        }
+    }
+}
+
 fn duration_histogram() -> Histogram {
     Histogram::new(exponential_buckets(0.005, 2.0, 14))
 }
@@ -68,8 +118,11 @@ pub struct Metrics {
     webhooks_by_health: Family<HealthLabels, Gauge>,
     webhooks_by_condition: Family<ConditionLabels, Gauge>,
     delivery_failures: Counter,
-    /// Per Webhook uid: (health, Ready status), from which the gauges are counted.
-    webhooks: Mutex<HashMap<String, (String, String)>>,
+    /// One series per Webhook (its current state, value 1), when enabled.
+    webhook_ready: Option<Family<WebhookReadyLabels, Gauge>>,
+    webhook_health: Option<Family<WebhookHealthLabels, Gauge>>,
+    /// Per Webhook uid: its last state, from which the gauges are counted.
+    webhooks: Mutex<HashMap<String, WebhookState>>,
 }
 
 impl Default for Metrics {
@@ -79,7 +132,14 @@ impl Default for Metrics {
 }
 
 impl Metrics {
+    /// Every metric, per-Webhook series included.
     pub fn new() -> Metrics {
+        Metrics::with_per_webhook(true)
+    }
+
+    /// `per_webhook`: also one `bbwo_webhook_ready` and one `bbwo_webhook_health` series
+    /// per Webhook (2 series each; off for very large installations).
+    pub fn with_per_webhook(per_webhook: bool) -> Metrics {
         let mut registry = Registry::with_prefix("bbwo");
         let reconciles = Family::<ReconcileLabels, Counter>::default();
         registry.register(
@@ -132,6 +192,23 @@ impl Metrics {
             "Failed or unanswered deliveries seen in Bitbucket's statistics",
             delivery_failures.clone(),
         );
+        let (webhook_ready, webhook_health) = if per_webhook {
+            let ready = Family::<WebhookReadyLabels, Gauge>::default();
+            registry.register(
+                "webhook_ready",
+                "1 for each Webhook, labelled with the status of its Ready condition",
+                ready.clone(),
+            );
+            let health = Family::<WebhookHealthLabels, Gauge>::default();
+            registry.register(
+                "webhook_health",
+                "1 for each Webhook, labelled with its delivery health",
+                health.clone(),
+            );
+            (Some(ready), Some(health))
+        } else {
+            (None, None)
+        };
         // Every value present, also at zero, so alerts and dashboards see them.
         for health in ["Healthy", "Degraded", "Failing", "Unknown"] {
             webhooks_by_health
@@ -158,6 +235,8 @@ impl Metrics {
             webhooks_by_health,
             webhooks_by_condition,
             delivery_failures,
+            webhook_ready,
+            webhook_health,
             webhooks: Mutex::default(),
         }
     }
@@ -217,24 +296,39 @@ impl Metrics {
         self.delivery_failures.inc_by(new);
     }
 
-    /// Records a Webhook's health and Ready status (None: the Webhook is gone).
-    pub fn webhook(&self, uid: &str, state: Option<(&str, &str)>) {
-        // Under the lock, the previous state's gauges go down and the new one's up: every
-        // scrape sees counts that add up to the Webhooks known, in O(1) per reconcile.
+    /// Records a Webhook's state after a reconcile (None: the Webhook is gone).
+    pub fn webhook(&self, uid: &str, state: Option<WebhookState>) {
+        // Under the lock, the previous state's series go down (or away) and the new one's
+        // up: every scrape sees counts that add up to the Webhooks known, in O(1).
         let mut webhooks = self.webhooks.lock().unwrap_or_else(|p| p.into_inner());
-        let previous = match state {
-            Some((health, ready)) => {
-                webhooks.insert(uid.to_owned(), (health.to_owned(), ready.to_owned()))
+        let previous = match &state {
+            Some(state) => {
+                if webhooks.get(uid) == Some(state) {
+                    return;
+                }
+                webhooks.insert(uid.to_owned(), state.clone())
             }
             None => webhooks.remove(uid),
         };
-        if let Some((health, ready)) = previous {
-            self.health_gauge(&health).dec();
-            self.ready_gauge(&ready).dec();
+        if let Some(previous) = previous {
+            self.health_gauge(&previous.health).dec();
+            self.ready_gauge(&previous.ready).dec();
+            if let Some(family) = &self.webhook_ready {
+                family.remove(&previous.ready_labels());
+            }
+            if let Some(family) = &self.webhook_health {
+                family.remove(&previous.health_labels());
+            }
         }
-        if let Some((health, ready)) = state {
-            self.health_gauge(health).inc();
-            self.ready_gauge(ready).inc();
+        if let Some(state) = state {
+            self.health_gauge(&state.health).inc();
+            self.ready_gauge(&state.ready).inc();
+            if let Some(family) = &self.webhook_ready {
+                family.get_or_create(&state.ready_labels()).set(1);
+            }
+            if let Some(family) = &self.webhook_health {
+                family.get_or_create(&state.health_labels()).set(1);
+            }
         }
     }
 
@@ -260,6 +354,16 @@ impl Metrics {
 mod tests {
     use super::*;
 
+    fn state(name: &str, health: &str, ready: &str) -> Option<WebhookState> {
+        Some(WebhookState {
+            namespace: "team-a".to_owned(),
+            name: name.to_owned(),
+            connection: "team-a/acme".to_owned(),
+            health: health.to_owned(),
+            ready: ready.to_owned(),
+        })
+    }
+
     #[test]
     fn every_documented_metric_is_exposed() {
         let m = Metrics::new();
@@ -271,7 +375,7 @@ mod tests {
         m.request("ci/acme", "GET", Some(200));
         m.budget("ci/acme", 89);
         m.delivery_failures(2);
-        m.webhook("uid-1", Some(("Failing", "False")));
+        m.webhook("uid-1", state("ci", "Failing", "False"));
         let text = m.encode();
         for name in [
             "bbwo_reconciles_total{kind=\"Webhook\",result=\"error\"} 1",
@@ -283,12 +387,14 @@ mod tests {
             "bbwo_webhooks{health=\"Healthy\"} 0",
             "bbwo_webhooks_by_condition{condition=\"Ready\",status=\"False\"} 1",
             "bbwo_delivery_failures_seen_total 2",
+            "bbwo_webhook_ready{namespace=\"team-a\",name=\"ci\",connection=\"team-a/acme\",status=\"False\"} 1",
+            "bbwo_webhook_health{namespace=\"team-a\",name=\"ci\",connection=\"team-a/acme\",health=\"Failing\"} 1",
         ] {
             assert!(text.contains(name), "{name} missing from:\n{text}");
         }
         // A Webhook's new state moves it between series; a deleted one leaves them.
-        m.webhook("uid-2", Some(("Healthy", "True")));
-        m.webhook("uid-2", Some(("Failing", "False")));
+        m.webhook("uid-2", state("chat", "Healthy", "True"));
+        m.webhook("uid-2", state("chat", "Failing", "False"));
         let text = m.encode();
         assert!(
             text.contains("bbwo_webhooks{health=\"Failing\"} 2"),
@@ -297,6 +403,10 @@ mod tests {
         assert!(
             text.contains("bbwo_webhooks{health=\"Healthy\"} 0"),
             "{text}"
+        );
+        assert!(
+            !text.contains("name=\"chat\",connection=\"team-a/acme\",health=\"Healthy\""),
+            "the old per-Webhook series is gone: {text}"
         );
         m.webhook("uid-1", None);
         m.webhook("uid-2", None);
@@ -310,5 +420,20 @@ mod tests {
             text.contains("bbwo_webhooks_by_condition{condition=\"Ready\",status=\"False\"} 0"),
             "{text}"
         );
+        assert!(!text.contains("bbwo_webhook_ready{"), "{text}");
+        assert!(!text.contains("bbwo_webhook_health{"), "{text}");
+    }
+
+    #[test]
+    fn per_webhook_series_can_be_turned_off() {
+        let m = Metrics::with_per_webhook(false);
+        m.webhook("uid-1", state("ci", "Failing", "False"));
+        let text = m.encode();
+        assert!(
+            text.contains("bbwo_webhooks{health=\"Failing\"} 1"),
+            "{text}"
+        );
+        assert!(!text.contains("bbwo_webhook_ready"), "{text}");
+        assert!(!text.contains("bbwo_webhook_health"), "{text}");
     }
 }

@@ -4,7 +4,6 @@
 
 mod support;
 
-use std::path::PathBuf;
 use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
@@ -13,54 +12,8 @@ use bitbucket_webhook_operator::api::Flavor;
 use bitbucket_webhook_operator::reconcile::Config;
 use k8s_openapi::api::core::v1::Secret;
 use kube::Api;
-use support::{World, plane, repo_path};
-
-fn helm() -> PathBuf {
-    let path = std::env::var_os("BBWO_HELM")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| panic!("BBWO_HELM is not set: run the tests with `make test` (it builds helm from its Go module)"));
-    assert!(
-        path.is_file(),
-        "{} does not exist: run `make helm`",
-        path.display()
-    );
-    path
-}
-
-/// `helm template` of the chart into `namespace` with `--set` values.
-fn render(release: &str, namespace: &str, sets: &[&str]) -> String {
-    let mut cmd = Command::new(helm());
-    cmd.args(["template", release])
-        .arg(repo_path("charts/bitbucket-webhook-operator"))
-        .args(["--namespace", namespace, "--kube-version", "v1.37.2"]);
-    for set in sets {
-        cmd.args(["--set", set]);
-    }
-    let out = cmd.output().expect("helm runs");
-    assert!(
-        out.status.success(),
-        "helm template failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).expect("utf-8")
-}
-
-fn apply(manifests: &str, dry_run: bool) -> String {
-    let mut args = vec!["apply", "--server-side", "--force-conflicts", "-f", "-"];
-    if dry_run {
-        args.push("--dry-run=server");
-    }
-    let out = plane()
-        .kubectl_stdin(args, manifests)
-        .expect("kubectl runs");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(out.status.success(), "apply failed:\n{text}");
-    text
-}
+use support::helm::{apply, chart, helm, render};
+use support::{World, plane};
 
 /// `make helm` builds helm knowing the Kubernetes version of its client libraries, so a
 /// chart that requires a recent Kubernetes renders without a cluster and without
@@ -69,7 +22,7 @@ fn apply(manifests: &str, dry_run: bool) -> String {
 fn helm_template_renders_offline_without_a_kube_version() {
     let out = Command::new(helm())
         .args(["template", "x"])
-        .arg(repo_path("charts/bitbucket-webhook-operator"))
+        .arg(chart())
         .output()
         .expect("helm runs");
     assert!(
@@ -89,11 +42,13 @@ fn helm_lint_passes_in_each_mode() {
             "serviceMonitor.enabled=true",
             "prometheusRule.enabled=true",
             "podDisruptionBudget.enabled=true",
+            "replicaCount=2",
+            "grafanaDashboard.enabled=true",
         ],
+        vec!["prometheusRule.enabled=true", "metrics.perWebhook=false"],
     ] {
         let mut cmd = Command::new(helm());
-        cmd.args(["lint", "--strict"])
-            .arg(repo_path("charts/bitbucket-webhook-operator"));
+        cmd.args(["lint", "--strict"]).arg(chart());
         for set in &sets {
             cmd.args(["--set", set]);
         }
@@ -108,7 +63,7 @@ fn helm_lint_passes_in_each_mode() {
     // values.schema.json refuses nonsense.
     let out = Command::new(helm())
         .args(["template", "x"])
-        .arg(repo_path("charts/bitbucket-webhook-operator"))
+        .arg(chart())
         .args([
             "--kube-version",
             "v1.37.2",
@@ -140,6 +95,7 @@ fn the_chart_applies_in_each_mode() {
             "kind: ServiceAccount",
             "kind: Service",
             "helm.sh/resource-policy: keep",
+            "argocd.argoproj.io/sync-options: Prune=false,Delete=false",
         ] {
             assert!(manifests.contains(must), "{mode}: {must} missing");
         }
@@ -147,8 +103,10 @@ fn the_chart_applies_in_each_mode() {
             manifests.contains("readOnlyRootFilesystem: true")
                 && manifests.contains("runAsNonRoot: true")
         );
+        assert!(manifests.contains("type: RuntimeDefault") && manifests.contains("- ALL"));
         assert!(
-            manifests.contains("type: RuntimeDefault") && manifests.contains("drop: [\"ALL\"]")
+            !manifests.contains("runAsUser"),
+            "no fixed UID (OpenShift assigns its own)"
         );
         let role = if mode == "cluster" {
             "kind: ClusterRole"

@@ -181,11 +181,12 @@ impl ControlPlane {
             plane.stop();
             return Err(e);
         }
-        // Namespace deletion and ownerReference garbage collection, as a real cluster does.
+        // Namespace deletion and ownerReference garbage collection, as a real cluster does;
+        // aggregated ClusterRoles (the chart's aggregate-to-edit/view roles fill `edit`).
         let mut manager = Command::new(plane.bin_dir.join("kube-controller-manager"));
         manager.args([
             &format!("--kubeconfig={}", plane.kubeconfig.display()),
-            "--controllers=namespace,garbagecollector",
+            "--controllers=namespace,garbagecollector,clusterrole-aggregation",
             "--leader-elect=false",
             "--secure-port=0",
             "--use-service-account-credentials=false",

@@ -3,6 +3,8 @@
 
 #![allow(dead_code)]
 
+pub mod helm;
+
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};

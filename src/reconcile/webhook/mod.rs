@@ -35,11 +35,12 @@ use super::plan::{Desired, Field};
 use super::schedule::until_next_slot;
 use super::{Context, Error, conditions, finalizer, object_key};
 use crate::api::{
-    DeliveryHealth, DeliveryStatus, FIELD_MANAGER, Flavor, PENDING_CREATE_ANNOTATION,
-    TEST_REQUESTED_ANNOTATION, Webhook, WebhookStatus,
+    ConnectionKind, DeliveryHealth, DeliveryStatus, FIELD_MANAGER, Flavor,
+    PENDING_CREATE_ANNOTATION, TEST_REQUESTED_ANNOTATION, Webhook, WebhookStatus,
 };
 use crate::bitbucket::{DeliveryStats, RepoRef, WebhookBackend};
 use crate::health::{Assessment, Inputs};
+use crate::metrics::WebhookState;
 
 /// What a successful sync did.
 #[derive(Debug, PartialEq)]
@@ -394,9 +395,22 @@ fn gauges(ctx: &Context, w: &Webhook, status: &WebhookStatus) {
         .map_or(DeliveryHealth::Unknown, |d| d.health);
     let ready = conditions::find(&status.conditions, conditions::READY)
         .map_or("Unknown", |c| c.status.as_str());
+    let namespace = w.namespace().unwrap_or_default();
+    let connection = match w.spec.connection_ref.kind {
+        ConnectionKind::BitbucketConnection => {
+            format!("{namespace}/{}", w.spec.connection_ref.name)
+        }
+        ConnectionKind::ClusterBitbucketConnection => w.spec.connection_ref.name.clone(),
+    };
     ctx.metrics.webhook(
         &w.uid().unwrap_or_default(),
-        Some((&format!("{health:?}"), ready)),
+        Some(WebhookState {
+            namespace,
+            name: w.name_any(),
+            connection,
+            health: format!("{health:?}"),
+            ready: ready.to_owned(),
+        }),
     );
 }
 
