@@ -280,6 +280,72 @@ async fn listing_follows_every_page() {
     }
 }
 
+/// Repository listings as WebhookSet discovery and `export` read them: every page, a
+/// Cloud project filter carried across pages, only what the credential may see, and
+/// repositories removed on Bitbucket gone from the next listing.
+#[tokio::test]
+async fn repository_listings_follow_every_page_and_filter() {
+    for flavor in FLAVORS {
+        let s = setup(flavor).await;
+        let name = flavor_name(flavor);
+        let owner = &s.repo.owner;
+        let many: Vec<String> = (0..130).map(|i| format!("{owner}/svc-{i:03}")).collect();
+        let (project, other) = match flavor {
+            Flavor::Cloud => (Some("CORE"), Some("EDGE")),
+            _ => (None, None),
+        };
+        s.ctl
+            .repositories(name, &many[..120], project, &[ADMIN])
+            .await
+            .expect("repositories");
+        s.ctl
+            .repositories(name, &many[120..], other, &[ADMIN])
+            .await
+            .expect("repositories");
+        let client = s.client(ADMIN);
+        s.ctl.reset_requests().await.expect("reset");
+        let all = client.list_repositories(owner, None).await.expect("list");
+        // The setup's own repository, plus the 130.
+        assert_eq!(all.len(), 131, "{flavor:?}");
+        assert!(all.contains(&RepoRef::parse(&many[129]).expect("repo")));
+        let route = match flavor {
+            Flavor::Cloud => "/2.0/repositories/{workspace}",
+            _ => "/rest/api/latest/projects/{projectKey}/repos",
+        };
+        assert_eq!(
+            s.ctl.count("GET", route).await.unwrap_or(0),
+            2,
+            "{flavor:?}: two pages of 100"
+        );
+        if flavor == Flavor::Cloud {
+            let core = client
+                .list_repositories(owner, Some("CORE"))
+                .await
+                .expect("list");
+            assert_eq!(core.len(), 120, "the project filter holds on every page");
+        }
+        // The reader sees only the repository it reads.
+        let seen = s
+            .client(READER)
+            .list_repositories(owner, None)
+            .await
+            .expect("list");
+        assert_eq!(seen, vec![s.repo.clone()], "{flavor:?}");
+        // Removed on Bitbucket, gone from the listing.
+        s.ctl
+            .remove_repositories(name, &many[..10])
+            .await
+            .expect("remove");
+        let after = client.list_repositories(owner, None).await.expect("list");
+        assert_eq!(after.len(), 121, "{flavor:?}");
+        let err = client
+            .list_repositories("nowhere", None)
+            .await
+            .expect_err("no such owner");
+        assert!(matches!(err, Error::NotFound { .. }), "{flavor:?}: {err:?}");
+    }
+}
+
 #[tokio::test]
 async fn each_error_class_is_recognised() {
     for flavor in FLAVORS {

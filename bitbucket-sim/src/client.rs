@@ -101,6 +101,32 @@ impl SimClient {
             .map(drop)
     }
 
+    /// Creates many repositories at once, in a Cloud `project` when given.
+    pub async fn repositories(
+        &self,
+        flavor: &str,
+        repositories: &[String],
+        project: Option<&str>,
+        admins: &[&str],
+    ) -> Result<(), String> {
+        let body = json!({ "flavor": flavor, "repositories": repositories, "project": project, "admins": admins });
+        self.call(reqwest::Method::POST, "/_sim/repositories", Some(body))
+            .await
+            .map(drop)
+    }
+
+    /// Removes repositories (and their hooks), as deleting them on Bitbucket does.
+    pub async fn remove_repositories(
+        &self,
+        flavor: &str,
+        repositories: &[String],
+    ) -> Result<(), String> {
+        let body = json!({ "flavor": flavor, "repositories": repositories });
+        self.call(reqwest::Method::DELETE, "/_sim/repositories", Some(body))
+            .await
+            .map(drop)
+    }
+
     /// Emits an event; the answer lists each delivery's outcome.
     pub async fn emit(&self, repository: &str, event: &str) -> Result<Vec<Value>, String> {
         let answer = self

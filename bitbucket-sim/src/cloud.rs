@@ -28,6 +28,7 @@ pub fn routes() -> Router<Arc<Sim>> {
         .route("/2.0/user", get(user))
         .route("/2.0/hook_events", get(subject_types))
         .route("/2.0/hook_events/{subject_type}", get(hook_events))
+        .route("/2.0/repositories/{workspace}", get(list_repositories))
         .route(
             "/2.0/repositories/{workspace}/{repo_slug}/hooks",
             get(list_repository).post(create_repository),
@@ -218,9 +219,122 @@ pub fn page(values: Vec<Value>, params: &HashMap<String, String>, url: &str) -> 
         .collect();
     let mut body = json!({ "pagelen": pagelen, "size": size, "page": page, "values": items });
     if page * pagelen < size {
-        body["next"] = json!(format!("{url}?pagelen={pagelen}&page={}", page + 1));
+        // Cloud's `next` carries the request's other parameters (a `q` filter) along.
+        let mut carried: Vec<(&String, &String)> = params
+            .iter()
+            .filter(|(k, _)| *k != "page" && *k != "pagelen")
+            .collect();
+        carried.sort();
+        let next = match reqwest::Url::parse(url) {
+            Ok(mut next) => {
+                {
+                    let mut query = next.query_pairs_mut();
+                    for (k, v) in carried {
+                        query.append_pair(k, v);
+                    }
+                    query.append_pair("pagelen", &pagelen.to_string());
+                    query.append_pair("page", &(page + 1).to_string());
+                }
+                next.to_string()
+            }
+            Err(_) => format!("{url}?pagelen={pagelen}&page={}", page + 1),
+        };
+        body["next"] = json!(next);
     }
     body
+}
+
+/// `GET /2.0/repositories/{workspace}`: the workspace's repositories the caller may see,
+/// paged, narrowed by `q=project.key="KEY"` (the one filter the simulator understands;
+/// others are refused as Cloud refuses an invalid filter) and `role`.
+async fn list_repositories(
+    s: Shared,
+    Path(workspace): Path<String>,
+    h: HeaderMap,
+    q: Params,
+) -> Response {
+    let state = s.lock();
+    if let Err(r) = scopes::check(&state, &h, Need::ReadRepositories) {
+        return r;
+    }
+    let token = match access::authenticated(&state, &h) {
+        Err(_) => return denied(Denied::InvalidCredentials, &Scope::Owner(workspace)),
+        // Anonymous callers see public repositories only; the simulator's are private.
+        Ok(None) => String::new(),
+        Ok(Some(p)) => p.token,
+    };
+    let project = match q.get("q").map(|f| project_filter(f)) {
+        None => None,
+        Some(Some(key)) => Some(key),
+        Some(None) => {
+            return cloud_error(
+                StatusCode::BAD_REQUEST,
+                "Invalid filter",
+                Some("The simulator understands only q=project.key=\"KEY\""),
+            );
+        }
+    };
+    let Some(repos) = state.visible_repositories(Platform::Cloud, &workspace, &token) else {
+        return cloud_error(
+            StatusCode::NOT_FOUND,
+            &format!("No workspace with identifier '{workspace}'."),
+            None,
+        );
+    };
+    let owner_admin = state
+        .owners
+        .get(&(Platform::Cloud, workspace.clone()))
+        .is_some_and(|o| o.admins.contains(&token));
+    let origin = origin(&h, s.tls);
+    let values: Vec<Value> = repos
+        .into_iter()
+        .filter(|(_, r)| {
+            project
+                .as_deref()
+                .is_none_or(|k| r.project.as_deref() == Some(k))
+        })
+        .filter(|(_, r)| match q.get("role").map(String::as_str) {
+            Some("admin") | Some("contributor") => owner_admin || r.admins.contains(&token),
+            Some("owner") => owner_admin,
+            _ => true,
+        })
+        .map(|(name, r)| render_repository(&name, r, &origin))
+        .collect();
+    let url = format!("{origin}/2.0/repositories/{workspace}");
+    axum::Json(page(values, &q, &url)).into_response()
+}
+
+/// `project.key="KEY"` (spaces around `=` allowed), the project filter clients send.
+fn project_filter(filter: &str) -> Option<String> {
+    let (field, value) = filter.split_once('=')?;
+    if field.trim() != "project.key" {
+        return None;
+    }
+    let value = value.trim();
+    let key = value.strip_prefix('"')?.strip_suffix('"')?;
+    (!key.is_empty() && !key.contains('"')).then(|| key.to_owned())
+}
+
+/// A repository as Cloud renders it (the fields the spec's `repository` schema names,
+/// plus `slug`, which live Cloud returns and the spec leaves out).
+fn render_repository(name: &str, r: &crate::state::Repository, origin: &str) -> Value {
+    let (workspace, slug) = name.split_once('/').unwrap_or((name, name));
+    let project = r.project.clone().unwrap_or_else(|| "PROJ".to_owned());
+    json!({
+        "type": "repository",
+        "uuid": format!("{{{}}}", uuid::Uuid::new_v5(&uuid::Uuid::NAMESPACE_URL, name.as_bytes())),
+        "full_name": name,
+        "name": slug,
+        "slug": slug,
+        "is_private": true,
+        "scm": "git",
+        "project": { "type": "project", "key": project, "name": project },
+        "workspace": { "type": "workspace", "slug": workspace },
+        "links": {
+            "self": { "href": format!("{origin}/2.0/repositories/{name}") },
+            "hooks": { "href": format!("{origin}/2.0/repositories/{name}/hooks") },
+        },
+    })
 }
 
 fn list(

@@ -2,7 +2,8 @@
 //!
 //! | call | does |
 //! |---|---|
-//! | `POST /_sim/repositories` `{"flavor","repository","admins","readers"}` | creates a repository and who may do what (extension: `"ownerAdmins"`, the workspace owners / project admins) |
+//! | `POST /_sim/repositories` `{"flavor","repository","admins","readers"}` | creates a repository and who may do what (extensions: `"ownerAdmins"`, the workspace owners / project admins; `"repositories": [..]` instead of `"repository"` for many at once; `"project"`, a Cloud repository's project key, default `PROJ`) |
+//! | `DELETE /_sim/repositories` `{"flavor","repositories"}` | extension: removes repositories and their hooks |
 //! | `POST /_sim/tokens` `{"token","user"}` | registers a credential (extension: `"kind"` and `"scopes"` of a Cloud credential) |
 //! | `PUT /_sim/variants` `{"cloudScopeStatus","dcStatistics","postWebhooksApi"}` | extension: which variant to serve where sources disagree |
 //! | `POST /_sim/events` `{"repository","event"}` | emits an event; answers with each delivery's outcome |
@@ -29,7 +30,10 @@ type Shared = AxumState<Arc<Sim>>;
 
 pub fn routes() -> Router<Arc<Sim>> {
     Router::new()
-        .route("/_sim/repositories", post(create_repository))
+        .route(
+            "/_sim/repositories",
+            post(create_repository).delete(delete_repositories),
+        )
         .route("/_sim/tokens", post(create_token))
         .route("/_sim/variants", put(set_variants).get(get_variants))
         .route("/_sim/events", post(emit))
@@ -54,7 +58,15 @@ fn bad(message: impl Into<String>) -> Response {
 #[serde(rename_all = "camelCase")]
 struct NewRepository {
     flavor: String,
-    repository: String,
+    /// One repository "owner/slug", or several in `repositories`.
+    #[serde(default)]
+    repository: Option<String>,
+    #[serde(default)]
+    repositories: Vec<String>,
+    /// Cloud: the workspace project's key (default `PROJ`); ignored for Data Center,
+    /// where the owner is the project.
+    #[serde(default)]
+    project: Option<String>,
     #[serde(default)]
     admins: Vec<String>,
     #[serde(default)]
@@ -63,38 +75,98 @@ struct NewRepository {
     owner_admins: Vec<String>,
 }
 
-async fn create_repository(s: Shared, Json(req): Json<NewRepository>) -> Response {
-    let platform = match req.flavor.as_str() {
-        "Cloud" => Platform::Cloud,
-        "DataCenter" | "PostWebhooks" => Platform::Server,
-        other => {
-            return bad(format!(
-                "unknown flavor {other}: Cloud, DataCenter or PostWebhooks"
-            ));
-        }
-    };
-    let Some((owner, slug)) = req.repository.split_once('/') else {
-        return bad("repository must be owner/slug");
+fn platform_of(flavor: &str) -> Result<Platform, Response> {
+    match flavor {
+        "Cloud" => Ok(Platform::Cloud),
+        "DataCenter" | "PostWebhooks" => Ok(Platform::Server),
+        other => Err(bad(format!(
+            "unknown flavor {other}: Cloud, DataCenter or PostWebhooks"
+        ))),
+    }
+}
+
+/// "owner/slug" as the platform keys it (Data Center project keys are upper case).
+fn repository_key(platform: Platform, repository: &str) -> Result<(String, String), Response> {
+    let Some((owner, slug)) = repository.split_once('/') else {
+        return Err(bad(format!("repository {repository:?} must be owner/slug")));
     };
     if owner.is_empty() || slug.is_empty() || slug.contains('/') {
-        return bad("repository must be owner/slug");
+        return Err(bad(format!("repository {repository:?} must be owner/slug")));
     }
     let owner = if platform == Platform::Server {
         owner.to_ascii_uppercase()
     } else {
         owner.to_owned()
     };
-    let name = format!("{owner}/{slug}");
+    Ok((owner.clone(), format!("{owner}/{slug}")))
+}
+
+async fn create_repository(s: Shared, Json(req): Json<NewRepository>) -> Response {
+    let platform = match platform_of(&req.flavor) {
+        Ok(p) => p,
+        Err(r) => return r,
+    };
+    let names: Vec<&String> = req.repository.iter().chain(&req.repositories).collect();
+    if names.is_empty() {
+        return bad("repository or repositories is required");
+    }
+    let mut keys = Vec::new();
+    for name in names {
+        match repository_key(platform, name) {
+            Ok(key) => keys.push(key),
+            Err(r) => return r,
+        }
+    }
     let mut state = s.lock();
-    let repo = state
-        .repositories
-        .entry((platform, name.clone()))
-        .or_default();
-    repo.admins.extend(req.admins);
-    repo.readers.extend(req.readers);
-    let owner_entry = state.owners.entry((platform, owner)).or_default();
-    owner_entry.admins.extend(req.owner_admins);
-    (StatusCode::CREATED, Json(json!({ "repository": name }))).into_response()
+    let mut created = Vec::new();
+    for (owner, name) in keys {
+        let id = state.next_id();
+        let repo = state
+            .repositories
+            .entry((platform, name.clone()))
+            .or_insert_with(|| crate::state::Repository {
+                id,
+                ..Default::default()
+            });
+        repo.admins.extend(req.admins.iter().cloned());
+        repo.readers.extend(req.readers.iter().cloned());
+        if platform == Platform::Cloud {
+            repo.project = Some(req.project.clone().unwrap_or_else(|| "PROJ".to_owned()));
+        }
+        let owner_entry = state.owners.entry((platform, owner)).or_default();
+        owner_entry.admins.extend(req.owner_admins.iter().cloned());
+        created.push(name);
+    }
+    let body = match created.as_slice() {
+        [one] => json!({ "repository": one }),
+        _ => json!({ "repositories": created }),
+    };
+    (StatusCode::CREATED, Json(body)).into_response()
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct GoneRepositories {
+    flavor: String,
+    repositories: Vec<String>,
+}
+
+/// Removes repositories with their hooks (as deleting a repository does on Bitbucket).
+async fn delete_repositories(s: Shared, Json(req): Json<GoneRepositories>) -> Response {
+    let platform = match platform_of(&req.flavor) {
+        Ok(p) => p,
+        Err(r) => return r,
+    };
+    let mut state = s.lock();
+    let mut removed = 0;
+    for name in &req.repositories {
+        let key = match repository_key(platform, name) {
+            Ok((_, key)) => key,
+            Err(r) => return r,
+        };
+        removed += usize::from(state.repositories.remove(&(platform, key)).is_some());
+    }
+    Json(json!({ "removed": removed })).into_response()
 }
 
 #[derive(Deserialize)]

@@ -32,6 +32,10 @@ pub fn routes() -> Router<Arc<Sim>> {
             "/rest/api/latest/application-properties",
             get(application_properties),
         )
+        .route(
+            "/rest/api/latest/projects/{projectKey}/repos",
+            get(list_repositories),
+        )
         .route(REPO, get(list_repo).post(create_repo))
         .route(&format!("{REPO}/test"), post(test_repo))
         .route(&format!("{REPO}/search"), get(search_repo))
@@ -265,6 +269,62 @@ pub fn render(hook: &Hook, scope: &Scope, statistics: Option<StatisticsShape>) -
         body["statistics"] = self::statistics(&hook.stats, scope, None, shape);
     }
     body
+}
+
+/// `GET /rest/api/latest/projects/{projectKey}/repos`: the project's repositories, paged.
+/// The spec asks PROJECT_READ; the simulator grants it to the project's admins and to
+/// anyone with a permission on one of its repositories (who then sees those), and
+/// answers 401, as Data Center does for missing permissions, to everyone else.
+async fn list_repositories(
+    s: Shared,
+    Path(key): Path<String>,
+    h: HeaderMap,
+    q: Params,
+) -> Response {
+    let state = s.lock();
+    let scope = Scope::Owner(key.to_ascii_uppercase());
+    let token = match access::authenticated(&state, &h) {
+        Err(d) => return denied(d, &scope),
+        Ok(None) => return denied(Denied::Anonymous, &scope),
+        Ok(Some(p)) => p.token,
+    };
+    let Some(repos) = state.visible_repositories(Platform::Server, scope.name(), &token) else {
+        return denied(Denied::NotFound, &scope);
+    };
+    let owner_admin = state
+        .owners
+        .get(&(Platform::Server, scope.name().to_owned()))
+        .is_some_and(|o| o.admins.contains(&token));
+    if repos.is_empty() && !owner_admin {
+        return dc_error(
+            StatusCode::UNAUTHORIZED,
+            &format!(
+                "You are not permitted to access this resource: PROJECT_READ on {} is required",
+                scope.name()
+            ),
+            "com.atlassian.bitbucket.AuthorisationException",
+        );
+    }
+    let values = repos
+        .into_iter()
+        .map(|(name, r)| {
+            let (project, slug) = name.split_once('/').unwrap_or((&name, &name));
+            json!({
+                "slug": slug,
+                "id": r.id,
+                "name": slug,
+                "hierarchyId": format!("{:020x}", r.id),
+                "scmId": "git",
+                "state": "AVAILABLE",
+                "statusMessage": "Available",
+                "forkable": true,
+                "public": false,
+                "archived": false,
+                "project": { "key": project, "name": project, "public": false, "type": "NORMAL" },
+            })
+        })
+        .collect();
+    axum::Json(page(values, &q)).into_response()
 }
 
 /// Data Center's page: `start`/`limit` (default 25), `size`, `isLastPage`, `nextPageStart`.

@@ -24,6 +24,9 @@ pub enum Need {
     DeleteHooks,
     /// `GET /user`.
     Account,
+    /// `GET /repositories/{workspace}` (the spec: oauth2 `repository`, API tokens
+    /// `read:repository:bitbucket`).
+    ReadRepositories,
 }
 
 fn granular(scope: &str) -> bool {
@@ -48,7 +51,9 @@ pub fn required(kind: TokenKind, need: Need) -> &'static str {
         (TokenKind::ApiToken, Need::WriteHooks) => "write:webhook:bitbucket",
         (TokenKind::ApiToken, Need::DeleteHooks) => "delete:webhook:bitbucket",
         (TokenKind::ApiToken, Need::Account) => "read:user:bitbucket",
+        (TokenKind::ApiToken, Need::ReadRepositories) => "read:repository:bitbucket",
         (_, Need::Account) => "account",
+        (_, Need::ReadRepositories) => "repository",
         (_, _) => "webhook",
     }
 }

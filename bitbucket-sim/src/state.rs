@@ -169,6 +169,10 @@ pub struct Repository {
     pub admins: HashSet<String>,
     pub readers: HashSet<String>,
     pub hooks: Vec<Hook>,
+    /// Cloud: the key of the workspace project it belongs to (Data Center: the owner).
+    pub project: Option<String>,
+    /// Creation order, so listings are stable.
+    pub id: u64,
 }
 
 /// A Cloud workspace or a Data Center project: its own hooks and admins.
@@ -363,6 +367,42 @@ impl State {
                 .get_mut(&(platform, name.clone()))
                 .map(|o| &mut o.hooks),
         }
+    }
+
+    /// The repositories of a workspace or project that `token` may see (it reads or
+    /// administers them, or administers the owner), in creation order; None when the
+    /// owner does not exist.
+    pub fn visible_repositories(
+        &self,
+        platform: Platform,
+        owner: &str,
+        token: &str,
+    ) -> Option<Vec<(String, &Repository)>> {
+        let owner_admin = self
+            .owners
+            .get(&(platform, owner.to_owned()))
+            .map(|o| o.admins.contains(token));
+        let mut found = false;
+        let mut visible: Vec<(String, &Repository)> = self
+            .repositories
+            .iter()
+            .filter(|((p, name), _)| {
+                *p == platform
+                    && name
+                        .split_once('/')
+                        .is_some_and(|(o, _)| o.eq_ignore_ascii_case(owner))
+            })
+            .inspect(|_| found = true)
+            .filter(|(_, r)| {
+                owner_admin == Some(true) || r.admins.contains(token) || r.readers.contains(token)
+            })
+            .map(|((_, name), r)| (name.clone(), r))
+            .collect();
+        if !found && owner_admin.is_none() {
+            return None;
+        }
+        visible.sort_by_key(|(_, r)| r.id);
+        Some(visible)
     }
 
     /// The user a token belongs to.

@@ -24,6 +24,12 @@ struct Page<T> {
     next: Option<String>,
 }
 
+/// A repository in a listing: the spec's `full_name` ("workspace/slug") names it.
+#[derive(Deserialize)]
+struct ListedRepository {
+    full_name: String,
+}
+
 #[derive(Deserialize)]
 struct Subscription {
     uuid: String,
@@ -219,6 +225,34 @@ impl WebhookBackend for CloudClient {
         url.query_pairs_mut().append_pair("pagelen", "100");
         let events: Vec<HookEvent> = self.all_pages(url).await?;
         Ok(events.into_iter().map(|e| e.event).collect())
+    }
+
+    async fn list_repositories(&self, owner: &str, project: Option<&str>) -> Result<Vec<RepoRef>> {
+        let mut url = self.transport.url(&["repositories", owner]);
+        {
+            let mut query = url.query_pairs_mut();
+            query.append_pair("pagelen", "100");
+            if let Some(key) = project {
+                query.append_pair("q", &format!("project.key=\"{key}\""));
+            }
+        }
+        let listed: Vec<ListedRepository> = self.all_pages(url).await.map_err(|e| match e {
+            Error::NotFound { message } => Error::NotFound {
+                message: format!("workspace {owner}: {message}"),
+            },
+            other => other,
+        })?;
+        listed
+            .into_iter()
+            .map(|r| {
+                RepoRef::parse(&r.full_name).ok_or_else(|| Error::Unexpected {
+                    message: format!(
+                        "a listed repository has no workspace/slug name: {:?}",
+                        r.full_name
+                    ),
+                })
+            })
+            .collect()
     }
 
     fn webhooks_page(&self, repo: &RepoRef) -> String {

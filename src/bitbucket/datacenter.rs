@@ -253,6 +253,54 @@ pub(super) fn server_webhooks_page(transport: &Transport, repo: &RepoRef) -> Str
     )
 }
 
+/// A repository in a project's listing.
+#[derive(Deserialize)]
+struct ListedRepository {
+    slug: String,
+    project: ListedProject,
+}
+
+#[derive(Deserialize)]
+struct ListedProject {
+    key: String,
+}
+
+/// Every repository of project `key` the credential may see (shared with Post Webhooks:
+/// the same server's REST API).
+pub(super) async fn list_server_repositories(
+    transport: &Transport,
+    key: &str,
+) -> Result<Vec<RepoRef>> {
+    let mut repos = Vec::new();
+    let mut start = 0u64;
+    loop {
+        let mut url = transport.url(&["rest", "api", "latest", "projects", key, "repos"]);
+        url.query_pairs_mut()
+            .append_pair("start", &start.to_string())
+            .append_pair("limit", "100");
+        let page: Page<ListedRepository> =
+            transport.json(Call::get(url)).await.map_err(|e| match e {
+                Error::NotFound { message } => Error::NotFound {
+                    message: format!("project {key}: {message}"),
+                },
+                other => other,
+            })?;
+        repos.extend(page.values.into_iter().map(|r| RepoRef {
+            owner: r.project.key,
+            slug: r.slug,
+        }));
+        match (page.is_last_page, page.next_page_start) {
+            (false, Some(next)) if next > start => start = next,
+            (false, _) => {
+                return Err(Error::Unexpected {
+                    message: "a page that is not the last has no nextPageStart".to_owned(),
+                });
+            }
+            (true, _) => return Ok(repos),
+        }
+    }
+}
+
 /// The cheap check shared with Post Webhooks (same server): authenticated requests get
 /// `X-AUSERNAME`, anonymous ones do not.
 pub(super) async fn verify_server_credentials(transport: &Transport) -> Result<Identity> {
@@ -403,6 +451,10 @@ impl WebhookBackend for DataCenterClient {
 
     fn webhooks_page(&self, repo: &RepoRef) -> String {
         server_webhooks_page(&self.transport, repo)
+    }
+
+    async fn list_repositories(&self, owner: &str, _project: Option<&str>) -> Result<Vec<RepoRef>> {
+        list_server_repositories(&self.transport, owner).await
     }
 }
 

@@ -194,6 +194,10 @@ pub trait WebhookBackend: Send + Sync + std::fmt::Debug {
     async fn event_catalogue(&self) -> Result<Vec<String>>;
     /// A page where a person can see the repository's webhooks.
     fn webhooks_page(&self, repo: &RepoRef) -> String;
+    /// The repositories the credential can see under `owner` (a Cloud workspace,
+    /// narrowed to one of its projects by `project`; a Data Center project key), every
+    /// page, in Bitbucket's order.
+    async fn list_repositories(&self, owner: &str, project: Option<&str>) -> Result<Vec<RepoRef>>;
 }
 
 /// Everything needed to talk to one Bitbucket.

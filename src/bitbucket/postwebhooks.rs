@@ -20,7 +20,9 @@ use reqwest::{Method, Url};
 use serde_json::{Map, Value, json};
 use tokio::sync::OnceCell;
 
-use super::datacenter::{server_webhooks_page, verify_server_credentials};
+use super::datacenter::{
+    list_server_repositories, server_webhooks_page, verify_server_credentials,
+};
 use super::transport::{Call, Transport};
 use super::{
     AsRead, Deleted, Error, HookSpec, Identity, RemoteHook, RepoRef, Result, SecretChange,
@@ -396,6 +398,10 @@ impl WebhookBackend for PostWebhooksClient {
 
     fn webhooks_page(&self, repo: &RepoRef) -> String {
         server_webhooks_page(&self.transport, repo)
+    }
+
+    async fn list_repositories(&self, owner: &str, _project: Option<&str>) -> Result<Vec<RepoRef>> {
+        list_server_repositories(&self.transport, owner).await
     }
 }
 
