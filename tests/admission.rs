@@ -340,7 +340,7 @@ async fn printer_columns_and_status_subresource() {
     .await
     .expect("merge patch on status");
     let hook = api.get("columns").await.expect("get");
-    assert_eq!(hook.spec.url, "https://ci.example.com/hooks");
+    assert_eq!(hook.spec.settings.url, "https://ci.example.com/hooks");
     let status = hook.status.expect("status written");
     assert_eq!(
         status.webhook_id.as_deref(),

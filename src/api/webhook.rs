@@ -51,6 +51,16 @@ pub struct WebhookSpec {
     #[x_kube(validation = Rule::new(r"self.matches('^~?[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9._-]+$')").message("repository must look like \"workspace/repo_slug\" (Cloud) or \"PROJECT/repo_slug\" (Data Center)").reason(Reason::FieldValueInvalid))]
     pub repository: String,
 
+    /// Everything else about the hook; a WebhookSet's template holds the same.
+    #[serde(flatten)]
+    pub settings: WebhookSettings,
+}
+
+/// A webhook's settings apart from where it lives: what `Webhook` and a `WebhookSet`'s
+/// template share.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct WebhookSettings {
     /// The webhook's name as Bitbucket shows it (Cloud "description", Data Center "name").
     /// Defaults to "<namespace>/<name>" of this object.
     #[serde(default, skip_serializing_if = "Option::is_none")]

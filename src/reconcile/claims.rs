@@ -47,7 +47,7 @@ pub fn key_of(w: &Webhook) -> ClaimKey {
         namespace,
         w.spec.connection_ref.name.clone(),
         w.spec.repository.to_ascii_lowercase(),
-        w.spec.url.clone(),
+        w.spec.settings.url.clone(),
     )
 }
 
@@ -203,7 +203,7 @@ mod tests {
         assert_eq!(claims.holder(&b), None);
         // A URL change moves the claim.
         let mut moved = a.clone();
-        moved.spec.url = "https://ci.example.com/other".into();
+        moved.spec.settings.url = "https://ci.example.com/other".into();
         claims.upsert(&moved);
         claims.remove(&moved);
         assert_eq!(claims.holder(&a), None);

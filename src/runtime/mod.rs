@@ -315,7 +315,11 @@ where
                 .filter(|g| {
                     g.0.as_ref().is_ok_and(|w| {
                         w.namespace() == namespace
-                            && w.spec.secret_ref.as_ref().is_some_and(|r| r.name == name)
+                            && w.spec
+                                .settings
+                                .secret_ref
+                                .as_ref()
+                                .is_some_and(|r| r.name == name)
                     })
                 })
                 .map(|g| ObjectRef::from_obj(g.as_ref()))

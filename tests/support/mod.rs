@@ -434,7 +434,8 @@ impl World {
             .items
             .into_iter()
             .filter(|w| {
-                w.spec.deletion_policy == bitbucket_webhook_operator::api::DeletionPolicy::Delete
+                w.spec.settings.deletion_policy
+                    == bitbucket_webhook_operator::api::DeletionPolicy::Delete
             })
             .filter_map(|w| w.status.and_then(|s| s.webhook_id))
             .collect();

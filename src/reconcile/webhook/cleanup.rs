@@ -38,8 +38,8 @@ pub fn deletion(w: &Webhook, holder: Option<String>) -> Deletion {
     if forced {
         return Deletion::ForceOrphan { id };
     }
-    if w.spec.deletion_policy == DeletionPolicy::Orphan
-        || w.spec.management_policy == ManagementPolicy::ObserveOnly
+    if w.spec.settings.deletion_policy == DeletionPolicy::Orphan
+        || w.spec.settings.management_policy == ManagementPolicy::ObserveOnly
     {
         return Deletion::Orphan { id };
     }
@@ -54,7 +54,7 @@ pub fn deletion(w: &Webhook, holder: Option<String>) -> Deletion {
     }
     Deletion::Delete(match id {
         Some(id) => Victim::Id(id),
-        None => Victim::WithUrl(w.spec.url.clone()),
+        None => Victim::WithUrl(w.spec.settings.url.clone()),
     })
 }
 
@@ -82,7 +82,7 @@ pub async fn cleanup(w: &Webhook, ctx: &Context) -> Result<Action, Error> {
             "Delete",
             format!(
                 "hook {id} is left on Bitbucket (deletionPolicy {:?}, managementPolicy {:?})",
-                w.spec.deletion_policy, w.spec.management_policy
+                w.spec.settings.deletion_policy, w.spec.settings.management_policy
             ),
         ),
         Deletion::NotOwned { id, holder } => Note::normal(

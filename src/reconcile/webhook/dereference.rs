@@ -121,7 +121,7 @@ pub async fn signing_secret(
     ctx: &Context,
     notes: &mut Vec<Note>,
 ) -> Result<Option<DesiredSecret>, Error> {
-    let Some(reference) = &w.spec.secret_ref else {
+    let Some(reference) = &w.spec.settings.secret_ref else {
         return Ok(None);
     };
     let namespace = w.namespace().unwrap_or_default();

@@ -281,7 +281,12 @@ async fn sync(
         },
         flavor,
         secret: desired.secret.map(|s| s.value),
-        probe: w.spec.probe.clone().or_else(|| view.spec.probe.clone()),
+        probe: w
+            .spec
+            .settings
+            .probe
+            .clone()
+            .or_else(|| view.spec.probe.clone()),
         allow_private_targets: ctx.connections.allow_private_targets(&view),
         backend,
     })
@@ -296,14 +301,15 @@ fn desired(
     Desired {
         title: w
             .spec
+            .settings
             .title
             .clone()
             .unwrap_or_else(|| format!("{namespace}/{}", w.name_any())),
-        url: w.spec.url.clone(),
-        active: w.spec.active,
+        url: w.spec.settings.url.clone(),
+        active: w.spec.settings.active,
         events,
         secret,
-        skip_cert_verification: w.spec.skip_cert_verification,
+        skip_cert_verification: w.spec.settings.skip_cert_verification,
     }
 }
 
@@ -429,9 +435,9 @@ async fn assess(w: &Webhook, synced: &Synced, ctx: &Context) -> Option<Assessmen
             backend: synced.backend.as_ref(),
             repo,
             hook_id: id,
-            url: &w.spec.url,
+            url: &w.spec.settings.url,
             secret: synced.secret.as_ref(),
-            skip_cert_verification: w.spec.skip_cert_verification,
+            skip_cert_verification: w.spec.settings.skip_cert_verification,
             probe: synced.probe.as_ref(),
             allow_private_targets: synced.allow_private_targets,
             stats: synced.stats.as_ref(),

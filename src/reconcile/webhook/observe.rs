@@ -85,9 +85,9 @@ pub async fn observe(
             spec_changed,
         };
         let policies = Policies {
-            adoption: w.spec.adoption,
-            drift: w.spec.drift_policy,
-            management: w.spec.management_policy,
+            adoption: w.spec.settings.adoption,
+            drift: w.spec.settings.drift_policy,
+            management: w.spec.settings.management_policy,
         };
         plan(desired, &observed, policies)
     };

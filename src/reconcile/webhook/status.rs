@@ -56,7 +56,7 @@ pub fn synced(result: Result<&Report, &Error>, w: &Webhook) -> Outcome {
         Ok(r) => r,
         Err(e) => return Outcome::new(Status::False, e.reason(), e.to_string()),
     };
-    let policy_note = match w.spec.management_policy {
+    let policy_note = match w.spec.settings.management_policy {
         ManagementPolicy::ObserveOnly => {
             "managementPolicy ObserveOnly: nothing is written to Bitbucket"
         }
@@ -311,7 +311,7 @@ pub fn events(
     }
     let new_generation =
         w.status.as_ref().and_then(|s| s.observed_generation) != w.metadata.generation;
-    if w.spec.skip_cert_verification && new_generation && result.is_ok() {
+    if w.spec.settings.skip_cert_verification && new_generation && result.is_ok() {
         notes.push(Note::warning(
             Reason::CertificateVerificationSkipped,
             "Sync",

@@ -18,8 +18,8 @@ pub fn spec(w: &Webhook, flavor: Flavor) -> Result<Valid, Invalid> {
     let repository = RepoRef::parse(&w.spec.repository).ok_or_else(|| Invalid::Repository {
         value: w.spec.repository.clone(),
     })?;
-    let events = events(flavor, w.spec.events.as_ref())?;
-    if flavor == Flavor::PostWebhooks && w.spec.secret_ref.is_some() {
+    let events = events(flavor, w.spec.settings.events.as_ref())?;
+    if flavor == Flavor::PostWebhooks && w.spec.settings.secret_ref.is_some() {
         return Err(Invalid::UnsignedBackend);
     }
     Ok(Valid { repository, events })

@@ -178,7 +178,7 @@ fn events_tell_actions_and_changes_not_quiet_steps() {
 #[test]
 fn skipping_certificate_checks_is_warned_once_per_generation() {
     let mut w = webhook(None, 1);
-    w.spec.skip_cert_verification = true;
+    w.spec.settings.skip_cert_verification = true;
     let r = report(Some("1"), Done::Created);
     let s = new_status(&w, Ok(&r), None, now());
     let notes = events(&w, Ok(&r), &s, None);
@@ -188,7 +188,7 @@ fn skipping_certificate_checks_is_warned_once_per_generation() {
             .any(|n| n.warning && n.reason == Reason::CertificateVerificationSkipped)
     );
     let mut again = webhook(Some(s.clone()), 1);
-    again.spec.skip_cert_verification = true;
+    again.spec.settings.skip_cert_verification = true;
     let r = report(Some("1"), Done::InSync);
     assert!(events(&again, Ok(&r), &s, None).is_empty());
 }
