@@ -313,7 +313,10 @@ async fn repository_listings_follow_every_page_and_filter() {
             _ => "/rest/api/latest/projects/{projectKey}/repos",
         };
         assert_eq!(
-            s.ctl.count("GET", route).await.unwrap_or(0),
+            s.ctl
+                .count_where(|m, r| m == "GET" && r == route)
+                .await
+                .unwrap_or(0),
             2,
             "{flavor:?}: two pages of 100"
         );

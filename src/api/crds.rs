@@ -5,7 +5,7 @@ use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomRe
 use kube::CustomResourceExt;
 use serde_json::Value;
 
-use super::{BitbucketConnection, ClusterBitbucketConnection, Webhook};
+use super::{BitbucketConnection, ClusterBitbucketConnection, Webhook, WebhookSet};
 
 /// Every CRD of the operator, in install order.
 pub fn all_crds() -> Vec<CustomResourceDefinition> {
@@ -13,6 +13,7 @@ pub fn all_crds() -> Vec<CustomResourceDefinition> {
         BitbucketConnection::crd(),
         ClusterBitbucketConnection::crd(),
         Webhook::crd(),
+        WebhookSet::crd(),
     ]
     .into_iter()
     .map(unwrap_descriptions)

@@ -1,15 +1,18 @@
-//! The custom resources: `Webhook`, `BitbucketConnection`, `ClusterBitbucketConnection`.
+//! The custom resources: `Webhook`, `WebhookSet`, `BitbucketConnection`,
+//! `ClusterBitbucketConnection`.
 
 mod connection;
 mod crds;
 mod reason;
 mod shared;
 mod webhook;
+mod webhookset;
 
 pub use connection::*;
 pub use crds::{all_crds, crd_file_name, crd_yaml};
 pub use reason::Reason;
 pub use webhook::*;
+pub use webhookset::*;
 
 /// The API group of every kind here.
 pub const GROUP: &str = "bitbucket.hooks.dev";

@@ -108,6 +108,10 @@ pub enum Reason {
     /// The hook could not be deleted; retried with backoff.
     DeleteFailed,
 
+    // ---------------------------------------------------------------- WebhookSets
+    /// Some of a WebhookSet's Webhooks are missing or not Ready yet.
+    WebhooksNotReady,
+
     // ---------------------------------------------------------------- connections
     /// Bitbucket accepted the connection's credential.
     Verified,

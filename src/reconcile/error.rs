@@ -32,6 +32,8 @@ pub enum Error {
     Bitbucket(#[from] bitbucket::Error),
     #[error("repository {repository} does not exist or the credential cannot see it: {message}")]
     RepositoryNotFound { repository: String, message: String },
+    #[error("{owner} does not exist or the credential cannot see it: {message}")]
+    OwnerNotFound { owner: String, message: String },
     /// A write (the finalizer) refused because the cached copy is older than the object.
     #[error(
         "{kind} {name} changed on the API server while it was reconciled from an older copy (generation {generation:?}); retried from a fresh copy"
@@ -126,6 +128,13 @@ pub enum Invalid {
     /// The connection's settings cannot make a client (a malformed baseURL or CA).
     #[error("{0}")]
     Connection(String),
+    /// A WebhookSet's selector does not fit its connection's flavor, or a pattern is bad.
+    #[error("selector: {0}")]
+    Selector(String),
+    #[error(
+        "discoveryInterval {value:?} is not a duration of at least 10s (\"90s\", \"10m\", \"1h\")"
+    )]
+    DiscoveryInterval { value: String },
 }
 
 impl Error {
@@ -151,7 +160,9 @@ impl Error {
             Error::InvalidSpec(_) => Reason::InvalidSpec,
             Error::Conflict { .. } => Reason::Conflict,
             Error::Bitbucket(e) => e.reason(),
-            Error::RepositoryNotFound { .. } => Reason::RepositoryNotFound,
+            Error::RepositoryNotFound { .. } | Error::OwnerNotFound { .. } => {
+                Reason::RepositoryNotFound
+            }
             Error::Stale { .. } => Reason::FinalizerError,
         }
     }

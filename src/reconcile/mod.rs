@@ -11,6 +11,7 @@ pub mod plan;
 pub mod schedule;
 pub mod secrets;
 pub mod webhook;
+pub mod webhookset;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};

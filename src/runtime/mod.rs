@@ -17,10 +17,10 @@ use kube::{Api, Resource, ResourceExt};
 
 use crate::api::{
     BitbucketConnection, ClusterBitbucketConnection, ConnectionKind, FORCE_ORPHAN_ANNOTATION,
-    TEST_REQUESTED_ANNOTATION, Webhook,
+    TEST_REQUESTED_ANNOTATION, WEBHOOKSET_LABEL, Webhook, WebhookSet,
 };
 use crate::metrics::Metrics;
-use crate::reconcile::{self, Config, Context, Shared, connection, webhook};
+use crate::reconcile::{self, Config, Context, Shared, connection, webhook, webhookset};
 use std::sync::atomic::AtomicBool;
 
 /// What makes an object worth a reconcile: its spec (generation), the annotations that
@@ -357,10 +357,46 @@ where
     .graceful_shutdown_on(stopped())
     .run(connection::reconcile_namespaced, error_policy, ctx.clone())
     .for_each(|_| async {});
+    let (set_children, set_children_writer) = reflector::store();
+    let sets = set_controller(client, &scope, set_children_writer)
+        .graceful_shutdown_on(stopped())
+        .run(
+            webhookset::reconcile,
+            webhookset::error_policy,
+            Arc::new(webhookset::SetContext::new(ctx.clone(), set_children)),
+        )
+        .for_each(|_| async {});
     let work = async move {
-        futures::join!(webhook_controller, namespaced);
+        futures::join!(webhook_controller, namespaced, sets);
     };
     (ctx, work)
+}
+
+/// The WebhookSet controller: sets, and the Webhooks they made (watched apart from the
+/// Webhook controller's watch, and only those with the set label).
+fn set_controller(
+    client: &kube::Client,
+    scope: &Scope,
+    children: reflector::store::Writer<Webhook>,
+) -> Controller<WebhookSet> {
+    let mut watch = scope.watch();
+    watch.label_selector = Some(match watch.label_selector.take() {
+        Some(shard) => format!("{shard},{WEBHOOKSET_LABEL}"),
+        None => WEBHOOKSET_LABEL.to_owned(),
+    });
+    let children = watcher(scope.api::<Webhook>(client), watch)
+        .default_backoff()
+        .modify(|w: &mut Webhook| slim(&mut w.metadata))
+        .reflect(children)
+        .touched_objects();
+    Controller::new(scope.api::<WebhookSet>(client), scope.watch())
+        .owns_stream(children)
+        // Many Webhooks change at once (a set's creation): one reconcile counts them all.
+        .with_config(
+            controller::Config::default()
+                .concurrency(4)
+                .debounce(std::time::Duration::from_secs(1)),
+        )
 }
 
 /// Drops what the operator never reads from a cached object's metadata.

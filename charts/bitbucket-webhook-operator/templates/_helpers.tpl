@@ -35,14 +35,18 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- define "bbwo.rules" }}
 - apiGroups: ["bitbucket.hooks.dev"]
   resources: ["webhooks"]
-  # patch: the finalizer and the operator's own annotations.
-  verbs: ["get", "list", "watch", "patch"]
+  # patch: the finalizer and the operator's own annotations, and a WebhookSet's Webhooks
+  # put back to its template; create, delete: a WebhookSet's Webhooks.
+  verbs: ["get", "list", "watch", "patch", "create", "delete"]
+- apiGroups: ["bitbucket.hooks.dev"]
+  resources: ["webhooksets"]
+  verbs: ["get", "list", "watch"]
 - apiGroups: ["bitbucket.hooks.dev"]
   resources: ["bitbucketconnections"]
   # patch: the finalizer that keeps a connection while Webhooks use it.
   verbs: ["get", "list", "watch", "patch"]
 - apiGroups: ["bitbucket.hooks.dev"]
-  resources: ["webhooks/status", "bitbucketconnections/status"]
+  resources: ["webhooks/status", "webhooksets/status", "bitbucketconnections/status"]
   verbs: ["patch"]
 # Secrets: read credentials and signing secrets, watch for rotations, create a missing
 # signing Secret when secretRef.generate is true. Never update or delete.

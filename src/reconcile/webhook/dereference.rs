@@ -13,7 +13,7 @@ use kube::{Api, Resource, ResourceExt};
 
 use super::status::Note;
 use crate::api::{
-    BitbucketConnection, ClusterBitbucketConnection, ConnectionKind, FIELD_MANAGER,
+    BitbucketConnection, ClusterBitbucketConnection, ConnectionKind, ConnectionRef, FIELD_MANAGER,
     GENERATED_LABEL, Reason, Webhook,
 };
 use crate::reconcile::connection::{View, secret_value};
@@ -21,11 +21,30 @@ use crate::reconcile::plan::DesiredSecret;
 use crate::reconcile::{Context, Error, Invalid, Refusal, SecretProblem};
 
 /// The connection a Webhook references, if it may use it.
-#[tracing::instrument(skip_all)]
 pub async fn connection(w: &Webhook, ctx: &Context) -> Result<View, Error> {
     let namespace = w.namespace().unwrap_or_default();
-    let name = &w.spec.connection_ref.name;
-    match w.spec.connection_ref.kind {
+    connection_for(
+        &namespace,
+        &w.spec.connection_ref,
+        Some(&w.spec.repository),
+        ctx,
+    )
+    .await
+}
+
+/// The connection `reference` names from `namespace`, if that namespace may use it (and,
+/// given one, for `repository`: a WebhookSet asks before it knows its repositories, and
+/// each of its Webhooks is checked on its own).
+#[tracing::instrument(skip_all)]
+pub async fn connection_for(
+    namespace: &str,
+    reference: &ConnectionRef,
+    repository: Option<&str>,
+    ctx: &Context,
+) -> Result<View, Error> {
+    let namespace = namespace.to_owned();
+    let name = &reference.name;
+    match reference.kind {
         ConnectionKind::BitbucketConnection => {
             let key = ObjectRef::new(name).within(&namespace);
             let c = match ctx.connection_cache.as_ref().and_then(|s| s.get(&key)) {
@@ -67,7 +86,7 @@ pub async fn connection(w: &Webhook, ctx: &Context) -> Result<View, Error> {
                 .await?
                 .map(|n| n.labels().clone())
                 .unwrap_or_default();
-            admits(&c, &namespace, &labels, &w.spec.repository)?;
+            admits(&c, &namespace, &labels, repository)?;
             Ok(View::cluster(&c, &ctx.config.cluster_secret_namespace))
         }
     }
@@ -78,7 +97,7 @@ fn admits(
     c: &ClusterBitbucketConnection,
     namespace: &str,
     labels: &std::collections::BTreeMap<String, String>,
-    repository: &str,
+    repository: Option<&str>,
 ) -> Result<(), Refusal> {
     let connection = c.name_any();
     let Some(selector) = &c.spec.allowed_namespaces else {
@@ -95,7 +114,7 @@ fn admits(
             selector: selector.to_string(),
         });
     }
-    if let Some(patterns) = &c.spec.allowed_repositories {
+    if let (Some(patterns), Some(repository)) = (&c.spec.allowed_repositories, repository) {
         let options = glob::MatchOptions {
             case_sensitive: false,
             ..Default::default()
@@ -235,7 +254,7 @@ mod tests {
             ),
         ];
         for (c, team, repository, expected) in table {
-            let got = admits(&c, team, &labels(team), repository)
+            let got = admits(&c, team, &labels(team), Some(repository))
                 .err()
                 .map(|e| e.to_string());
             match (got, expected) {

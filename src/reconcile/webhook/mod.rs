@@ -6,7 +6,7 @@
 //! Deletion: [`cleanup`] (a pure deletion plan, then `execute`).
 
 mod cleanup;
-mod dereference;
+pub(crate) mod dereference;
 mod execute;
 #[cfg(test)]
 pub(crate) mod fixture;

@@ -1,0 +1,453 @@
+//! The WebhookSet reconciler: select repositories (the explicit list, or a listing of the
+//! workspace or project, repeated every discovery interval), keep one Webhook per
+//! repository as the template says, and count how they stand. The Webhook reconciler
+//! does the Bitbucket work of each; deleting the set deletes its Webhooks through their
+//! owner reference (Kubernetes' garbage collector), and their finalizers the hooks.
+
+pub mod plan;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
+use kube::runtime::controller::Action;
+use kube::runtime::events::{Event, EventType};
+use kube::runtime::reflector::Store;
+use kube::{Api, Resource, ResourceExt};
+use serde_json::json;
+
+use self::plan::{Step, Tally};
+use super::conditions::{self, Outcome, Status};
+use super::webhook::dereference;
+use super::{Context, Error, Invalid};
+use crate::api::{FIELD_MANAGER, Flavor, Reason, Webhook, WebhookSet, WebhookSetStatus};
+use crate::bitbucket::RepoRef;
+
+const DEFAULT_DISCOVERY: Duration = Duration::from_secs(600);
+
+/// One listing's result, kept for the discovery interval.
+struct Discovery {
+    generation: Option<i64>,
+    at: Instant,
+    repositories: Vec<RepoRef>,
+}
+
+/// What the WebhookSet controller of a namespace (or of all) shares.
+pub struct SetContext {
+    pub ctx: Arc<Context>,
+    /// The Webhooks that carry the set label, from the controller's own watch.
+    pub children: Store<Webhook>,
+    discoveries: Mutex<HashMap<String, Discovery>>,
+}
+
+impl SetContext {
+    pub fn new(ctx: Arc<Context>, children: Store<Webhook>) -> SetContext {
+        SetContext {
+            ctx,
+            children,
+            discoveries: Mutex::default(),
+        }
+    }
+}
+
+/// "90s", "10m", "1h" (at least ten seconds; each discovery is a paged listing, counted
+/// against the connection's budget).
+fn discovery_interval(spec: Option<&str>) -> Result<Duration, Invalid> {
+    let Some(text) = spec else {
+        return Ok(DEFAULT_DISCOVERY);
+    };
+    let invalid = || Invalid::DiscoveryInterval {
+        value: text.to_owned(),
+    };
+    let unit = text.chars().last().ok_or_else(invalid)?;
+    let count: u64 = text[..text.len() - 1].parse().map_err(|_| invalid())?;
+    let seconds = match unit {
+        's' => count,
+        'm' => count.saturating_mul(60),
+        'h' => count.saturating_mul(3600),
+        _ => return Err(invalid()),
+    };
+    if seconds < 10 {
+        return Err(invalid());
+    }
+    Ok(Duration::from_secs(seconds))
+}
+
+/// The repositories the set selects, and how long until they should be listed again.
+async fn selection(
+    set: &WebhookSet,
+    sctx: &SetContext,
+) -> Result<(Vec<RepoRef>, Option<Duration>), Error> {
+    if let Some(list) = &set.spec.repositories {
+        let repositories = list
+            .iter()
+            .map(|r| RepoRef::parse(r).ok_or_else(|| Invalid::Repository { value: r.clone() }))
+            .collect::<Result<Vec<_>, _>>()?;
+        return Ok((repositories, None));
+    }
+    let Some(selector) = &set.spec.selector else {
+        return Err(Invalid::Selector("set repositories or selector".to_owned()).into());
+    };
+    let interval = discovery_interval(set.spec.discovery_interval.as_deref())?;
+    let uid = set.uid().unwrap_or_default();
+    let generation = set.metadata.generation;
+    let fresh = |d: &Discovery| d.generation == generation && d.at.elapsed() < interval;
+    {
+        let discoveries = sctx.discoveries.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(d) = discoveries.get(&uid).filter(|d| fresh(d)) {
+            return Ok((
+                d.repositories.clone(),
+                Some(interval.saturating_sub(d.at.elapsed())),
+            ));
+        }
+    }
+    let ctx = &sctx.ctx;
+    let namespace = set.namespace().unwrap_or_default();
+    let view = dereference::connection_for(&namespace, &set.spec.connection_ref, None, ctx).await?;
+    view.readiness()?;
+    let (owner, project) = match (view.spec.flavor, &selector.workspace, &selector.project) {
+        (Flavor::Cloud, Some(workspace), project) => (workspace.clone(), project.clone()),
+        (Flavor::Cloud, None, _) => {
+            return Err(Invalid::Selector(
+                "a Bitbucket Cloud connection lists a workspace: set selector.workspace".to_owned(),
+            )
+            .into());
+        }
+        (_, None, Some(project)) => (project.clone(), None),
+        (_, _, _) => {
+            return Err(Invalid::Selector(
+                "a Data Center connection lists a project: set selector.project, not selector.workspace"
+                    .to_owned(),
+            )
+            .into());
+        }
+    };
+    let backend = ctx.connections.backend(ctx, &view).await?;
+    let listed = backend
+        .list_repositories(&owner, project.as_deref())
+        .await
+        .map_err(|e| match e {
+            crate::bitbucket::Error::NotFound { message } => Error::OwnerNotFound {
+                owner: match view.spec.flavor {
+                    Flavor::Cloud => format!("workspace {owner}"),
+                    _ => format!("project {owner}"),
+                },
+                message,
+            },
+            other => other.into(),
+        })?;
+    let repositories = plan::select(listed, &selector.include, &selector.exclude)?;
+    tracing::debug!(
+        listed = repositories.len(),
+        "discovered the selector's repositories"
+    );
+    sctx.discoveries
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .insert(
+            uid,
+            Discovery {
+                generation,
+                at: Instant::now(),
+                repositories: repositories.clone(),
+            },
+        );
+    Ok((repositories, Some(interval)))
+}
+
+/// Reconciles one WebhookSet.
+#[tracing::instrument(skip_all, fields(webhookset = %super::object_key(set.as_ref())))]
+pub async fn reconcile(set: Arc<WebhookSet>, sctx: Arc<SetContext>) -> Result<Action, Error> {
+    if set.metadata.deletion_timestamp.is_some() {
+        // Its Webhooks go with it (owner references); nothing is left to do here.
+        return Ok(Action::await_change());
+    }
+    let ctx = &sctx.ctx;
+    let started = std::time::Instant::now();
+    let namespace = set.namespace().unwrap_or_default();
+    let uid = set.uid().unwrap_or_default();
+    let children: Vec<Arc<Webhook>> = sctx
+        .children
+        .state()
+        .into_iter()
+        .filter(|w| {
+            w.namespace().as_deref() == Some(namespace.as_str())
+                && w.owner_references().iter().any(|o| o.uid == uid)
+        })
+        .collect();
+    let children: Vec<&Webhook> = children.iter().map(AsRef::as_ref).collect();
+    let result = selection(&set, &sctx).await;
+    let (outcome, tally) = match &result {
+        Ok((repositories, _)) => {
+            let wanted: Vec<Webhook> = repositories
+                .iter()
+                .filter_map(|r| plan::child(&set, r))
+                .collect();
+            let steps = plan::steps(&wanted, &children);
+            let (created, deleted) = execute(&set, ctx, steps).await?;
+            announce(ctx, &set, created, deleted).await;
+            let tally = plan::tally(&wanted, &children);
+            (standing(&tally), tally)
+        }
+        Err(e) => {
+            // Keep the Webhooks there are: a failed listing removes nothing.
+            let previous = set.status.clone().unwrap_or_default();
+            let tally = Tally {
+                selected: usize::try_from(previous.selected).unwrap_or(0),
+                ready: usize::try_from(previous.ready).unwrap_or(0),
+                failing: usize::try_from(previous.failing).unwrap_or(0),
+                progressing: 0,
+                not_ready: previous.not_ready,
+            };
+            (
+                Outcome::new(Status::False, e.reason(), e.to_string()),
+                tally,
+            )
+        }
+    };
+    ctx.metrics.reconciled(
+        "WebhookSet",
+        started.elapsed(),
+        result.as_ref().err().map(Error::reason),
+    );
+    let discovered = match (&result, set.spec.selector.is_some()) {
+        (Ok((_, Some(next))), true) => {
+            let interval = discovery_interval(set.spec.discovery_interval.as_deref())
+                .unwrap_or(DEFAULT_DISCOVERY);
+            // Listed in this reconcile: now; from memory: when that listing was made.
+            let age = interval.saturating_sub(*next);
+            Some(Time(
+                jiff::Timestamp::now() - jiff::SignedDuration::try_from(age).unwrap_or_default(),
+            ))
+        }
+        _ => set
+            .status
+            .as_ref()
+            .and_then(|s| s.last_discovery_time.clone()),
+    };
+    write_status(&set, ctx, &outcome, &tally, discovered).await?;
+    if result.is_ok() {
+        ctx.succeeded(&super::object_key(set.as_ref()));
+    }
+    match result {
+        Err(e) => Err(e),
+        Ok((_, Some(next))) => Ok(Action::requeue(next.max(Duration::from_secs(1)))),
+        Ok((_, None)) => Ok(Action::await_change()),
+    }
+}
+
+/// The set's Ready outcome from its Webhooks.
+fn standing(t: &Tally) -> Outcome {
+    if t.ready == t.selected {
+        return Outcome::new(
+            Status::True,
+            Reason::Ready,
+            format!("all {} Webhooks are Ready", t.selected),
+        );
+    }
+    Outcome::new(
+        Status::False,
+        Reason::WebhooksNotReady,
+        format!(
+            "{} of {} Webhooks are Ready; not yet: {}{}",
+            t.ready,
+            t.selected,
+            t.not_ready.join(", "),
+            if t.selected - t.ready > t.not_ready.len() {
+                ", ..."
+            } else {
+                ""
+            }
+        ),
+    )
+}
+
+/// Runs the steps; (created, deleted).
+async fn execute(
+    set: &WebhookSet,
+    ctx: &Context,
+    steps: Vec<Step>,
+) -> Result<(usize, usize), Error> {
+    let api: Api<Webhook> =
+        Api::namespaced(ctx.client.clone(), &set.namespace().unwrap_or_default());
+    let (mut created, mut deleted) = (0, 0);
+    for step in steps {
+        match step {
+            Step::Create(w) => match api.create(&PostParams::default(), &w).await {
+                Ok(_) => created += 1,
+                // Made meanwhile (the watch had not shown it yet): the next reconcile sees it.
+                Err(kube::Error::Api(e)) if e.code == 409 => {}
+                Err(e) => return Err(e.into()),
+            },
+            Step::Update { name, patch } => {
+                match api
+                    .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+                    .await
+                {
+                    Ok(_) => {}
+                    // Changed or gone meanwhile: the watch brings the set back here.
+                    Err(kube::Error::Api(e)) if e.code == 409 || e.code == 404 => {}
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            Step::Delete { name } => match api.delete(&name, &DeleteParams::default()).await {
+                Ok(_) => deleted += 1,
+                Err(kube::Error::Api(e)) if e.code == 404 => {}
+                Err(e) => return Err(e.into()),
+            },
+        }
+    }
+    Ok((created, deleted))
+}
+
+async fn announce(ctx: &Context, set: &WebhookSet, created: usize, deleted: usize) {
+    for (count, action, note) in [
+        (created, "Create", "created {} Webhooks"),
+        (
+            deleted,
+            "Delete",
+            "deleted {} Webhooks (their repositories left the selection)",
+        ),
+    ] {
+        if count == 0 {
+            continue;
+        }
+        let event = Event {
+            type_: EventType::Normal,
+            reason: if action == "Create" {
+                "Created"
+            } else {
+                "Deleted"
+            }
+            .to_owned(),
+            note: Some(note.replace("{}", &count.to_string())),
+            action: action.to_owned(),
+            secondary: None,
+        };
+        if let Err(e) = ctx.recorder.publish(&event, &set.object_ref(&())).await {
+            tracing::warn!(error = %e, "cannot publish an event");
+        }
+    }
+}
+
+/// Writes the status when it says something new.
+async fn write_status(
+    set: &WebhookSet,
+    ctx: &Context,
+    outcome: &Outcome,
+    tally: &Tally,
+    discovered: Option<Time>,
+) -> Result<(), Error> {
+    let previous = set.status.clone().unwrap_or_default();
+    let now = Time(jiff::Timestamp::now());
+    let generation = set.metadata.generation;
+    let mut conditions = vec![conditions::condition(
+        &previous.conditions,
+        conditions::READY,
+        outcome,
+        generation,
+        &now,
+    )];
+    if outcome.status != Status::True {
+        let stalled = if outcome.reason == Reason::WebhooksNotReady {
+            tally.progressing == 0
+        } else {
+            outcome.reason.is_terminal()
+        };
+        let type_ = if stalled {
+            conditions::STALLED
+        } else {
+            conditions::RECONCILING
+        };
+        conditions.push(conditions::condition(
+            &previous.conditions,
+            type_,
+            &Outcome::new(Status::True, outcome.reason, outcome.message.clone()),
+            generation,
+            &now,
+        ));
+    }
+    let count = |n: usize| i32::try_from(n).unwrap_or(i32::MAX);
+    let status = WebhookSetStatus {
+        observed_generation: generation,
+        selected: count(tally.selected),
+        ready: count(tally.ready),
+        failing: count(tally.failing),
+        not_ready: tally.not_ready.clone(),
+        last_discovery_time: discovered,
+        conditions,
+    };
+    if status == previous {
+        return Ok(());
+    }
+    let api: Api<WebhookSet> =
+        Api::namespaced(ctx.client.clone(), &set.namespace().unwrap_or_default());
+    // Conditions absent now are removed: the whole status is applied by one manager.
+    let patch = json!({
+        "apiVersion": WebhookSet::api_version(&()),
+        "kind": WebhookSet::kind(&()),
+        "status": status,
+    });
+    api.patch_status(
+        &set.name_any(),
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(&patch),
+    )
+    .await?;
+    Ok(())
+}
+
+pub fn error_policy(set: Arc<WebhookSet>, error: &Error, sctx: Arc<SetContext>) -> Action {
+    let key = super::object_key(set.as_ref());
+    tracing::warn!(webhookset = %key, reason = %error.reason(), error = %error, "reconcile failed");
+    Action::requeue(super::requeue_after(&sctx.ctx, &key, error))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn discovery_intervals_are_at_least_ten_seconds() {
+        assert_eq!(discovery_interval(None).ok(), Some(DEFAULT_DISCOVERY));
+        assert_eq!(
+            discovery_interval(Some("90s")).ok(),
+            Some(Duration::from_secs(90))
+        );
+        assert_eq!(
+            discovery_interval(Some("2h")).ok(),
+            Some(Duration::from_secs(7200))
+        );
+        for bad in ["5s", "m", "10d", "", "1.5m"] {
+            assert!(discovery_interval(Some(bad)).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn the_set_is_ready_only_when_every_webhook_is() {
+        let t = Tally {
+            selected: 3,
+            ready: 3,
+            ..Tally::default()
+        };
+        assert_eq!(standing(&t).status, Status::True);
+        let t = Tally {
+            selected: 30,
+            ready: 8,
+            progressing: 22,
+            not_ready: vec!["acme/a".into(), "acme/b".into()],
+            ..Tally::default()
+        };
+        let o = standing(&t);
+        assert_eq!(
+            (o.status, o.reason),
+            (Status::False, Reason::WebhooksNotReady)
+        );
+        assert_eq!(
+            o.message,
+            "8 of 30 Webhooks are Ready; not yet: acme/a, acme/b, ..."
+        );
+    }
+}

@@ -1,0 +1,187 @@
+use super::*;
+use crate::api::{WebhookSetSpec, WebhookStatus};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+
+fn set() -> WebhookSet {
+    let spec: WebhookSetSpec = serde_json::from_value(json!({
+        "connectionRef": { "name": "bitbucket" },
+        "selector": { "workspace": "acme" },
+        "template": {
+            "metadata": { "labels": { "team": "ci" } },
+            "spec": { "url": "https://ci.example.com/hook", "events": ["repo:push"] },
+        },
+    }))
+    .expect("spec");
+    let mut set = WebhookSet::new("ci", spec);
+    set.metadata.namespace = Some("team-a".to_owned());
+    set.metadata.uid = Some("set-uid".to_owned());
+    set
+}
+
+fn repo(text: &str) -> RepoRef {
+    RepoRef::parse(text).expect("repo")
+}
+
+fn wanted(set: &WebhookSet, repos: &[&str]) -> Vec<Webhook> {
+    repos
+        .iter()
+        .map(|r| child(set, &repo(r)).expect("child"))
+        .collect()
+}
+
+#[test]
+fn child_names_are_stable_valid_and_distinct() {
+    let a = child_name("ci", &repo("acme/api_gateway"));
+    assert_eq!(a, child_name("ci", &repo("acme/api_gateway")));
+    assert!(a.starts_with("ci-api-gateway-"), "{a}");
+    assert_ne!(a, child_name("ci", &repo("acme/api-gateway")));
+    assert_ne!(a, child_name("ci", &repo("other/api_gateway")));
+    // Data Center project keys compare case-insensitively.
+    assert_eq!(
+        child_name("ci", &repo("PLAT/api")),
+        child_name("ci", &repo("plat/api"))
+    );
+    let long = child_name(
+        &"s".repeat(250),
+        &repo(&format!("acme/{}", "x".repeat(200))),
+    );
+    assert!(long.len() <= 253, "{}", long.len());
+    assert!(
+        long.chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+    );
+}
+
+#[test]
+fn patterns_include_and_exclude_by_slug() {
+    let listed = [
+        "acme/api-one",
+        "acme/API-two",
+        "acme/web",
+        "acme/api-legacy",
+    ]
+    .map(repo)
+    .to_vec();
+    let got = select(
+        listed.clone(),
+        &["api-*".to_owned()],
+        &["*-legacy".to_owned()],
+    )
+    .expect("select");
+    assert_eq!(got, vec![repo("acme/api-one"), repo("acme/API-two")]);
+    assert_eq!(select(listed.clone(), &[], &[]).expect("all").len(), 4);
+    let err = select(listed, &["api-[".to_owned()], &[]).expect_err("bad pattern");
+    assert!(err.to_string().contains("api-["), "{err}");
+}
+
+#[test]
+fn missing_webhooks_are_created_and_current_ones_left_alone() {
+    let set = set();
+    let want = wanted(&set, &["acme/a", "acme/b"]);
+    let have = want[0].clone();
+    let steps = steps(&want, &[&have]);
+    let [Step::Create(created)] = steps.as_slice() else {
+        panic!("one create expected: {steps:?}");
+    };
+    assert_eq!(created.name_any(), want[1].name_any());
+    assert_eq!(created.spec.repository, "acme/b");
+    assert_eq!(created.labels()[WEBHOOKSET_LABEL], "ci");
+    assert_eq!(created.labels()["team"], "ci");
+    assert_eq!(created.annotations()[REPOSITORY_ANNOTATION], "acme/b");
+    let owner = &created.owner_references()[0];
+    assert_eq!(
+        (owner.uid.as_str(), owner.controller),
+        ("set-uid", Some(true))
+    );
+}
+
+#[test]
+fn a_webhook_edited_by_hand_is_put_back_exactly() {
+    let set = set();
+    let want = wanted(&set, &["acme/a"]);
+    let mut have = want[0].clone();
+    have.metadata.resource_version = Some("7".to_owned());
+    have.spec.settings.url = "https://elsewhere.example.com".to_owned();
+    have.spec.settings.title = Some("added by hand".to_owned());
+    let steps = steps(&want, &[&have]);
+    let [Step::Update { name, patch }] = steps.as_slice() else {
+        panic!("one update expected: {steps:?}");
+    };
+    assert_eq!(name, &want[0].name_any());
+    assert_eq!(patch["spec"]["url"], "https://ci.example.com/hook");
+    assert_eq!(patch["spec"]["title"], Value::Null, "{patch}");
+    assert_eq!(patch["metadata"]["resourceVersion"], "7");
+    // A label the template does not set stays; a removed template label comes back.
+    let mut relabelled = want[0].clone();
+    relabelled
+        .labels_mut()
+        .insert("extra".to_owned(), "kept".to_owned());
+    assert!(super::steps(&want, &[&relabelled]).is_empty());
+    relabelled.labels_mut().remove("team");
+    assert_eq!(super::steps(&want, &[&relabelled]).len(), 1);
+}
+
+#[test]
+fn webhooks_of_repositories_that_left_are_deleted_once() {
+    let set = set();
+    let old = wanted(&set, &["acme/a", "acme/gone"]);
+    let want = wanted(&set, &["acme/a"]);
+    let steps = steps(&want, &[&old[0], &old[1]]);
+    let [Step::Delete { name }] = steps.as_slice() else {
+        panic!("one delete expected: {steps:?}");
+    };
+    assert_eq!(name, &old[1].name_any());
+    let mut going = old[1].clone();
+    going.metadata.deletion_timestamp = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+        "2026-01-01T00:00:00Z".parse().expect("time"),
+    ));
+    assert!(super::steps(&want, &[&old[0], &going]).is_empty());
+}
+
+fn with_status(mut w: Webhook, ready: &str, stalled: bool, health: DeliveryHealth) -> Webhook {
+    w.metadata.generation = Some(1);
+    let condition = |type_: &str, status: &str| Condition {
+        type_: type_.to_owned(),
+        status: status.to_owned(),
+        reason: "R".to_owned(),
+        message: String::new(),
+        observed_generation: Some(1),
+        last_transition_time: k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+            "2026-01-01T00:00:00Z".parse().expect("time"),
+        ),
+    };
+    let mut conditions = vec![condition("Ready", ready)];
+    if stalled {
+        conditions.push(condition("Stalled", "True"));
+    }
+    w.status = Some(WebhookStatus {
+        observed_generation: Some(1),
+        conditions,
+        delivery: Some(crate::api::DeliveryStatus {
+            health,
+            ..Default::default()
+        }),
+        ..Default::default()
+    });
+    w
+}
+
+#[test]
+fn the_tally_counts_ready_failing_and_stalled() {
+    let set = set();
+    let want = wanted(&set, &["acme/a", "acme/b", "acme/c", "acme/d"]);
+    let a = with_status(want[0].clone(), "True", false, DeliveryHealth::Failing);
+    let b = with_status(want[1].clone(), "False", true, DeliveryHealth::Unknown);
+    let c = with_status(want[2].clone(), "False", false, DeliveryHealth::Unknown);
+    let t = tally(&want, &[&a, &b, &c]);
+    assert_eq!(
+        t,
+        Tally {
+            selected: 4,
+            ready: 1,
+            failing: 1,
+            progressing: 2,
+            not_ready: vec!["acme/b".into(), "acme/c".into(), "acme/d".into()],
+        }
+    );
+}

@@ -1,0 +1,367 @@
+//! WebhookSets on the real control plane against the simulator: discovery over a Cloud
+//! workspace project, repositories that come and go, hand edits put back, deletion of
+//! the set, an explicit Data Center list with the Orphan policy, and selectors that
+//! cannot work.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use bitbucket_webhook_operator::api::{
+    Flavor, REPOSITORY_ANNOTATION, WEBHOOKSET_LABEL, Webhook, WebhookSet,
+};
+use kube::api::ListParams;
+use kube::{Api, ResourceExt};
+use support::{ADMIN, World};
+
+/// A connection with budget enough for a hundred repositories at once.
+fn bulk_connection(w: &World) -> String {
+    w.connection_yaml("bulk", ADMIN)
+        .replace("  auth:", "  rateLimit: {requestsPerHour: 100000}\n  auth:")
+}
+
+fn sets(w: &World) -> Api<WebhookSet> {
+    Api::namespaced(w.client.clone(), &w.ns)
+}
+
+/// Waits until `check` holds for the set, or fails with its last status.
+async fn wait_set(
+    w: &World,
+    name: &str,
+    what: &str,
+    timeout: Duration,
+    check: impl Fn(&WebhookSet) -> bool,
+) -> WebhookSet {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let current = sets(w).get_opt(name).await.ok().flatten();
+        if let Some(s) = &current
+            && check(s)
+        {
+            return s.clone();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{name}: timed out waiting for {what}; last status: {:#?}",
+            current.and_then(|s| s.status)
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+fn ready_with(s: &WebhookSet, selected: i32) -> bool {
+    s.status.as_ref().is_some_and(|st| {
+        st.observed_generation == s.metadata.generation
+            && st.selected == selected
+            && st.ready == selected
+            && st
+                .conditions
+                .iter()
+                .any(|c| c.type_ == "Ready" && c.status == "True")
+    })
+}
+
+/// Every hook in the test's simulator: (repository, url) pairs.
+async fn hooked(w: &World) -> Vec<(String, String)> {
+    let mut found: Vec<(String, String)> = w
+        .ctl
+        .hooks()
+        .await
+        .expect("hooks")
+        .iter()
+        .map(|h| {
+            (
+                h["repository"].as_str().unwrap_or_default().to_owned(),
+                h["url"].as_str().unwrap_or_default().to_owned(),
+            )
+        })
+        .collect();
+    found.sort();
+    found
+}
+
+async fn children(w: &World, set: &str) -> Vec<Webhook> {
+    w.webhooks()
+        .list(&ListParams::default().labels(&format!("{WEBHOOKSET_LABEL}={set}")))
+        .await
+        .expect("list")
+        .items
+}
+
+async fn wait_hooks(
+    w: &World,
+    what: &str,
+    check: impl Fn(&[(String, String)]) -> bool,
+) -> Vec<(String, String)> {
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let hooks = hooked(w).await;
+        if check(&hooks) {
+            return hooks;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting for {what}; {} hooks",
+            hooks.len()
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_selector_keeps_one_hook_per_repository_as_the_workspace_changes() {
+    let w = World::new("set-cloud", Flavor::Cloud).await;
+    w.apply(&bulk_connection(&w)).expect("connection");
+    let selected: Vec<String> = (0..120).map(|i| format!("acme/svc-{i:03}")).collect();
+    let legacy: Vec<String> = (0..3).map(|i| format!("acme/svc-{i}-legacy")).collect();
+    let edge: Vec<String> = (0..5).map(|i| format!("acme/edge-{i}")).collect();
+    w.ctl
+        .repositories("Cloud", &selected, Some("CORE"), &[ADMIN])
+        .await
+        .expect("repositories");
+    w.ctl
+        .repositories("Cloud", &legacy, Some("CORE"), &[ADMIN])
+        .await
+        .expect("repositories");
+    w.ctl
+        .repositories("Cloud", &edge, Some("EDGE"), &[ADMIN])
+        .await
+        .expect("repositories");
+    w.ctl.reset_requests().await.expect("reset");
+    let set = "ci";
+    let manifest = |exclude: &str| {
+        format!(
+            "apiVersion: bitbucket.hooks.dev/v1alpha1\nkind: WebhookSet\nmetadata: {{name: {set}}}\nspec:\n  \
+             connectionRef: {{name: bulk}}\n  discoveryInterval: 15s\n  \
+             selector: {{workspace: acme, project: CORE, exclude: [{exclude}]}}\n  \
+             template:\n    metadata: {{labels: {{team: ci}}}}\n    \
+             spec: {{url: \"https://ci.example.com/hook\", events: [\"repo:push\"]}}\n"
+        )
+    };
+    w.apply(&manifest("\"*-legacy\"")).expect("apply the set");
+    wait_set(&w, set, "120 Ready", Duration::from_secs(120), |s| {
+        ready_with(s, 120)
+    })
+    .await;
+    let hooks = hooked(&w).await;
+    let mut expected: Vec<(String, String)> = selected
+        .iter()
+        .map(|r| (r.clone(), "https://ci.example.com/hook".to_owned()))
+        .collect();
+    expected.sort();
+    assert_eq!(
+        hooks, expected,
+        "one hook on each selected repository, none elsewhere"
+    );
+    let listings = w
+        .ctl
+        .count_where(|m, route| m == "GET" && route == "/2.0/repositories/{workspace}")
+        .await
+        .unwrap_or(0);
+    assert!(
+        (1..=2).contains(&listings),
+        "one paged listing per discovery (two pages of 100 are 2 requests): {listings}"
+    );
+    let made = children(&w, set).await;
+    assert_eq!(made.len(), 120);
+    assert!(
+        made.iter()
+            .all(|c| c.labels().get("team").map(String::as_str) == Some("ci"))
+    );
+    assert!(
+        made.iter()
+            .all(|c| c.annotations().contains_key(REPOSITORY_ANNOTATION))
+    );
+
+    // A repository created on Bitbucket gets its hook within one discovery interval.
+    w.ctl
+        .repositories(
+            "Cloud",
+            &["acme/svc-new".to_owned()],
+            Some("CORE"),
+            &[ADMIN],
+        )
+        .await
+        .expect("repository");
+    wait_hooks(&w, "a hook on the new repository", |h| {
+        h.iter().any(|(r, _)| r == "acme/svc-new")
+    })
+    .await;
+    wait_set(&w, set, "121 Ready", Duration::from_secs(60), |s| {
+        ready_with(s, 121)
+    })
+    .await;
+
+    // Ten repositories leave the selection: their Webhooks and hooks go (deletionPolicy Delete).
+    w.apply(&manifest("\"*-legacy\", \"svc-00?\""))
+        .expect("narrow the selector");
+    let hooks = wait_hooks(&w, "111 hooks", |h| h.len() == 111).await;
+    assert!(!hooks.iter().any(|(r, _)| r.starts_with("acme/svc-00")));
+    wait_set(&w, set, "111 Ready", Duration::from_secs(60), |s| {
+        ready_with(s, 111)
+    })
+    .await;
+
+    // A Webhook edited by hand is put back; one deleted by hand is made again.
+    let victim = children(&w, set).await.remove(0);
+    let name = victim.name_any();
+    w.kubectl(&[
+        "patch",
+        "webhook",
+        &name,
+        "--type=merge",
+        "-p",
+        r#"{"spec":{"url":"https://hand.example.com/edit","title":"by hand"}}"#,
+    ])
+    .expect("edit by hand");
+    w.wait_webhook(&name, "the template's url again", |c| {
+        c.spec.settings.url == "https://ci.example.com/hook" && c.spec.settings.title.is_none()
+    })
+    .await;
+    let other = children(&w, set).await.remove(1);
+    let other_name = other.name_any();
+    let other_uid = other.uid();
+    w.kubectl(&["delete", "webhook", &other_name, "--wait=false"])
+        .expect("delete by hand");
+    w.wait_webhook(&other_name, "made again", |c| c.uid() != other_uid)
+        .await;
+    wait_set(&w, set, "111 Ready", Duration::from_secs(60), |s| {
+        ready_with(s, 111)
+    })
+    .await;
+    wait_hooks(&w, "every hook at the template's url", |h| {
+        h.len() == 111 && h.iter().all(|(_, u)| u == "https://ci.example.com/hook")
+    })
+    .await;
+
+    // Deleting the set deletes its Webhooks (garbage collection) and so every hook.
+    w.kubectl(&["delete", "webhookset", set, "--wait=false"])
+        .expect("delete the set");
+    wait_hooks(&w, "no hook left", <[_]>::is_empty).await;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !children(&w, set).await.is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "the set's Webhooks were never collected"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+#[tokio::test]
+async fn an_explicit_list_with_the_orphan_policy_keeps_the_hooks_it_lets_go() {
+    let w = World::new("set-dc", Flavor::DataCenter).await;
+    let repos: Vec<String> = ["PLAT/a", "PLAT/b", "PLAT/c"].map(String::from).to_vec();
+    w.ctl
+        .repositories("DataCenter", &repos, None, &[ADMIN])
+        .await
+        .expect("repositories");
+    let manifest = |list: &str| {
+        format!(
+            "apiVersion: bitbucket.hooks.dev/v1alpha1\nkind: WebhookSet\nmetadata: {{name: keep}}\nspec:\n  \
+             connectionRef: {{name: bitbucket}}\n  repositories: [{list}]\n  \
+             template:\n    spec: {{url: \"https://ci.example.com/dc\", deletionPolicy: Orphan}}\n"
+        )
+    };
+    w.apply(&manifest("PLAT/a, PLAT/b, PLAT/c")).expect("apply");
+    wait_set(&w, "keep", "3 Ready", Duration::from_secs(60), |s| {
+        ready_with(s, 3)
+    })
+    .await;
+    assert_eq!(hooked(&w).await.len(), 3);
+    w.apply(&manifest("PLAT/a, PLAT/b")).expect("shorter list");
+    wait_set(&w, "keep", "2 Ready", Duration::from_secs(60), |s| {
+        ready_with(s, 2)
+    })
+    .await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while children(&w, "keep").await.len() != 2 {
+        assert!(
+            Instant::now() < deadline,
+            "the dropped repository's Webhook stayed"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    assert_eq!(
+        hooked(&w).await.len(),
+        3,
+        "Orphan: the dropped repository keeps its hook"
+    );
+    w.kubectl(&["delete", "webhookset", "keep", "--wait=false"])
+        .expect("delete");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !children(&w, "keep").await.is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "the set's Webhooks were never collected"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    assert_eq!(hooked(&w).await.len(), 3, "Orphan: every hook stays");
+}
+
+#[tokio::test]
+async fn selectors_that_cannot_work_say_why() {
+    let dc = World::new("set-bad-dc", Flavor::DataCenter).await;
+    dc.apply(
+        "apiVersion: bitbucket.hooks.dev/v1alpha1\nkind: WebhookSet\nmetadata: {name: wrong}\nspec:\n  \
+         connectionRef: {name: bitbucket}\n  selector: {workspace: acme}\n  \
+         template: {spec: {url: \"https://ci.example.com/x\"}}\n",
+    )
+    .expect("apply");
+    let s = wait_set(&dc, "wrong", "Stalled", Duration::from_secs(60), |s| {
+        s.status.as_ref().is_some_and(|st| {
+            st.conditions
+                .iter()
+                .any(|c| c.type_ == "Stalled" && c.status == "True")
+        })
+    })
+    .await;
+    let ready = s
+        .status
+        .iter()
+        .flat_map(|st| &st.conditions)
+        .find(|c| c.type_ == "Ready")
+        .cloned()
+        .expect("Ready");
+    assert_eq!(ready.reason, "InvalidSpec");
+    assert!(
+        ready.message.contains("selector.project"),
+        "{}",
+        ready.message
+    );
+
+    let cloud = World::new("set-bad-cloud", Flavor::Cloud).await;
+    cloud
+        .apply(
+            "apiVersion: bitbucket.hooks.dev/v1alpha1\nkind: WebhookSet\nmetadata: {name: nowhere}\nspec:\n  \
+             connectionRef: {name: bitbucket}\n  selector: {workspace: nowhere}\n  \
+             template: {spec: {url: \"https://ci.example.com/x\"}}\n",
+        )
+        .expect("apply");
+    wait_set(
+        &cloud,
+        "nowhere",
+        "RepositoryNotFound",
+        Duration::from_secs(60),
+        |s| {
+            s.status.as_ref().is_some_and(|st| {
+                st.conditions.iter().any(|c| {
+                    c.type_ == "Ready"
+                        && c.reason == "RepositoryNotFound"
+                        && c.message.contains("workspace nowhere")
+                })
+            })
+        },
+    )
+    .await;
+    // Both or neither of repositories and selector: refused by the API server.
+    let err = cloud
+        .apply(
+            "apiVersion: bitbucket.hooks.dev/v1alpha1\nkind: WebhookSet\nmetadata: {name: both}\nspec:\n  \
+             connectionRef: {name: bitbucket}\n  repositories: [acme/api]\n  selector: {workspace: acme}\n  \
+             template: {spec: {url: \"https://ci.example.com/x\"}}\n",
+        )
+        .expect_err("refused");
+    assert!(err.contains("exactly one of repositories"), "{err}");
+}
