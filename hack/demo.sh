@@ -39,14 +39,18 @@ echo "    Bitbucket (simulated) at $sim, deliveries go to $receiver"
 
 control() { curl -fsS -X "$1" -H 'content-type: application/json' "$sim/_sim/$2" ${3:+-d "$3"} >/dev/null; }
 # The examples' placeholder credentials are the simulator's tokens, each a repository admin.
-# The Cloud example's is a repository access token holding only the webhook scope, as recommended.
-control POST tokens '{"token":"replace-with-a-repository-access-token","user":"acme-ci","kind":"repositoryAccessToken","scopes":["webhook"]}'
+# The Cloud example's is an access token holding the webhook scope, and the repository
+# scope that examples/webhookset.yaml needs to list the workspace's repositories.
+control POST tokens '{"token":"replace-with-a-repository-access-token","user":"acme-ci","kind":"projectAccessToken","scopes":["webhook","repository"]}'
 control POST tokens '{"token":"replace-with-an-http-access-token","user":"plat-ci"}'
 control POST tokens '{"token":"replace-with-a-personal-access-token","user":"ci-bot"}'
 control POST tokens '{"token":"shared-token","user":"shared"}'
 control POST repositories '{"flavor":"Cloud","repository":"acme/api","admins":["replace-with-a-repository-access-token"]}'
 control POST repositories '{"flavor":"Cloud","repository":"acme/docs","admins":["shared-token"]}'
 control POST repositories '{"flavor":"DataCenter","repository":"PLAT/api","admins":["replace-with-an-http-access-token"]}'
+control POST repositories '{"flavor":"DataCenter","repository":"PLAT/tools","admins":["replace-with-an-http-access-token"]}'
+# What examples/webhookset.yaml selects: the CORE project's svc-* repositories.
+control POST repositories '{"flavor":"Cloud","repositories":["acme/svc-orders","acme/svc-billing","acme/svc-old-archive"],"project":"CORE","admins":["replace-with-a-repository-access-token"]}'
 control POST repositories '{"flavor":"PostWebhooks","repository":"PLAT/web","admins":["replace-with-a-personal-access-token"]}'
 
 echo "==> installing the CRDs"
@@ -70,6 +74,7 @@ for f in examples/*.yaml; do
   echo "---"
 done | kubectl apply -n demo -f -
 kubectl wait --for=condition=Ready webhook --all -n demo --timeout=90s
+kubectl wait --for=condition=Ready webhookset --all -n demo --timeout=60s
 
 echo "==> firing events through the simulator"
 fire() {

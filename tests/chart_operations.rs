@@ -309,7 +309,9 @@ async fn namespace_editors_and_viewers_get_webhooks_through_aggregated_roles() {
         apiVersion: bitbucket.hooks.dev/v1alpha1\nkind: BitbucketConnection\nmetadata: {name: bitbucket}\n\
         spec: {flavor: Cloud, baseURL: \"https://api.bitbucket.org/2.0\", auth: {type: Bearer, secretRef: {name: token}}}\n---\n\
         apiVersion: bitbucket.hooks.dev/v1alpha1\nkind: Webhook\nmetadata: {name: ci}\n\
-        spec: {connectionRef: {name: bitbucket}, repository: acme/api, url: \"https://ci.example.com/x\", events: [\"repo:push\"]}\n";
+        spec: {connectionRef: {name: bitbucket}, repository: acme/api, url: \"https://ci.example.com/x\", events: [\"repo:push\"]}\n---\n\
+        apiVersion: bitbucket.hooks.dev/v1alpha1\nkind: WebhookSet\nmetadata: {name: many}\n\
+        spec: {connectionRef: {name: bitbucket}, repositories: [acme/web], template: {spec: {url: \"https://ci.example.com/y\"}}}\n";
     let as_user = |user: &str, namespace: &str, args: &[&str], input: &str| {
         let mut all = vec!["--as", user, "-n", namespace];
         all.extend_from_slice(args);
@@ -325,9 +327,15 @@ async fn namespace_editors_and_viewers_get_webhooks_through_aggregated_roles() {
     };
     let (ok, out) = as_user("alice", &ns, &["apply", "-f", "-"], manifest);
     assert!(ok, "an editor creates a connection and a Webhook: {out}");
-    let (ok, out) = as_user("bob", &ns, &["get", "webhooks,bbconn", "-o", "name"], "");
+    let (ok, out) = as_user(
+        "bob",
+        &ns,
+        &["get", "webhooks,webhooksets,bbconn", "-o", "name"],
+        "",
+    );
     assert!(
-        ok && out.contains("webhook.bitbucket.hooks.dev/ci"),
+        ok && out.contains("webhook.bitbucket.hooks.dev/ci")
+            && out.contains("webhookset.bitbucket.hooks.dev/many"),
         "a viewer lists them: {out}"
     );
     let (ok, out) = as_user("bob", &ns, &["delete", "webhook", "ci"], "");
@@ -591,6 +599,7 @@ fn helm_installs_over_crds_applied_with_kubectl_as_the_docs_say() {
     // ...or hand them to the release, after which uninstalling keeps them.
     let crds = [
         "crd/webhooks.bitbucket.hooks.dev",
+        "crd/webhooksets.bitbucket.hooks.dev",
         "crd/bitbucketconnections.bitbucket.hooks.dev",
         "crd/clusterbitbucketconnections.bitbucket.hooks.dev",
     ];
@@ -610,7 +619,7 @@ fn helm_installs_over_crds_applied_with_kubectl_as_the_docs_say() {
     let mut get = vec!["get", "-o", "name"];
     get.extend(crds);
     let left = p.kubectl_ok(get).expect("the CRDs are kept");
-    assert_eq!(left.lines().count(), 3, "{left}");
+    assert_eq!(left.lines().count(), 4, "{left}");
 }
 
 /// A forward proxy for plain HTTP on loopback: records the request line of each
