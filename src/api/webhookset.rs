@@ -112,8 +112,10 @@ pub struct WebhookTemplate {
 /// Labels and annotations for the Webhooks of a set.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, JsonSchema)]
 pub struct TemplateMetadata {
+    /// Labels for each Webhook (the operator adds `bitbucket.hooks.dev/webhookset`).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub labels: BTreeMap<String, String>,
+    /// Annotations for each Webhook (the operator adds `bitbucket.hooks.dev/repository`).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub annotations: BTreeMap<String, String>,
 }
