@@ -325,6 +325,28 @@ async fn cloud_webhook_operations_conform_to_the_cloud_spec() {
     )
     .await;
 
+    // The repository listing WebhookSets read.
+    let listing = "/repositories/{workspace}";
+    c.call("GET", listing, &ws, &admin, None, 200).await;
+    c.call(
+        "GET",
+        "/repositories/{workspace}?q=project.key%3D%22PROJ%22&pagelen=100",
+        &ws,
+        &admin,
+        None,
+        200,
+    )
+    .await;
+    c.call(
+        "GET",
+        listing,
+        &[("workspace", "no-such-workspace")],
+        &admin,
+        None,
+        404,
+    )
+    .await;
+
     c.assert_complete("hook", documented(&spec_doc(file)));
 }
 
@@ -462,6 +484,21 @@ async fn data_center_webhook_operations_conform_to_the_data_center_spec() {
         404,
     )
     .await;
+    // The repository listing WebhookSets read.
+    let listing = "/api/latest/projects/{projectKey}/repos";
+    let project = [("projectKey", t.owner.as_str())];
+    c.call("GET", listing, &project, &admin, None, 200).await;
+    c.call("GET", listing, &project, &reader, None, 200).await;
+    c.call(
+        "GET",
+        listing,
+        &[("projectKey", "NOSUCH")],
+        &admin,
+        None,
+        404,
+    )
+    .await;
+
     c.assert_complete("/webhooks", documented(&spec_doc(file)));
 }
 
