@@ -212,20 +212,27 @@ pub async fn reconcile(set: Arc<WebhookSet>, sctx: Arc<SetContext>) -> Result<Ac
         started.elapsed(),
         result.as_ref().err().map(Error::reason),
     );
-    let discovered = match (&result, set.spec.selector.is_some()) {
-        (Ok((_, Some(next))), true) => {
+    let previous = set
+        .status
+        .as_ref()
+        .and_then(|s| s.last_discovery_time.clone());
+    let discovered = match &result {
+        // Listed in this reconcile (a listing served from memory keeps the time it had).
+        Ok((_, Some(next))) if set.spec.selector.is_some() => {
             let interval = discovery_interval(set.spec.discovery_interval.as_deref())
                 .unwrap_or(DEFAULT_DISCOVERY);
-            // Listed in this reconcile: now; from memory: when that listing was made.
-            let age = interval.saturating_sub(*next);
-            Some(Time(
-                jiff::Timestamp::now() - jiff::SignedDuration::try_from(age).unwrap_or_default(),
-            ))
+            if *next >= interval || previous.is_none() {
+                // Whole seconds, as the API server keeps it, so an unchanged status compares equal.
+                let now = jiff::Timestamp::now();
+                jiff::Timestamp::from_second(now.as_second())
+                    .ok()
+                    .map(Time)
+                    .or(previous)
+            } else {
+                previous
+            }
         }
-        _ => set
-            .status
-            .as_ref()
-            .and_then(|s| s.last_discovery_time.clone()),
+        _ => previous,
     };
     write_status(&set, ctx, &outcome, &tally, discovered).await?;
     if result.is_ok() {
