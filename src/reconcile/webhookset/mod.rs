@@ -62,7 +62,8 @@ fn discovery_interval(spec: Option<&str>) -> Result<Duration, Invalid> {
         value: text.to_owned(),
     };
     let unit = text.chars().last().ok_or_else(invalid)?;
-    let count: u64 = text[..text.len() - 1].parse().map_err(|_| invalid())?;
+    let (count, _) = text.split_at(text.len() - unit.len_utf8());
+    let count: u64 = count.parse().map_err(|_| invalid())?;
     let seconds = match unit {
         's' => count,
         'm' => count.saturating_mul(60),
@@ -427,7 +428,7 @@ mod tests {
             discovery_interval(Some("2h")).ok(),
             Some(Duration::from_secs(7200))
         );
-        for bad in ["5s", "m", "10d", "", "1.5m"] {
+        for bad in ["5s", "m", "10d", "", "1.5m", "5é", "é"] {
             assert!(discovery_interval(Some(bad)).is_err(), "{bad}");
         }
     }
