@@ -88,6 +88,15 @@ async fn children(w: &World, set: &str) -> Vec<Webhook> {
         .items
 }
 
+/// Waits until the set has `count` Webhooks.
+async fn wait_children(w: &World, set: &str, count: usize, timeout: Duration, what: &str) {
+    let deadline = Instant::now() + timeout;
+    while children(w, set).await.len() != count {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
 async fn wait_hooks(
     w: &World,
     what: &str,
@@ -238,14 +247,14 @@ async fn a_selector_keeps_one_hook_per_repository_as_the_workspace_changes() {
     w.kubectl(&["delete", "webhookset", set, "--wait=false"])
         .expect("delete the set");
     wait_hooks(&w, "no hook left", <[_]>::is_empty).await;
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !children(&w, set).await.is_empty() {
-        assert!(
-            Instant::now() < deadline,
-            "the set's Webhooks were never collected"
-        );
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
+    wait_children(
+        &w,
+        set,
+        0,
+        Duration::from_secs(60),
+        "the set's Webhooks collected",
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -274,14 +283,14 @@ async fn an_explicit_list_with_the_orphan_policy_keeps_the_hooks_it_lets_go() {
         ready_with(s, 2)
     })
     .await;
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while children(&w, "keep").await.len() != 2 {
-        assert!(
-            Instant::now() < deadline,
-            "the dropped repository's Webhook stayed"
-        );
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
+    wait_children(
+        &w,
+        "keep",
+        2,
+        Duration::from_secs(30),
+        "the dropped repository's Webhook gone",
+    )
+    .await;
     assert_eq!(
         hooked(&w).await.len(),
         3,
@@ -289,14 +298,14 @@ async fn an_explicit_list_with_the_orphan_policy_keeps_the_hooks_it_lets_go() {
     );
     w.kubectl(&["delete", "webhookset", "keep", "--wait=false"])
         .expect("delete");
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !children(&w, "keep").await.is_empty() {
-        assert!(
-            Instant::now() < deadline,
-            "the set's Webhooks were never collected"
-        );
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
+    wait_children(
+        &w,
+        "keep",
+        0,
+        Duration::from_secs(60),
+        "the set's Webhooks collected",
+    )
+    .await;
     assert_eq!(hooked(&w).await.len(), 3, "Orphan: every hook stays");
 }
 

@@ -281,10 +281,7 @@ async fn list_repositories(
             None,
         );
     };
-    let owner_admin = state
-        .owners
-        .get(&(Platform::Cloud, workspace.clone()))
-        .is_some_and(|o| o.admins.contains(&token));
+    let owner_admin = state.can_read(Platform::Cloud, &Scope::Owner(workspace.clone()), &token);
     let origin = origin(&h, s.tls);
     let values: Vec<Value> = repos
         .into_iter()

@@ -291,10 +291,7 @@ async fn list_repositories(
     let Some(repos) = state.visible_repositories(Platform::Server, scope.name(), &token) else {
         return denied(Denied::NotFound, &scope);
     };
-    let owner_admin = state
-        .owners
-        .get(&(Platform::Server, scope.name().to_owned()))
-        .is_some_and(|o| o.admins.contains(&token));
+    let owner_admin = state.can_read(Platform::Server, &scope, &token);
     if repos.is_empty() && !owner_admin {
         return dc_error(
             StatusCode::UNAUTHORIZED,

@@ -379,9 +379,8 @@ impl State {
         token: &str,
     ) -> Option<Vec<(String, &Repository)>> {
         let owner_admin = self
-            .owners
-            .get(&(platform, owner.to_owned()))
-            .map(|o| o.admins.contains(token));
+            .admins(platform, &Scope::Owner(owner.to_owned()))
+            .map(|admins| admins.contains(token));
         let mut found = false;
         let mut visible: Vec<(String, &Repository)> = self
             .repositories

@@ -34,6 +34,15 @@ pub struct View {
     pub uid: String,
 }
 
+/// A connection's name in metrics: "namespace/name" for a BitbucketConnection, "name"
+/// for a ClusterBitbucketConnection (no namespace).
+pub fn metric_name(namespace: Option<&str>, name: &str) -> String {
+    match namespace {
+        Some(ns) => format!("{ns}/{name}"),
+        None => name.to_owned(),
+    }
+}
+
 impl View {
     pub fn namespaced(c: &BitbucketConnection) -> View {
         let namespace = c.namespace().unwrap_or_default();
@@ -64,10 +73,7 @@ impl View {
 
     /// The connection's name in metrics: "namespace/name", or "name" for a cluster one.
     pub fn metric_name(&self) -> String {
-        match &self.namespace {
-            Some(ns) => format!("{ns}/{}", self.name),
-            None => self.name.clone(),
-        }
+        metric_name(self.namespace.as_deref(), &self.name)
     }
 
     /// A key naming this connection in caches: kind/namespace/name.

@@ -402,12 +402,11 @@ fn gauges(ctx: &Context, w: &Webhook, status: &WebhookStatus) {
     let ready = conditions::find(&status.conditions, conditions::READY)
         .map_or("Unknown", |c| c.status.as_str());
     let namespace = w.namespace().unwrap_or_default();
-    let connection = match w.spec.connection_ref.kind {
-        ConnectionKind::BitbucketConnection => {
-            format!("{namespace}/{}", w.spec.connection_ref.name)
-        }
-        ConnectionKind::ClusterBitbucketConnection => w.spec.connection_ref.name.clone(),
-    };
+    let connection = super::connection::metric_name(
+        (w.spec.connection_ref.kind == ConnectionKind::BitbucketConnection)
+            .then_some(namespace.as_str()),
+        &w.spec.connection_ref.name,
+    );
     ctx.metrics.webhook(
         &w.uid().unwrap_or_default(),
         Some(WebhookState {

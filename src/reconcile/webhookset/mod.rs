@@ -76,17 +76,27 @@ fn discovery_interval(spec: Option<&str>) -> Result<Duration, Invalid> {
     Ok(Duration::from_secs(seconds))
 }
 
+/// The repositories a set selects.
+struct Selection {
+    repositories: Vec<RepoRef>,
+    /// How long until the selector should be listed again (None: an explicit list).
+    next: Option<Duration>,
+    /// Listed in this reconcile, not served from memory.
+    listed: bool,
+}
+
 /// The repositories the set selects, and how long until they should be listed again.
-async fn selection(
-    set: &WebhookSet,
-    sctx: &SetContext,
-) -> Result<(Vec<RepoRef>, Option<Duration>), Error> {
+async fn selection(set: &WebhookSet, sctx: &SetContext) -> Result<Selection, Error> {
     if let Some(list) = &set.spec.repositories {
         let repositories = list
             .iter()
             .map(|r| RepoRef::parse(r).ok_or_else(|| Invalid::Repository { value: r.clone() }))
             .collect::<Result<Vec<_>, _>>()?;
-        return Ok((repositories, None));
+        return Ok(Selection {
+            repositories,
+            next: None,
+            listed: false,
+        });
     }
     let Some(selector) = &set.spec.selector else {
         return Err(Invalid::Selector("set repositories or selector".to_owned()).into());
@@ -98,10 +108,11 @@ async fn selection(
     {
         let discoveries = sctx.discoveries.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(d) = discoveries.get(&uid).filter(|d| fresh(d)) {
-            return Ok((
-                d.repositories.clone(),
-                Some(interval.saturating_sub(d.at.elapsed())),
-            ));
+            return Ok(Selection {
+                repositories: d.repositories.clone(),
+                next: Some(interval.saturating_sub(d.at.elapsed())),
+                listed: false,
+            });
         }
     }
     let ctx = &sctx.ctx;
@@ -155,7 +166,11 @@ async fn selection(
                 repositories: repositories.clone(),
             },
         );
-    Ok((repositories, Some(interval)))
+    Ok(Selection {
+        repositories,
+        next: Some(interval),
+        listed: true,
+    })
 }
 
 /// Reconciles one WebhookSet.
@@ -181,7 +196,7 @@ pub async fn reconcile(set: Arc<WebhookSet>, sctx: Arc<SetContext>) -> Result<Ac
     let children: Vec<&Webhook> = children.iter().map(AsRef::as_ref).collect();
     let result = selection(&set, &sctx).await;
     let (outcome, tally) = match &result {
-        Ok((repositories, _)) => {
+        Ok(Selection { repositories, .. }) => {
             let wanted: Vec<Webhook> = repositories
                 .iter()
                 .filter_map(|r| plan::child(&set, r))
@@ -217,21 +232,19 @@ pub async fn reconcile(set: Arc<WebhookSet>, sctx: Arc<SetContext>) -> Result<Ac
         .status
         .as_ref()
         .and_then(|s| s.last_discovery_time.clone());
+    // A new listing's time, in whole seconds as the API server keeps it (so an unchanged
+    // status compares equal); a listing served from memory keeps the time it had.
     let discovered = match &result {
-        // Listed in this reconcile (a listing served from memory keeps the time it had).
-        Ok((_, Some(next))) if set.spec.selector.is_some() => {
-            let interval = discovery_interval(set.spec.discovery_interval.as_deref())
-                .unwrap_or(DEFAULT_DISCOVERY);
-            if *next >= interval || previous.is_none() {
-                // Whole seconds, as the API server keeps it, so an unchanged status compares equal.
-                let now = jiff::Timestamp::now();
-                jiff::Timestamp::from_second(now.as_second())
-                    .ok()
-                    .map(Time)
-                    .or(previous)
-            } else {
-                previous
-            }
+        Ok(Selection {
+            next: Some(_),
+            listed,
+            ..
+        }) if *listed || previous.is_none() => {
+            let now = jiff::Timestamp::now();
+            jiff::Timestamp::from_second(now.as_second())
+                .ok()
+                .map(Time)
+                .or(previous)
         }
         _ => previous,
     };
@@ -241,8 +254,10 @@ pub async fn reconcile(set: Arc<WebhookSet>, sctx: Arc<SetContext>) -> Result<Ac
     }
     match result {
         Err(e) => Err(e),
-        Ok((_, Some(next))) => Ok(Action::requeue(next.max(Duration::from_secs(1)))),
-        Ok((_, None)) => Ok(Action::await_change()),
+        Ok(Selection {
+            next: Some(next), ..
+        }) => Ok(Action::requeue(next.max(Duration::from_secs(1)))),
+        Ok(Selection { next: None, .. }) => Ok(Action::await_change()),
     }
 }
 

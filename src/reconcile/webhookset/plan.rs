@@ -98,6 +98,11 @@ pub fn child(set: &WebhookSet, repo: &RepoRef) -> Option<Webhook> {
     })
 }
 
+/// The set's Webhooks by name.
+fn by_name<'a>(children: &[&'a Webhook]) -> BTreeMap<String, &'a Webhook> {
+    children.iter().map(|w| (w.name_any(), *w)).collect()
+}
+
 /// One write that brings the set's Webhooks to what it wants.
 #[derive(Debug)]
 pub enum Step {
@@ -116,8 +121,7 @@ pub enum Step {
 
 /// The steps from `children` (the Webhooks the set owns) to `wanted`.
 pub fn steps(wanted: &[Webhook], children: &[&Webhook]) -> Vec<Step> {
-    let existing: BTreeMap<String, &Webhook> =
-        children.iter().map(|w| (w.name_any(), *w)).collect();
+    let existing = by_name(children);
     let wanted_names: BTreeSet<String> = wanted.iter().map(ResourceExt::name_any).collect();
     let mut steps = Vec::new();
     for want in wanted {
@@ -221,8 +225,7 @@ pub struct Tally {
 
 /// Counts the Webhooks of `wanted` among `children`.
 pub fn tally(wanted: &[Webhook], children: &[&Webhook]) -> Tally {
-    let existing: BTreeMap<String, &Webhook> =
-        children.iter().map(|w| (w.name_any(), *w)).collect();
+    let existing = by_name(children);
     let mut tally = Tally {
         selected: wanted.len(),
         ..Tally::default()
