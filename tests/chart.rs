@@ -327,3 +327,77 @@ async fn several_namespaces_are_watched_and_no_other() {
     assert!(other.hooks().await.is_empty());
     operator.abort();
 }
+
+/// A forward proxy for plain HTTP on loopback: records the request line of each
+/// connection's first request and relays the connection to the host it names.
+async fn start_proxy() -> (
+    std::net::SocketAddr,
+    std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let log = seen.clone();
+    tokio::spawn(async move {
+        while let Ok((mut client, _)) = listener.accept().await {
+            let log = log.clone();
+            tokio::spawn(async move {
+                let mut head = vec![0u8; 4096];
+                let n = client.read(&mut head).await.unwrap_or(0);
+                let text = String::from_utf8_lossy(&head[..n]).into_owned();
+                let line = text.lines().next().unwrap_or_default().to_owned();
+                // "GET http://127.0.0.1:PORT/path HTTP/1.1": absolute-form, as to a proxy.
+                let Some(host) = line
+                    .split_whitespace()
+                    .nth(1)
+                    .and_then(|uri| uri.strip_prefix("http://"))
+                    .and_then(|rest| rest.split('/').next())
+                    .map(str::to_owned)
+                else {
+                    return;
+                };
+                if let Ok(mut log) = log.lock() {
+                    log.push(line);
+                }
+                let Ok(mut upstream) = tokio::net::TcpStream::connect(host).await else {
+                    return;
+                };
+                if upstream.write_all(&head[..n]).await.is_ok() {
+                    let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
+                }
+            });
+        }
+    });
+    (addr, seen)
+}
+
+/// The README's proxy install: the operator sends its Bitbucket requests through the
+/// proxy the environment names. Here, not beside a test binary's shared operator: that
+/// one would serve the Webhook too (the simulator speaks plain HTTP, so HTTP_PROXY here;
+/// HTTPS_PROXY for https:// Bitbucket).
+#[tokio::test]
+async fn bitbucket_requests_go_through_the_proxy_the_environment_names() {
+    let w = World::standalone("chart-proxy", Flavor::DataCenter).await;
+    let (proxy, seen) = start_proxy().await;
+    let _operator = w
+        .operator_command()
+        .env("HTTP_PROXY", format!("http://{proxy}"))
+        .env_remove("NO_PROXY")
+        .env_remove("no_proxy")
+        .spawn()
+        .expect("operator starts");
+    w.apply(&w.webhook_yaml("ci", "https://ci.example.com/x", ""))
+        .expect("apply");
+    w.wait_ready("ci").await;
+    assert_eq!(w.hooks().await.len(), 1);
+    let seen = seen.lock().map(|s| s.clone()).unwrap_or_default();
+    let sim = w.sim.base_url();
+    assert!(
+        seen.iter()
+            .any(|line| line.contains(&format!("{sim}/rest/api/"))),
+        "Bitbucket requests reached the proxy: {seen:?}"
+    );
+}
