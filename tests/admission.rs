@@ -159,6 +159,19 @@ fn bad_manifests_are_rejected_at_admission_with_their_own_message() {
             "repository must look like \"workspace/repo_slug\"",
         ),
         (
+            "a project scope naming a repository",
+            webhook(
+                "bad-project",
+                &[("repository", "PRJ/app"), ("scope", "Project")],
+            ),
+            "a project key (Data Center) alone for scope Workspace or Project",
+        ),
+        (
+            "an unknown scope",
+            webhook("bad-scope", &[("scope", "Organisation")]),
+            "spec.scope: Unsupported value: \"Organisation\"",
+        ),
+        (
             "unknown connectionRef kind",
             webhook(
                 "bad-kind",
@@ -291,6 +304,19 @@ fn repository_and_connection_cannot_change() {
         &webhook("moved", &[("url", "https://ci.example.com/other")]),
     );
     assert!(ok, "{out}");
+    // Nor does the level: a workspace hook is another hook.
+    let (ok, out) = apply(
+        plane,
+        &ns,
+        &webhook("lifted", &[("repository", "acme"), ("scope", "Workspace")]),
+    );
+    assert!(ok, "{out}");
+    let (ok, out) = apply(
+        plane,
+        &ns,
+        &webhook("lifted", &[("repository", "acme"), ("scope", "Project")]),
+    );
+    assert!(!ok && out.contains("scope cannot change"), "{out}");
 }
 
 #[tokio::test]

@@ -8,7 +8,7 @@ use bitbucket_sim::Running;
 use bitbucket_sim::client::SimClient;
 use bitbucket_webhook_operator::api::Flavor;
 use bitbucket_webhook_operator::bitbucket::{
-    Budget, ConnectionConfig, Credentials, Deleted, Error, HookSpec, RepoRef, RetryPolicy,
+    Budget, ConnectionConfig, Credentials, Deleted, Error, HookSpec, Place, RepoRef, RetryPolicy,
     SecretChange, SecretState, TlsOptions, WebhookBackend, connect,
 };
 use serde_json::json;
@@ -21,7 +21,8 @@ struct Setup {
     sim: Running,
     ctl: SimClient,
     flavor: Flavor,
-    repo: RepoRef,
+    repo: Place,
+    repository: RepoRef,
 }
 
 fn flavor_name(flavor: Flavor) -> &'static str {
@@ -48,7 +49,8 @@ async fn setup(flavor: Flavor) -> Setup {
         sim,
         ctl,
         flavor,
-        repo: RepoRef::parse(repo).expect("repo"),
+        repo: Place::Repository(RepoRef::parse(repo).expect("repo")),
+        repository: RepoRef::parse(repo).expect("repo"),
     }
 }
 
@@ -288,7 +290,7 @@ async fn repository_listings_follow_every_page_and_filter() {
     for flavor in FLAVORS {
         let s = setup(flavor).await;
         let name = flavor_name(flavor);
-        let owner = &s.repo.owner;
+        let owner = &s.repository.owner;
         let many: Vec<String> = (0..130).map(|i| format!("{owner}/svc-{i:03}")).collect();
         let (project, other) = match flavor {
             Flavor::Cloud => (Some("CORE"), Some("EDGE")),
@@ -333,7 +335,7 @@ async fn repository_listings_follow_every_page_and_filter() {
             .list_repositories(owner, None)
             .await
             .expect("list");
-        assert_eq!(seen, vec![s.repo.clone()], "{flavor:?}");
+        assert_eq!(seen, vec![s.repository.clone()], "{flavor:?}");
         // Removed on Bitbucket, gone from the listing.
         s.ctl
             .remove_repositories(name, &many[..10])
@@ -382,12 +384,14 @@ async fn each_error_class_is_recognised() {
         );
 
         let admin = s.client(ADMIN);
-        let missing = RepoRef::parse(if flavor == Flavor::Cloud {
-            "acme/nope"
-        } else {
-            "PLAT/nope"
-        })
-        .expect("repo");
+        let missing = Place::Repository(
+            RepoRef::parse(if flavor == Flavor::Cloud {
+                "acme/nope"
+            } else {
+                "PLAT/nope"
+            })
+            .expect("repo"),
+        );
         let err = admin
             .list_hooks(&missing)
             .await

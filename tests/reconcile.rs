@@ -288,7 +288,9 @@ async fn adoption_and_conflict(flavor: Flavor) {
         },
     )
     .expect("client");
-    let repo = bitbucket_webhook_operator::bitbucket::RepoRef::parse(&w.repository).expect("repo");
+    let repo = bitbucket_webhook_operator::bitbucket::Place::Repository(
+        bitbucket_webhook_operator::bitbucket::RepoRef::parse(&w.repository).expect("repo"),
+    );
     let existing = backend
         .create_hook(
             &repo,

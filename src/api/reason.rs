@@ -51,6 +51,9 @@ pub enum Reason {
     Unsupported,
     /// Bitbucket answered in a way the client did not expect.
     UnexpectedResponse,
+    /// A project or workspace hook with the same URL is inherited by the repository:
+    /// each delivery arrives twice (condition DuplicateDeliveries, Warning Event).
+    InheritedDuplicate,
     /// The Kubernetes API refused or failed a request.
     KubernetesError,
     /// The finalizer could not be added or removed.

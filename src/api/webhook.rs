@@ -22,6 +22,7 @@ const MOVE_MESSAGE: &str = "repository and connectionRef cannot change: a hook d
     shortname = "bbhook",
     category = "bitbucket",
     printcolumn = r#"{"name":"Repository","type":"string","jsonPath":".spec.repository"}"#,
+    printcolumn = r#"{"name":"Scope","type":"string","priority":1,"jsonPath":".spec.scope"}"#,
     printcolumn = r#"{"name":"URL","type":"string","jsonPath":".spec.url"}"#,
     printcolumn = r#"{"name":"Active","type":"boolean","jsonPath":".spec.active"}"#,
     printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
@@ -32,6 +33,7 @@ const MOVE_MESSAGE: &str = "repository and connectionRef cannot change: a hook d
     printcolumn = r#"{"name":"Origin","type":"string","priority":1,"jsonPath":".status.origin"}"#
 )]
 #[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new(r"self.scope == 'Repository' ? self.repository.matches('^~?[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9._-]+$') : self.repository.matches('^~?[A-Za-z0-9{][A-Za-z0-9._{}-]*$')").message("repository must look like \"workspace/repo_slug\" (Cloud) or \"PROJECT/repo_slug\" (Data Center) for scope Repository, and be a workspace (Cloud) or a project key (Data Center) alone for scope Workspace or Project").reason(Reason::FieldValueInvalid))]
 pub struct WebhookSpec {
     /// The BitbucketConnection (same namespace) or ClusterBitbucketConnection that says
     /// which Bitbucket to talk to and with which credentials. Cannot change (see
@@ -39,17 +41,26 @@ pub struct WebhookSpec {
     #[x_kube(validation = Rule::new("self == oldSelf").message(MOVE_MESSAGE).reason(Reason::FieldValueForbidden))]
     pub connection_ref: ConnectionRef,
 
-    /// The repository the webhook belongs to: "workspace/repo_slug" on Bitbucket Cloud,
-    /// "PROJECT/repo_slug" on Bitbucket Data Center (a personal project is "~USER/slug").
+    /// Where the webhook lives. With scope Repository (the default): "workspace/repo_slug"
+    /// on Bitbucket Cloud, "PROJECT/repo_slug" on Bitbucket Data Center (a personal project
+    /// is "~USER/slug"). With scope Workspace: the Cloud workspace alone; with scope
+    /// Project: the Data Center project key alone.
     /// Cannot change: a hook does not move. To move one, create a Webhook for the new
     /// repository (or connection) and delete this one; its deletionPolicy decides whether
     /// the old hook is removed. To hand a hook to another Webhook unchanged, set
     /// deletionPolicy Orphan, delete this one, and create the new one with the same URL:
     /// it adopts the hook.
-    #[schemars(length(min = 3, max = 255))]
+    #[schemars(length(min = 1, max = 255))]
     #[x_kube(validation = Rule::new("self == oldSelf").message(MOVE_MESSAGE).reason(Reason::FieldValueForbidden))]
-    #[x_kube(validation = Rule::new(r"self.matches('^~?[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9._-]+$')").message("repository must look like \"workspace/repo_slug\" (Cloud) or \"PROJECT/repo_slug\" (Data Center)").reason(Reason::FieldValueInvalid))]
     pub repository: String,
+
+    /// The level of the hook: "Repository" (default) fires for one repository;
+    /// "Workspace" (Cloud, workspace owners) and "Project" (Data Center and Post Webhooks,
+    /// PROJECT_ADMIN) fire for every repository under it, and `repository` then names the
+    /// workspace or project. Cannot change.
+    #[serde(default)]
+    #[x_kube(validation = Rule::new("self == oldSelf").message("scope cannot change: create a Webhook at the new level and delete this one").reason(Reason::FieldValueForbidden))]
+    pub scope: Scope,
 
     /// Everything else about the hook; a WebhookSet's template holds the same.
     #[serde(flatten)]
@@ -139,6 +150,17 @@ pub struct ProbeSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 30, max = 86400))]
     pub interval_seconds: Option<i32>,
+}
+
+/// The level a hook lives at.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, Default, JsonSchema)]
+pub enum Scope {
+    #[default]
+    Repository,
+    /// A Data Center project (built-in webhooks or Post Webhooks project configurations).
+    Project,
+    /// A Cloud workspace.
+    Workspace,
 }
 
 /// A reference to the connection a Webhook uses.

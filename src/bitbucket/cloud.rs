@@ -8,8 +8,8 @@ use serde_json::{Value, json};
 
 use super::transport::{Call, Transport};
 use super::{
-    Deleted, Error, HookSpec, Identity, RemoteHook, RepoRef, Result, SecretChange, SecretState,
-    TestResult, WebhookBackend, repository_not_found,
+    Deleted, Error, HookSpec, Identity, Place, RemoteHook, RepoRef, Result, SecretChange,
+    SecretState, TestResult, WebhookBackend, place_not_found,
 };
 use crate::api::Flavor;
 
@@ -85,14 +85,16 @@ impl CloudClient {
         CloudClient { transport }
     }
 
-    fn hooks_url(&self, repo: &RepoRef) -> Url {
-        self.transport
-            .url(&["repositories", &repo.owner, &repo.slug, "hooks"])
-    }
-
-    fn hook_url(&self, repo: &RepoRef, id: &str) -> Url {
-        self.transport
-            .url(&["repositories", &repo.owner, &repo.slug, "hooks", id])
+    /// A repository's or workspace's hooks (Cloud has no project hooks), or hook `id`.
+    fn hooks_url(&self, place: &Place, id: Option<&str>) -> Result<Url> {
+        let mut segments = match place {
+            Place::Repository(r) => vec!["repositories", r.owner.as_str(), r.slug.as_str()],
+            Place::Workspace(w) => vec!["workspaces", w.as_str()],
+            Place::Project(_) => return Err(place.unsupported(Flavor::Cloud)),
+        };
+        segments.push("hooks");
+        segments.extend(id);
+        Ok(self.transport.url(&segments))
     }
 
     /// Follows `next` links (same server only) until the last page.
@@ -168,29 +170,29 @@ impl WebhookBackend for CloudClient {
         }
     }
 
-    async fn list_hooks(&self, repo: &RepoRef) -> Result<Vec<RemoteHook>> {
-        let mut url = self.hooks_url(repo);
+    async fn list_hooks(&self, place: &Place) -> Result<Vec<RemoteHook>> {
+        let mut url = self.hooks_url(place, None)?;
         url.query_pairs_mut().append_pair("pagelen", "100");
         let subs: Vec<Subscription> = self
             .all_pages(url)
             .await
-            .map_err(|e| repository_not_found(repo, e))?;
+            .map_err(|e| place_not_found(place, e))?;
         Ok(subs.into_iter().map(RemoteHook::from).collect())
     }
 
-    async fn create_hook(&self, repo: &RepoRef, spec: &HookSpec) -> Result<RemoteHook> {
+    async fn create_hook(&self, place: &Place, spec: &HookSpec) -> Result<RemoteHook> {
         let body = Self::body(spec, true);
         let sub: Subscription = self
             .transport
-            .write(Method::POST, self.hooks_url(repo), &body)
+            .write(Method::POST, self.hooks_url(place, None)?, &body)
             .await
-            .map_err(|e| repository_not_found(repo, e))?;
+            .map_err(|e| place_not_found(place, e))?;
         Ok(sub.into())
     }
 
     async fn update_hook(
         &self,
-        repo: &RepoRef,
+        place: &Place,
         current: &RemoteHook,
         spec: &HookSpec,
     ) -> Result<RemoteHook> {
@@ -198,18 +200,24 @@ impl WebhookBackend for CloudClient {
         let body = Self::body(spec, false);
         let sub: Subscription = self
             .transport
-            .write(Method::PUT, self.hook_url(repo, &current.id), &body)
+            .write(
+                Method::PUT,
+                self.hooks_url(place, Some(&current.id))?,
+                &body,
+            )
             .await?;
         Ok(sub.into())
     }
 
-    async fn delete_hook(&self, repo: &RepoRef, id: &str) -> Result<Deleted> {
-        self.transport.delete(self.hook_url(repo, id)).await
+    async fn delete_hook(&self, place: &Place, id: &str) -> Result<Deleted> {
+        self.transport
+            .delete(self.hooks_url(place, Some(id))?)
+            .await
     }
 
     async fn test_delivery(
         &self,
-        _repo: &RepoRef,
+        _place: &Place,
         _id: &str,
         _url: &str,
         _skip: bool,
@@ -255,12 +263,15 @@ impl WebhookBackend for CloudClient {
             .collect()
     }
 
-    fn webhooks_page(&self, repo: &RepoRef) -> String {
+    fn webhooks_page(&self, place: &Place) -> String {
         let base = self.transport.base();
         let site = match base.host_str() {
             Some("api.bitbucket.org") => "https://bitbucket.org".to_owned(),
             _ => base.origin().ascii_serialization(),
         };
-        format!("{site}/{}/{}/admin/webhooks", repo.owner, repo.slug)
+        match place {
+            Place::Repository(r) => format!("{site}/{}/{}/admin/webhooks", r.owner, r.slug),
+            other => format!("{site}/{}/workspace/settings/webhooks", other.owner()),
+        }
     }
 }

@@ -13,8 +13,8 @@ use serde_json::{Value, json};
 
 use super::transport::{Call, Transport};
 use super::{
-    AsRead, Deleted, DeliveryStats, Error, HookSpec, Identity, Invocation, RemoteHook, RepoRef,
-    Result, SecretChange, SecretState, TestResult, WebhookBackend, repository_not_found,
+    AsRead, Deleted, DeliveryStats, Error, HookSpec, Identity, Invocation, Place, RemoteHook,
+    RepoRef, Result, SecretChange, SecretState, TestResult, WebhookBackend, place_not_found,
 };
 use crate::api::Flavor;
 
@@ -184,19 +184,17 @@ impl DataCenterClient {
         DataCenterClient { transport }
     }
 
-    fn webhooks(&self, repo: &RepoRef, rest: &[&str]) -> Url {
-        let mut segments = vec![
-            "rest",
-            "api",
-            "latest",
-            "projects",
-            &repo.owner,
-            "repos",
-            &repo.slug,
-            "webhooks",
-        ];
+    /// A repository's or project's webhooks (Data Center has no workspaces), and `rest`.
+    fn webhooks(&self, place: &Place, rest: &[&str]) -> Result<Url> {
+        let mut segments = vec!["rest", "api", "latest", "projects", place.owner()];
+        match place {
+            Place::Repository(r) => segments.extend(["repos", r.slug.as_str()]),
+            Place::Project(_) => {}
+            Place::Workspace(_) => return Err(place.unsupported(Flavor::DataCenter)),
+        }
+        segments.push("webhooks");
         segments.extend_from_slice(rest);
-        self.transport.url(&segments)
+        Ok(self.transport.url(&segments))
     }
 
     /// The whole webhook: `PUT` replaces it, so an update sends every field, the
@@ -243,14 +241,45 @@ impl DataCenterClient {
     }
 }
 
-/// The repository's webhook settings page on a Data Center server (built-in webhooks and
-/// the Post Webhooks app share it).
-pub(super) fn server_webhooks_page(transport: &Transport, repo: &RepoRef) -> String {
+/// The repository's or project's webhook settings page on a Data Center server
+/// (built-in webhooks and the Post Webhooks app share it).
+pub(super) fn server_webhooks_page(transport: &Transport, place: &Place) -> String {
     let base = transport.base().as_str().trim_end_matches('/');
-    format!(
-        "{base}/plugins/servlet/webhooks/projects/{}/repos/{}",
-        repo.owner, repo.slug
-    )
+    match place {
+        Place::Repository(r) => format!(
+            "{base}/plugins/servlet/webhooks/projects/{}/repos/{}",
+            r.owner, r.slug
+        ),
+        other => format!("{base}/plugins/servlet/webhooks/projects/{}", other.owner()),
+    }
+}
+
+/// Every page of a Data Center listing at `url` (`start`/`limit` asked,
+/// `isLastPage`/`nextPageStart` followed).
+async fn all_server_pages<T: serde::de::DeserializeOwned>(
+    transport: &Transport,
+    url: &Url,
+) -> Result<Vec<T>> {
+    let mut values = Vec::new();
+    let mut start = 0u64;
+    loop {
+        let mut page_url = url.clone();
+        page_url
+            .query_pairs_mut()
+            .append_pair("start", &start.to_string())
+            .append_pair("limit", "100");
+        let page: Page<T> = transport.json(Call::get(page_url)).await?;
+        values.extend(page.values);
+        match (page.is_last_page, page.next_page_start) {
+            (false, Some(next)) if next > start => start = next,
+            (false, _) => {
+                return Err(Error::Unexpected {
+                    message: "a page that is not the last has no nextPageStart".to_owned(),
+                });
+            }
+            (true, _) => return Ok(values),
+        }
+    }
 }
 
 /// A repository in a project's listing.
@@ -271,34 +300,17 @@ pub(super) async fn list_server_repositories(
     transport: &Transport,
     key: &str,
 ) -> Result<Vec<RepoRef>> {
-    let mut repos = Vec::new();
-    let mut start = 0u64;
-    loop {
-        let mut url = transport.url(&["rest", "api", "latest", "projects", key, "repos"]);
-        url.query_pairs_mut()
-            .append_pair("start", &start.to_string())
-            .append_pair("limit", "100");
-        let page: Page<ListedRepository> =
-            transport.json(Call::get(url)).await.map_err(|e| match e {
-                Error::NotFound { message } => Error::NotFound {
-                    message: format!("project {key}: {message}"),
-                },
-                other => other,
-            })?;
-        repos.extend(page.values.into_iter().map(|r| RepoRef {
+    let url = transport.url(&["rest", "api", "latest", "projects", key, "repos"]);
+    let listed: Vec<ListedRepository> = all_server_pages(transport, &url)
+        .await
+        .map_err(|e| place_not_found(&Place::Project(key.to_owned()), e))?;
+    Ok(listed
+        .into_iter()
+        .map(|r| RepoRef {
             owner: r.project.key,
             slug: r.slug,
-        }));
-        match (page.is_last_page, page.next_page_start) {
-            (false, Some(next)) if next > start => start = next,
-            (false, _) => {
-                return Err(Error::Unexpected {
-                    message: "a page that is not the last has no nextPageStart".to_owned(),
-                });
-            }
-            (true, _) => return Ok(repos),
-        }
-    }
+        })
+        .collect())
 }
 
 /// The cheap check shared with Post Webhooks (same server): authenticated requests get
@@ -332,75 +344,55 @@ impl WebhookBackend for DataCenterClient {
         verify_server_credentials(&self.transport).await
     }
 
-    async fn list_hooks(&self, repo: &RepoRef) -> Result<Vec<RemoteHook>> {
-        let mut hooks = Vec::new();
-        let mut start = 0u64;
-        loop {
-            let mut url = self.webhooks(repo, &[]);
-            // Statistics come with the listing: one request per repository serves the
-            // drift check and delivery health of every hook in it.
-            url.query_pairs_mut()
-                .append_pair("statistics", "true")
-                .append_pair("start", &start.to_string())
-                .append_pair("limit", "100");
-            let page: Page<serde_json::Map<String, Value>> = self
-                .transport
-                .json(Call::get(url))
-                .await
-                .map_err(|e| repository_not_found(repo, e))?;
-            for raw in page.values {
-                hooks.push(decode_hook(raw)?);
-            }
-            match (page.is_last_page, page.next_page_start) {
-                (false, Some(next)) if next > start => start = next,
-                (false, _) => {
-                    return Err(Error::Unexpected {
-                        message: "a page that is not the last has no nextPageStart".to_owned(),
-                    });
-                }
-                (true, _) => return Ok(hooks),
-            }
-        }
+    async fn list_hooks(&self, place: &Place) -> Result<Vec<RemoteHook>> {
+        let mut url = self.webhooks(place, &[])?;
+        // Statistics come with the listing: one request per repository serves the drift
+        // check and delivery health of every hook in it.
+        url.query_pairs_mut().append_pair("statistics", "true");
+        let raw: Vec<serde_json::Map<String, Value>> = all_server_pages(&self.transport, &url)
+            .await
+            .map_err(|e| place_not_found(place, e))?;
+        raw.into_iter().map(decode_hook).collect()
     }
 
-    async fn create_hook(&self, repo: &RepoRef, spec: &HookSpec) -> Result<RemoteHook> {
+    async fn create_hook(&self, place: &Place, spec: &HookSpec) -> Result<RemoteHook> {
         let body = Self::body(spec, None);
         let hook = self
             .transport
-            .write(Method::POST, self.webhooks(repo, &[]), &body)
+            .write(Method::POST, self.webhooks(place, &[])?, &body)
             .await
-            .map_err(|e| repository_not_found(repo, e))?;
+            .map_err(|e| place_not_found(place, e))?;
         decode_hook(hook)
     }
 
     async fn update_hook(
         &self,
-        repo: &RepoRef,
+        place: &Place,
         current: &RemoteHook,
         spec: &HookSpec,
     ) -> Result<RemoteHook> {
         let body = Self::body(spec, Some(current));
         let hook = self
             .transport
-            .write(Method::PUT, self.webhooks(repo, &[&current.id]), &body)
+            .write(Method::PUT, self.webhooks(place, &[&current.id])?, &body)
             .await?;
         decode_hook(hook)
     }
 
-    async fn delete_hook(&self, repo: &RepoRef, id: &str) -> Result<Deleted> {
-        self.transport.delete(self.webhooks(repo, &[id])).await
+    async fn delete_hook(&self, place: &Place, id: &str) -> Result<Deleted> {
+        self.transport.delete(self.webhooks(place, &[id])?).await
     }
 
     async fn test_delivery(
         &self,
-        repo: &RepoRef,
+        place: &Place,
         id: &str,
         url: &str,
         skip_cert_verification: bool,
     ) -> Result<TestResult> {
         // Live 9.x servers answer 500 without `url`; clients that work send it with the
         // hook id, the TLS setting and an empty JSON body.
-        let mut target = self.webhooks(repo, &["test"]);
+        let mut target = self.webhooks(place, &["test"])?;
         target
             .query_pairs_mut()
             .append_pair("webhookId", id)
@@ -449,8 +441,8 @@ impl WebhookBackend for DataCenterClient {
         Ok(DATA_CENTER_EVENTS.iter().map(|e| e.to_string()).collect())
     }
 
-    fn webhooks_page(&self, repo: &RepoRef) -> String {
-        server_webhooks_page(&self.transport, repo)
+    fn webhooks_page(&self, place: &Place) -> String {
+        server_webhooks_page(&self.transport, place)
     }
 
     async fn list_repositories(&self, owner: &str, _project: Option<&str>) -> Result<Vec<RepoRef>> {

@@ -53,6 +53,57 @@ impl std::fmt::Display for RepoRef {
     }
 }
 
+/// Where a hook lives: one repository, or a Data Center project / Cloud workspace whose
+/// hooks fire for every repository under it.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Place {
+    Repository(RepoRef),
+    /// A Data Center project (built-in webhooks or Post Webhooks), by key.
+    Project(String),
+    /// A Cloud workspace, by slug or `{uuid}`.
+    Workspace(String),
+}
+
+impl Place {
+    /// The workspace or project: the repository's owner, or the place itself.
+    pub fn owner(&self) -> &str {
+        match self {
+            Place::Repository(r) => &r.owner,
+            Place::Project(o) | Place::Workspace(o) => o,
+        }
+    }
+
+    /// "repository acme/api", "project PRJ", "workspace acme": for messages.
+    pub fn describe(&self) -> String {
+        match self {
+            Place::Repository(r) => format!("repository {r}"),
+            Place::Project(k) => format!("project {k}"),
+            Place::Workspace(w) => format!("workspace {w}"),
+        }
+    }
+
+    /// The error for a flavor that has no hooks at this level.
+    pub(crate) fn unsupported(&self, flavor: Flavor) -> Error {
+        Error::Invalid {
+            message: format!(
+                "the {flavor:?} API has no webhooks on a {}",
+                self.describe()
+            ),
+        }
+    }
+}
+
+/// "acme/api" (a repository goes by its name alone, as everywhere in messages),
+/// "project PRJ", "workspace acme".
+impl std::fmt::Display for Place {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Place::Repository(r) => r.fmt(f),
+            other => f.write_str(&other.describe()),
+        }
+    }
+}
+
 /// What Bitbucket reports about a hook's secret.
 #[derive(Clone, Debug, Default)]
 pub enum SecretState {
@@ -169,31 +220,32 @@ pub trait WebhookBackend: Send + Sync + std::fmt::Debug {
     /// One cheap authenticated call that a webhook-only credential may make: are the
     /// credentials accepted?
     async fn verify_credentials(&self) -> Result<Identity>;
-    /// Every hook of the repository (all pages), with delivery statistics where the
-    /// backend reports them (Data Center: one listing per repository, not one call per hook).
-    async fn list_hooks(&self, repo: &RepoRef) -> Result<Vec<RemoteHook>>;
-    async fn create_hook(&self, repo: &RepoRef, spec: &HookSpec) -> Result<RemoteHook>;
+    /// Every hook of the place (all pages; a project or workspace: its own hooks, not its
+    /// repositories'), with delivery statistics where the backend reports them (Data
+    /// Center: one listing per place, not one call per hook).
+    async fn list_hooks(&self, place: &Place) -> Result<Vec<RemoteHook>>;
+    async fn create_hook(&self, place: &Place, spec: &HookSpec) -> Result<RemoteHook>;
     /// Updates `current` (as listed) to `spec`, sending back the fields the operator does
     /// not manage.
     async fn update_hook(
         &self,
-        repo: &RepoRef,
+        place: &Place,
         current: &RemoteHook,
         spec: &HookSpec,
     ) -> Result<RemoteHook>;
-    async fn delete_hook(&self, repo: &RepoRef, id: &str) -> Result<Deleted>;
+    async fn delete_hook(&self, place: &Place, id: &str) -> Result<Deleted>;
     /// Asks Bitbucket to send one test delivery to `url` for hook `id` (Data Center only).
     async fn test_delivery(
         &self,
-        repo: &RepoRef,
+        place: &Place,
         id: &str,
         url: &str,
         skip_cert_verification: bool,
     ) -> Result<TestResult>;
     /// The event names this backend accepts.
     async fn event_catalogue(&self) -> Result<Vec<String>>;
-    /// A page where a person can see the repository's webhooks.
-    fn webhooks_page(&self, repo: &RepoRef) -> String;
+    /// A page where a person can see the place's webhooks.
+    fn webhooks_page(&self, place: &Place) -> String;
     /// The repositories the credential can see under `owner` (a Cloud workspace,
     /// narrowed to one of its projects by `project`; a Data Center project key), every
     /// page, in Bitbucket's order.
@@ -241,11 +293,12 @@ pub fn connect(config: ConnectionConfig) -> Result<Arc<dyn WebhookBackend>> {
     })
 }
 
-/// A NotFound on a repository-level call means the repository is missing.
-pub(crate) fn repository_not_found(repo: &RepoRef, e: Error) -> Error {
+/// A NotFound on a call about a place means the place (repository, project, workspace)
+/// is missing.
+pub(crate) fn place_not_found(place: &Place, e: Error) -> Error {
     match e {
         Error::NotFound { message } => Error::NotFound {
-            message: format!("repository {repo}: {message}"),
+            message: format!("{}: {message}", place.describe()),
         },
         other => other,
     }

@@ -25,8 +25,8 @@ use super::datacenter::{
 };
 use super::transport::{Call, Transport};
 use super::{
-    AsRead, Deleted, Error, HookSpec, Identity, RemoteHook, RepoRef, Result, SecretChange,
-    TestResult, WebhookBackend, repository_not_found,
+    AsRead, Deleted, Error, HookSpec, Identity, Place, RemoteHook, RepoRef, Result, SecretChange,
+    TestResult, WebhookBackend, place_not_found,
 };
 use crate::api::Flavor;
 
@@ -131,7 +131,7 @@ fn unsupported_secret(spec: &HookSpec) -> Result<()> {
 }
 
 /// The v2 body: what was read, with the fields the operator manages on top.
-fn v2_body(repo: &RepoRef, spec: &HookSpec, current: Option<&RemoteHook>) -> Result<Value> {
+fn v2_body(place: &Place, spec: &HookSpec, current: Option<&RemoteHook>) -> Result<Value> {
     unsupported_secret(spec)?;
     let mut body = current.map(|c| c.read.0.clone()).unwrap_or_default();
     let mut destinations = body
@@ -150,13 +150,17 @@ fn v2_body(repo: &RepoRef, spec: &HookSpec, current: Option<&RemoteHook>) -> Res
         ("name", json!(spec.title)),
         ("enabled", json!(spec.active)),
         ("destinations", Value::Array(destinations)),
-        ("projectKey", json!(repo.owner)),
-        ("repositorySlug", json!(repo.slug)),
+        ("projectKey", json!(place.owner())),
         ("eventTypes", json!(spec.events)),
         ("ignoreCerts", json!(spec.skip_cert_verification)),
     ] {
         body.insert(key.into(), value);
     }
+    // The level is implied by the body: a project configuration has no repositorySlug.
+    match place {
+        Place::Repository(r) => body.insert("repositorySlug".into(), json!(r.slug)),
+        _ => body.remove("repositorySlug"),
+    };
     body.entry("httpMethod").or_insert(json!("POST"));
     Ok(Value::Object(body))
 }
@@ -213,7 +217,16 @@ impl PostWebhooksClient {
         self.transport.url(&segments)
     }
 
-    fn v1(&self, repo: &RepoRef, rest: &[&str]) -> Url {
+    /// v1 has repository configurations only.
+    fn v1(&self, place: &Place, rest: &[&str]) -> Result<Url> {
+        let Place::Repository(repo) = place else {
+            return Err(Error::Invalid {
+                message: format!(
+                    "the Post Webhooks app on this server is older than 3.5.5: its v1 API has repository configurations only, not one on a {}",
+                    place.describe()
+                ),
+            });
+        };
         let mut segments = vec![
             "rest",
             "webhook",
@@ -225,7 +238,7 @@ impl PostWebhooksClient {
             "configurations",
         ];
         segments.extend_from_slice(rest);
-        self.transport.url(&segments)
+        Ok(self.transport.url(&segments))
     }
 
     /// The v2 event catalogue, or None where the server has no v2 API.
@@ -267,11 +280,12 @@ impl PostWebhooksClient {
             .copied()
     }
 
-    fn v1_not_found(repo: &RepoRef, e: Error) -> Error {
+    fn v1_not_found(place: &Place, e: Error) -> Error {
         match e {
             Error::NotFound { message } => Error::NotFound {
                 message: format!(
-                    "repository {repo}, or the Post Webhooks app (neither its v2 nor its v1 API answered): {message}"
+                    "{}, or the Post Webhooks app (neither its v2 nor its v1 API answered): {message}",
+                    place.describe()
                 ),
             },
             other => other,
@@ -300,50 +314,71 @@ impl WebhookBackend for PostWebhooksClient {
         })
     }
 
-    async fn list_hooks(&self, repo: &RepoRef) -> Result<Vec<RemoteHook>> {
+    async fn list_hooks(&self, place: &Place) -> Result<Vec<RemoteHook>> {
+        if let Place::Workspace(_) = place {
+            return Err(place.unsupported(Flavor::PostWebhooks));
+        }
         // Both APIs answer a plain JSON array, not a page.
         match self.app_api().await? {
             AppApi::V2 => {
                 let mut url = self.v2(&[]);
-                url.query_pairs_mut()
-                    .append_pair("projectKey", &repo.owner)
-                    .append_pair("repositorySlug", &repo.slug);
+                {
+                    let mut query = url.query_pairs_mut();
+                    query.append_pair("projectKey", place.owner());
+                    if let Place::Repository(r) = place {
+                        query.append_pair("repositorySlug", &r.slug);
+                    }
+                }
                 let configs: Vec<Map<String, Value>> = self
                     .transport
                     .json(Call::get(url))
                     .await
-                    .map_err(|e| repository_not_found(repo, e))?;
-                configs.into_iter().map(from_v2).collect()
+                    .map_err(|e| place_not_found(place, e))?;
+                configs
+                    .into_iter()
+                    // Whether `?projectKey=` alone also answers the project's repository
+                    // configurations is not documented: those are not the project's own.
+                    .filter(|c| {
+                        matches!(place, Place::Repository(_))
+                            || c.get("repositorySlug")
+                                .and_then(Value::as_str)
+                                .is_none_or(str::is_empty)
+                    })
+                    .map(from_v2)
+                    .collect()
             }
             AppApi::V1 => {
                 let configs: Vec<Map<String, Value>> = self
                     .transport
-                    .json(Call::get(self.v1(repo, &[])))
+                    .json(Call::get(self.v1(place, &[])?))
                     .await
-                    .map_err(|e| Self::v1_not_found(repo, e))?;
+                    .map_err(|e| Self::v1_not_found(place, e))?;
                 configs.into_iter().map(from_v1).collect()
             }
         }
     }
 
-    async fn create_hook(&self, repo: &RepoRef, spec: &HookSpec) -> Result<RemoteHook> {
+    async fn create_hook(&self, place: &Place, spec: &HookSpec) -> Result<RemoteHook> {
+        if let Place::Workspace(_) = place {
+            return Err(place.unsupported(Flavor::PostWebhooks));
+        }
         match self.app_api().await? {
             AppApi::V2 => {
-                let body = v2_body(repo, spec, None)?;
+                let body = v2_body(place, spec, None)?;
                 let config = self
                     .transport
                     .write(Method::POST, self.v2(&[]), &body)
                     .await
-                    .map_err(|e| repository_not_found(repo, e))?;
+                    .map_err(|e| place_not_found(place, e))?;
                 from_v2(config)
             }
             AppApi::V1 => {
                 let body = v1_body(spec, None)?;
                 let config = self
                     .transport
-                    .write(Method::POST, self.v1(repo, &[]), &body)
+                    .write(Method::POST, self.v1(place, &[])?, &body)
                     .await
-                    .map_err(|e| Self::v1_not_found(repo, e))?;
+                    .map_err(|e| Self::v1_not_found(place, e))?;
                 from_v1(config)
             }
         }
@@ -351,34 +386,34 @@ impl WebhookBackend for PostWebhooksClient {
 
     async fn update_hook(
         &self,
-        repo: &RepoRef,
+        place: &Place,
         current: &RemoteHook,
         spec: &HookSpec,
     ) -> Result<RemoteHook> {
         match self.app_api().await? {
             AppApi::V2 => {
-                let body = v2_body(repo, spec, Some(current))?;
+                let body = v2_body(place, spec, Some(current))?;
                 let url = self.v2(&[&current.id]);
                 from_v2(self.transport.write(Method::PUT, url, &body).await?)
             }
             AppApi::V1 => {
                 let body = v1_body(spec, Some(current))?;
-                let url = self.v1(repo, &[&current.id]);
+                let url = self.v1(place, &[&current.id])?;
                 from_v1(self.transport.write(Method::PUT, url, &body).await?)
             }
         }
     }
 
-    async fn delete_hook(&self, repo: &RepoRef, id: &str) -> Result<Deleted> {
+    async fn delete_hook(&self, place: &Place, id: &str) -> Result<Deleted> {
         match self.app_api().await? {
             AppApi::V2 => self.transport.delete(self.v2(&[id])).await,
-            AppApi::V1 => self.transport.delete(self.v1(repo, &[id])).await,
+            AppApi::V1 => self.transport.delete(self.v1(place, &[id])?).await,
         }
     }
 
     async fn test_delivery(
         &self,
-        _repo: &RepoRef,
+        _place: &Place,
         _id: &str,
         _url: &str,
         _skip: bool,
@@ -396,8 +431,8 @@ impl WebhookBackend for PostWebhooksClient {
         })
     }
 
-    fn webhooks_page(&self, repo: &RepoRef) -> String {
-        server_webhooks_page(&self.transport, repo)
+    fn webhooks_page(&self, place: &Place) -> String {
+        server_webhooks_page(&self.transport, place)
     }
 
     async fn list_repositories(&self, owner: &str, _project: Option<&str>) -> Result<Vec<RepoRef>> {
@@ -430,7 +465,7 @@ mod tests {
             unreachable!()
         };
         let current = from_v2(read).expect("config");
-        let repo = RepoRef::parse("PRJ/api").expect("repo");
+        let repo = Place::Repository(RepoRef::parse("PRJ/api").expect("repo"));
         let body = v2_body(&repo, &spec(&["TAG_CREATED"]), Some(&current)).expect("body");
         assert_eq!(body["branchesToIgnore"], json!("wip/*"));
         assert_eq!(body["users"], json!(["alice"]));

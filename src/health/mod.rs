@@ -13,7 +13,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use secrecy::SecretString;
 
 use crate::api::{DeliveryStatus, EndpointStatus, Flavor, ProbeSpec, TestDeliveryStatus};
-use crate::bitbucket::{DeliveryStats, RepoRef, WebhookBackend};
+use crate::bitbucket::{DeliveryStats, Place, WebhookBackend};
 use classify::{ProbeOutcome, Verdict};
 
 /// The default time between probes.
@@ -90,7 +90,7 @@ pub struct Inputs<'a> {
     pub key: &'a str,
     pub flavor: Flavor,
     pub backend: &'a dyn WebhookBackend,
-    pub repo: &'a RepoRef,
+    pub place: &'a Place,
     pub hook_id: &'a str,
     pub url: &'a str,
     pub secret: Option<&'a SecretString>,
@@ -205,7 +205,7 @@ pub async fn assess(inputs: Inputs<'_>) -> Assessment {
         let (status_code, message, ok) = match inputs
             .backend
             .test_delivery(
-                inputs.repo,
+                inputs.place,
                 inputs.hook_id,
                 inputs.url,
                 inputs.skip_cert_verification,

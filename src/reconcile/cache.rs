@@ -65,27 +65,41 @@ impl RepoLists {
     }
 
     /// Records a hook the operator created or updated (an update keeps the statistics
-    /// the listing had: they describe deliveries, which an update does not change).
-    pub async fn upsert(&self, key: &str, mut hook: RemoteHook) {
-        let slot = self.slot(key);
-        let mut entry = slot.lock().await;
-        if let Some((_, hooks)) = entry.as_mut() {
-            if let Some(old) = hooks.iter().position(|h| h.id == hook.id) {
-                let old = hooks.remove(old);
-                hook.stats = hook.stats.or(old.stats);
+    /// the listing had: they describe deliveries, which an update does not change), in
+    /// the listing of `key` and in its [`inherited_key`] copy.
+    pub async fn upsert(&self, key: &str, hook: RemoteHook) {
+        for key in [key.to_owned(), inherited_key(key)] {
+            let slot = self.slot(&key);
+            let mut entry = slot.lock().await;
+            if let Some((_, hooks)) = entry.as_mut() {
+                let mut hook = hook.clone();
+                if let Some(old) = hooks.iter().position(|h| h.id == hook.id) {
+                    let old = hooks.remove(old);
+                    hook.stats = hook.stats.or(old.stats);
+                }
+                hooks.push(hook);
             }
-            hooks.push(hook);
         }
     }
 
-    /// Records a hook the operator deleted.
+    /// Records a hook the operator deleted (in both listings, as `upsert`).
     pub async fn remove(&self, key: &str, id: &str) {
-        let slot = self.slot(key);
-        let mut entry = slot.lock().await;
-        if let Some((_, hooks)) = entry.as_mut() {
-            hooks.retain(|h| h.id != id);
+        for key in [key.to_owned(), inherited_key(key)] {
+            let slot = self.slot(&key);
+            let mut entry = slot.lock().await;
+            if let Some((_, hooks)) = entry.as_mut() {
+                hooks.retain(|h| h.id != id);
+            }
         }
     }
+}
+
+/// The key of a second listing of the same place, read by the Webhooks of the
+/// repositories under it (a project's or workspace's hooks, which they inherit). Kept
+/// apart because a refused read is kept there as "nothing known", which must not stand
+/// in for the listing an owner-level Webhook acts on.
+pub fn inherited_key(key: &str) -> String {
+    format!("inherited|{key}")
 }
 
 #[cfg(test)]

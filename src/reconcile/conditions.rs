@@ -11,6 +11,9 @@ pub const SYNCED: &str = "Synced";
 pub const DELIVERING: &str = "Delivering";
 pub const STALLED: &str = "Stalled";
 pub const RECONCILING: &str = "Reconciling";
+/// True while a project or workspace hook with the same URL doubles every delivery;
+/// absent otherwise.
+pub const DUPLICATE_DELIVERIES: &str = "DuplicateDeliveries";
 
 /// A condition's status.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -30,8 +30,9 @@ pub enum Error {
     Conflict { holder: String },
     #[error("{0}")]
     Bitbucket(#[from] bitbucket::Error),
-    #[error("repository {repository} does not exist or the credential cannot see it: {message}")]
-    RepositoryNotFound { repository: String, message: String },
+    /// `place` says what: "repository acme/api", "project PRJ", "workspace acme".
+    #[error("{place} does not exist or the credential cannot see it: {message}")]
+    RepositoryNotFound { place: String, message: String },
     #[error("{owner} does not exist or the credential cannot see it: {message}")]
     OwnerNotFound { owner: String, message: String },
     /// A write (the finalizer) refused because the cached copy is older than the object.
@@ -117,6 +118,12 @@ pub enum SecretProblem {
 pub enum Invalid {
     #[error("repository {value:?} is not owner/slug")]
     Repository { value: String },
+    /// scope Project or Workspace with a repository that is not a project key / workspace.
+    #[error("repository {value:?} must name the {scope} alone (no \"/\") with scope {scope}")]
+    Owner { value: String, scope: &'static str },
+    /// A scope the connection's flavor has no hooks at.
+    #[error("{0}")]
+    Scope(String),
     #[error("{}", problems.join("; "))]
     Events { problems: Vec<String> },
     #[error("Post Webhooks for Bitbucket does not sign deliveries: remove spec.secretRef")]
@@ -185,11 +192,12 @@ impl Error {
         }
     }
 
-    /// A Bitbucket error about a repository: a 404 means the repository is missing.
-    pub fn about_repository(repository: &bitbucket::RepoRef, e: bitbucket::Error) -> Error {
+    /// A Bitbucket error about a place: a 404 means the repository (project, workspace)
+    /// is missing.
+    pub fn about_place(place: &bitbucket::Place, e: bitbucket::Error) -> Error {
         match e {
             bitbucket::Error::NotFound { message } => Error::RepositoryNotFound {
-                repository: repository.to_string(),
+                place: place.describe(),
                 message,
             },
             other => Error::Bitbucket(other),

@@ -10,8 +10,7 @@ use crate::api::{
     DeletionPolicy, FORCE_ORPHAN_ANNOTATION, ManagementPolicy, PENDING_CREATE_ANNOTATION, Reason,
     Webhook,
 };
-use crate::bitbucket::RepoRef;
-use crate::reconcile::{Context, Error, Invalid};
+use crate::reconcile::{Context, Error};
 
 /// What deleting a Webhook does to its hook.
 #[derive(Debug, PartialEq)]
@@ -126,11 +125,9 @@ async fn delete(w: &Webhook, victim: Victim, ctx: &Context) -> Result<String, Er
             .ok_or_else(|| Error::NoCredential { cause: Box::new(e) })?,
         Err(e) => return Err(e),
     };
-    let repository = RepoRef::parse(&w.spec.repository).ok_or_else(|| Invalid::Repository {
-        value: w.spec.repository.clone(),
-    })?;
-    let key = list_key(&view, &repository);
-    execute::delete(backend.as_ref(), &repository, victim, &key, ctx).await
+    let place = super::validate::place(w, view.spec.flavor)?;
+    let key = list_key(&view, &place);
+    execute::delete(backend.as_ref(), &place, victim, &key, ctx).await
 }
 
 #[cfg(test)]

@@ -42,7 +42,7 @@ pub async fn execute(
             let spec = hook_spec(desired, secret_change(desired, fields));
             let hook = target
                 .backend
-                .update_hook(target.repository, current, &spec)
+                .update_hook(target.place, current, &spec)
                 .await?;
             ctx.lists.upsert(&observation.key, hook.clone()).await;
             let done = if *adopted {
@@ -83,7 +83,7 @@ async fn create(
         .as_ref()
         .map_or(SecretChange::Keep, |s| SecretChange::Set(s.value.clone()));
     let spec = hook_spec(desired, secret);
-    let hook = match target.backend.create_hook(target.repository, &spec).await {
+    let hook = match target.backend.create_hook(target.place, &spec).await {
         Ok(hook) => hook,
         // Refused before Bitbucket acted (a spent budget, a 429): nothing was created, so
         // the mark goes; otherwise the next try would re-list first.
@@ -91,7 +91,7 @@ async fn create(
             finalizer::clear_mark(api, target.w).await?;
             return Err(e.into());
         }
-        Err(e) => return Err(Error::about_repository(target.repository, e)),
+        Err(e) => return Err(Error::about_place(target.place, e)),
     };
     ctx.lists.upsert(key, hook.clone()).await;
     Ok(hook.id)
@@ -125,10 +125,10 @@ pub enum Victim {
 }
 
 /// Deletes the hook; returns what happened, for the Event.
-#[tracing::instrument(skip_all, fields(repository = %repository))]
+#[tracing::instrument(skip_all, fields(place = %place))]
 pub async fn delete(
     backend: &dyn WebhookBackend,
-    repository: &bitbucket::RepoRef,
+    place: &bitbucket::Place,
     victim: Victim,
     key: &str,
     ctx: &Context,
@@ -137,18 +137,18 @@ pub async fn delete(
         Victim::Id(id) => id,
         Victim::WithUrl(url) => {
             let (hooks, _) =
-                super::observe::listing(backend, repository, key, Duration::ZERO, ctx).await?;
+                super::observe::listing(backend, place, key, Duration::ZERO, ctx).await?;
             match hooks.into_iter().find(|h| h.url == url) {
                 Some(h) => h.id,
                 None => {
                     return Ok(format!(
-                        "no hook with this URL on {repository}: nothing to delete"
+                        "no hook with this URL on {place}: nothing to delete"
                     ));
                 }
             }
         }
     };
-    let outcome = match backend.delete_hook(repository, &id).await {
+    let outcome = match backend.delete_hook(place, &id).await {
         Ok(outcome) => outcome,
         // The repository itself is gone: so is the hook.
         Err(bitbucket::Error::NotFound { .. }) => Deleted::AlreadyGone,
@@ -156,7 +156,7 @@ pub async fn delete(
     };
     ctx.lists.remove(key, &id).await;
     Ok(match outcome {
-        Deleted::Removed => format!("deleted hook {id} from {repository}"),
-        Deleted::AlreadyGone => format!("hook {id} was already gone from {repository}"),
+        Deleted::Removed => format!("deleted hook {id} from {place}"),
+        Deleted::AlreadyGone => format!("hook {id} was already gone from {place}"),
     })
 }

@@ -10,6 +10,7 @@ pub(crate) mod dereference;
 mod execute;
 #[cfg(test)]
 pub(crate) mod fixture;
+mod inherited;
 mod observe;
 mod priority;
 mod status;
@@ -38,7 +39,7 @@ use crate::api::{
     ConnectionKind, DeliveryHealth, DeliveryStatus, FIELD_MANAGER, Flavor,
     PENDING_CREATE_ANNOTATION, TEST_REQUESTED_ANNOTATION, Webhook, WebhookStatus,
 };
-use crate::bitbucket::{DeliveryStats, RepoRef, WebhookBackend};
+use crate::bitbucket::{DeliveryStats, Place, WebhookBackend};
 use crate::health::{Assessment, Inputs};
 use crate::metrics::WebhookState;
 
@@ -58,11 +59,13 @@ pub enum Done {
 pub struct Report {
     pub id: Option<String>,
     pub done: Done,
-    pub repository: RepoRef,
-    /// Bitbucket's page of the repository's webhooks.
+    pub place: Place,
+    /// Bitbucket's page of the place's webhooks.
     pub page: String,
     /// The signing Secret's version now on Bitbucket.
     pub secret_version: Option<String>,
+    /// A project or workspace hook with the same URL that the repository inherits.
+    pub inherited_duplicate: Option<String>,
 }
 
 /// A successful sync, with what the health assessment needs.
@@ -253,10 +256,14 @@ async fn sync(
         w,
         view: &view,
         backend: &backend,
-        repository: &valid.repository,
+        place: &valid.place,
     };
     let observation = observe::observe(&target, &desired, ctx).await?;
     let (id, done) = execute::execute(&target, &desired, &observation, api, ctx).await?;
+    let inherited_duplicate = match id {
+        Some(_) => inherited::duplicate(&target, &desired.url, ctx).await,
+        None => None,
+    };
     // The Secret's version is on Bitbucket once the hook matches the spec.
     let secret_version = match done {
         Done::Drifted(_) | Done::Missing { .. } => {
@@ -275,9 +282,10 @@ async fn sync(
         report: Report {
             id,
             done,
-            page: backend.webhooks_page(&valid.repository),
-            repository: valid.repository,
+            page: backend.webhooks_page(&valid.place),
+            place: valid.place,
             secret_version,
+            inherited_duplicate,
         },
         flavor,
         secret: desired.secret.map(|s| s.value),
@@ -344,13 +352,13 @@ fn now_since_epoch() -> Duration {
         .unwrap_or_default()
 }
 
-/// Until the next resync slot of the Webhook's repository.
+/// Until the next resync slot of the Webhook's repository (project, workspace).
 fn until_slot(w: &Webhook, ctx: &Context) -> Duration {
-    let group = match RepoRef::parse(&w.spec.repository) {
-        Some(repository) => resync_group(w, &repository),
-        None => object_key(w),
-    };
-    until_next_slot(now_since_epoch(), ctx.config.resync_period, &group)
+    until_next_slot(
+        now_since_epoch(),
+        ctx.config.resync_period,
+        &resync_group(w),
+    )
 }
 
 /// How long ago the current slot of `group` began.
@@ -358,17 +366,19 @@ fn since_slot(period: Duration, group: &str) -> Duration {
     period.saturating_sub(until_next_slot(now_since_epoch(), period, group))
 }
 
-/// The Webhooks of one repository through one connection share resync and health slots.
-fn resync_group(w: &Webhook, repository: &RepoRef) -> String {
+/// The Webhooks of one repository (project, workspace) through one connection share
+/// resync and health slots.
+fn resync_group(w: &Webhook) -> String {
     format!(
         "{:?}|{}|{}",
-        w.spec.connection_ref.kind, w.spec.connection_ref.name, repository
+        w.spec.connection_ref.kind, w.spec.connection_ref.name, w.spec.repository
     )
 }
 
-/// The listing cache's key: one connection's view of one repository.
-fn list_key(view: &View, repo: &RepoRef) -> String {
-    format!("{}|{}", view.key(), repo.to_string().to_ascii_lowercase())
+/// The listing cache's key: one connection's view of one place ("project prj" has a
+/// space no repository name has, so the keys never meet).
+fn list_key(view: &View, place: &Place) -> String {
+    format!("{}|{}", view.key(), place.to_string().to_ascii_lowercase())
 }
 
 /// Metrics of one reconcile: its outcome and the Webhook's health and readiness.
@@ -425,14 +435,14 @@ async fn assess(w: &Webhook, synced: &Synced, ctx: &Context) -> Option<Assessmen
     let id = synced.report.id.as_deref()?;
     let previous = w.status.as_ref();
     let uid = w.uid().unwrap_or_default();
-    let repo = &synced.report.repository;
+    let place = &synced.report.place;
     Some(
         crate::health::assess(Inputs {
             schedule: &ctx.health,
             key: &uid,
             flavor: synced.flavor,
             backend: synced.backend.as_ref(),
-            repo,
+            place,
             hook_id: id,
             url: &w.spec.settings.url,
             secret: synced.secret.as_ref(),
@@ -440,7 +450,7 @@ async fn assess(w: &Webhook, synced: &Synced, ctx: &Context) -> Option<Assessmen
             probe: synced.probe.as_ref(),
             allow_private_targets: synced.allow_private_targets,
             stats: synced.stats.as_ref(),
-            group: &resync_group(w, repo),
+            group: &resync_group(w),
             now: previous.and_then(|s| s.observed_generation) != w.metadata.generation,
             test_requested: w
                 .annotations()

@@ -8,7 +8,7 @@ use kube::ResourceExt;
 
 use super::{list_key, resync_group, since_slot};
 use crate::api::{Flavor, PENDING_CREATE_ANNOTATION, Webhook};
-use crate::bitbucket::{DeliveryStats, RemoteHook, RepoRef, WebhookBackend};
+use crate::bitbucket::{DeliveryStats, Place, RemoteHook, WebhookBackend};
 use crate::reconcile::connection::View;
 use crate::reconcile::plan::{Desired, Observed, Plan, Policies, plan};
 use crate::reconcile::{Context, Error};
@@ -47,10 +47,10 @@ pub struct Target<'a> {
     pub w: &'a Webhook,
     pub view: &'a View,
     pub backend: &'a Arc<dyn WebhookBackend>,
-    pub repository: &'a RepoRef,
+    pub place: &'a Place,
 }
 
-#[tracing::instrument(skip_all, fields(repository = %target.repository))]
+#[tracing::instrument(skip_all, fields(place = %target.place))]
 pub async fn observe(
     target: &Target<'_>,
     desired: &Desired,
@@ -68,14 +68,11 @@ pub async fn observe(
     // A listing made since the slot began serves the poll: however late the repository's
     // Webhooks come round (a busy API server), one listing per repository per slot.
     let max_age = if polled {
-        since_slot(
-            ctx.config.health_period,
-            &resync_group(w, target.repository),
-        )
+        since_slot(ctx.config.health_period, &resync_group(w))
     } else {
         Duration::MAX
     };
-    let key = list_key(target.view, target.repository);
+    let key = list_key(target.view, target.place);
     let decide = |hooks: &[RemoteHook]| {
         let observed = Observed {
             hooks,
@@ -116,26 +113,19 @@ async fn list(
     max_age: Duration,
     ctx: &Context,
 ) -> Result<(Vec<RemoteHook>, Duration), Error> {
-    listing(
-        target.backend.as_ref(),
-        target.repository,
-        key,
-        max_age,
-        ctx,
-    )
-    .await
+    listing(target.backend.as_ref(), target.place, key, max_age, ctx).await
 }
 
-/// The repository's hooks through the shared listing cache (`key`), at most `max_age` old.
+/// The place's hooks through the shared listing cache (`key`), at most `max_age` old.
 pub async fn listing(
     backend: &dyn WebhookBackend,
-    repository: &RepoRef,
+    place: &Place,
     key: &str,
     max_age: Duration,
     ctx: &Context,
 ) -> Result<(Vec<RemoteHook>, Duration), Error> {
     ctx.lists
-        .get(key, max_age, || backend.list_hooks(repository))
+        .get(key, max_age, || backend.list_hooks(place))
         .await
-        .map_err(|e| Error::about_repository(repository, e))
+        .map_err(|e| Error::about_place(place, e))
 }

@@ -63,7 +63,7 @@ pub fn synced(result: Result<&Report, &Error>, w: &Webhook) -> Outcome {
         ManagementPolicy::Manage => "driftPolicy Report: the change is reported, not undone",
     };
     let id = r.id.as_deref().unwrap_or("");
-    let repo = &r.repository;
+    let repo = &r.place;
     let (status, reason, message) = match &r.done {
         Done::InSync => match standing_action(w, id) {
             Some((reason, message)) => (Status::True, reason, message),
@@ -164,7 +164,8 @@ pub fn delivering(result: Result<&Report, &Error>, health: Option<&Assessment>) 
     }
 }
 
-/// The conditions: Ready, Synced, Delivering, and Stalled or Reconciling while true.
+/// The conditions: Ready, Synced, Delivering, Stalled or Reconciling while true, and
+/// DuplicateDeliveries while a hook the repository inherits has the same URL.
 fn all_conditions(
     w: &Webhook,
     result: Result<&Report, &Error>,
@@ -188,6 +189,14 @@ fn all_conditions(
     ];
     if let Some((type_, outcome)) = conditions::progress(&synced) {
         all.push(condition(type_, &outcome));
+    }
+    if let Ok(Report {
+        inherited_duplicate: Some(message),
+        ..
+    }) = result
+    {
+        let outcome = Outcome::new(Status::True, Reason::InheritedDuplicate, message.clone());
+        all.push(condition(conditions::DUPLICATE_DELIVERIES, &outcome));
     }
     all
 }
@@ -308,6 +317,15 @@ pub fn events(
         if acted || changed {
             notes.push(note(a, "Sync"));
         }
+    }
+    if let Some(a) = after(conditions::DUPLICATE_DELIVERIES)
+        && before(conditions::DUPLICATE_DELIVERIES).is_none_or(|b| b.message != a.message)
+    {
+        notes.push(Note::warning(
+            Reason::InheritedDuplicate,
+            "Sync",
+            a.message.clone(),
+        ));
     }
     let new_generation =
         w.status.as_ref().and_then(|s| s.observed_generation) != w.metadata.generation;

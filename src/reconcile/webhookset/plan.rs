@@ -8,8 +8,8 @@ use kube::{Resource, ResourceExt};
 use serde_json::{Value, json};
 
 use crate::api::{
-    DeliveryHealth, NOT_READY_SHOWN, REPOSITORY_ANNOTATION, WEBHOOKSET_LABEL, Webhook, WebhookSet,
-    WebhookSpec,
+    DeliveryHealth, NOT_READY_SHOWN, REPOSITORY_ANNOTATION, Scope, WEBHOOKSET_LABEL, Webhook,
+    WebhookSet, WebhookSpec,
 };
 use crate::bitbucket::RepoRef;
 use crate::reconcile::Invalid;
@@ -92,6 +92,7 @@ pub fn child(set: &WebhookSet, repo: &RepoRef) -> Option<Webhook> {
         spec: WebhookSpec {
             connection_ref: set.spec.connection_ref.clone(),
             repository: repo.to_string(),
+            scope: Scope::Repository,
             settings: template.spec.clone(),
         },
         status: None,

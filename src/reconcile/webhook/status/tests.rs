@@ -1,7 +1,7 @@
 //! The pure status step, table-driven like `plan()`.
 
 use super::*;
-use crate::bitbucket::RepoRef;
+use crate::bitbucket::{Place, RepoRef};
 
 fn webhook(previous: Option<WebhookStatus>, generation: i64) -> Webhook {
     let mut w = super::super::fixture::webhook(serde_json::json!({}), &[]);
@@ -14,9 +14,10 @@ fn report(id: Option<&str>, done: Done) -> Report {
     Report {
         id: id.map(str::to_owned),
         done,
-        repository: RepoRef::parse("team/app").expect("repo"),
+        place: Place::Repository(RepoRef::parse("team/app").expect("repo")),
         page: "https://bitbucket.org/team/app/admin/webhooks".to_owned(),
         secret_version: None,
+        inherited_duplicate: None,
     }
 }
 
