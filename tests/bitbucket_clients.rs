@@ -1080,3 +1080,118 @@ async fn tls_with_a_private_ca_or_explicitly_insecure() {
     .expect_err("bad CA bundle");
     assert!(err.to_string().contains("CA bundle"), "{err}");
 }
+
+/// The place above the setup's repository at which its flavor has hooks.
+fn owner_place(flavor: Flavor) -> Place {
+    match flavor {
+        Flavor::Cloud => Place::Workspace("acme".into()),
+        _ => Place::Project("PLAT".into()),
+    }
+}
+
+#[tokio::test]
+async fn project_and_workspace_hooks_round_trip_and_fire_for_the_repositories_below() {
+    const OWNER: &str = "owner-token";
+    for flavor in FLAVORS {
+        let s = setup(flavor).await;
+        // A second token of alice (Data Center checks the Basic user name), an owner admin.
+        s.ctl.token(OWNER, "alice").await.expect("token");
+        let repository = s.repository.to_string();
+        s.ctl
+            .owner_admins(flavor_name(flavor), &repository, &[OWNER])
+            .await
+            .expect("owner admin");
+        let place = owner_place(flavor);
+        let owner = s.client(OWNER);
+        let receiver = bitbucket_sim::receiver::Receiver::start(false)
+            .await
+            .expect("receiver");
+        let created = owner
+            .create_hook(&place, &s.spec(&receiver.url()))
+            .await
+            .unwrap_or_else(|e| panic!("{flavor:?}: create at {place}: {e}"));
+        let listed = owner.list_hooks(&place).await.expect("list");
+        assert_eq!(listed.len(), 1, "{flavor:?}");
+        assert_eq!(listed[0].id, created.id, "{flavor:?}");
+        assert!(
+            owner.list_hooks(&s.repo).await.expect("list").is_empty(),
+            "{flavor:?}: the repository's own hooks do not include its owner's"
+        );
+        // An event of a repository below fires the hook above it.
+        let event = s.events()[0].clone();
+        let event = match flavor {
+            Flavor::PostWebhooks => "repo:refs_changed".to_owned(),
+            _ => event,
+        };
+        s.ctl.emit(&repository, &event).await.expect("emit");
+        assert_eq!(receiver.received().len(), 1, "{flavor:?}: one delivery");
+
+        let mut changed = s.spec(&receiver.url());
+        changed.title = "renamed".into();
+        let updated = owner
+            .update_hook(&place, &listed[0], &changed)
+            .await
+            .expect("update");
+        assert_eq!(updated.title, "renamed", "{flavor:?}");
+        assert!(
+            owner.webhooks_page(&place).contains(place.owner()),
+            "{flavor:?}"
+        );
+        // A repository admin is not an owner admin.
+        let err = s
+            .client(ADMIN)
+            .create_hook(&place, &s.spec("https://ci.example.com/b"))
+            .await
+            .expect_err("a repository admin at the owner's level");
+        assert!(
+            matches!(err, Error::Forbidden { .. } | Error::Unauthorized { .. }),
+            "{flavor:?}: {err:?}"
+        );
+        assert_eq!(
+            owner
+                .delete_hook(&place, &created.id)
+                .await
+                .expect("delete"),
+            Deleted::Removed
+        );
+        assert!(owner.list_hooks(&place).await.expect("list").is_empty());
+
+        // The level the flavor does not have is refused before any request.
+        let other = match flavor {
+            Flavor::Cloud => Place::Project("PLAT".into()),
+            _ => Place::Workspace("acme".into()),
+        };
+        s.ctl.reset_requests().await.expect("reset");
+        let err = owner
+            .create_hook(&other, &s.spec("https://ci.example.com/c"))
+            .await
+            .expect_err("no such level");
+        assert!(
+            matches!(err, Error::Invalid { .. }) && err.to_string().contains("no webhooks on a"),
+            "{flavor:?}: {err}"
+        );
+        assert_eq!(
+            s.ctl.count_where(|_, _| true).await.expect("count"),
+            0,
+            "{flavor:?}: nothing sent"
+        );
+    }
+}
+
+#[tokio::test]
+async fn post_webhooks_v1_has_no_project_configurations() {
+    let s = setup(Flavor::PostWebhooks).await;
+    s.ctl
+        .variants(json!({ "postWebhooksApi": "v1" }))
+        .await
+        .expect("variant");
+    let err = s
+        .client(ADMIN)
+        .create_hook(
+            &owner_place(Flavor::PostWebhooks),
+            &s.spec("https://ci.example.com/a"),
+        )
+        .await
+        .expect_err("v1 has repository configurations only");
+    assert!(err.to_string().contains("older than 3.5.5"), "{err}");
+}

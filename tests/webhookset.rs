@@ -1,7 +1,8 @@
-//! WebhookSets on the real control plane against the simulator: discovery over a Cloud
-//! workspace project, repositories that come and go, hand edits put back, deletion of
-//! the set, an explicit Data Center list with the Orphan policy, and selectors that
-//! cannot work.
+//! Many repositories at once, on the real control plane against the simulator:
+//! WebhookSets (discovery over a Cloud workspace project, repositories that come and go,
+//! hand edits put back, deletion of the set, an explicit Data Center list with the
+//! Orphan policy, selectors that cannot work) and Webhooks at the project or workspace
+//! level with the warning for a repository hook that doubles one.
 
 mod support;
 
@@ -373,4 +374,148 @@ async fn selectors_that_cannot_work_say_why() {
         )
         .expect_err("refused");
     assert!(err.contains("exactly one of repositories"), "{err}");
+}
+
+/// The simulator's hooks at the owner level (project, workspace) of `owner`.
+async fn owner_hooks(w: &World, owner: &str) -> Vec<serde_json::Value> {
+    w.ctl
+        .hooks()
+        .await
+        .expect("hooks")
+        .into_iter()
+        .filter(|h| h["scope"] == "owner" && h["repository"].as_str() == Some(owner))
+        .collect()
+}
+
+#[tokio::test]
+async fn project_and_workspace_webhooks_per_backend_and_the_inherited_duplicate() {
+    for flavor in [Flavor::Cloud, Flavor::DataCenter, Flavor::PostWebhooks] {
+        let name = support::flavor_name(flavor).to_ascii_lowercase();
+        let w = World::new(&format!("scope-{name}"), flavor).await;
+        let (owner, scope, wrong) = match flavor {
+            Flavor::Cloud => ("acme", "Workspace", "Project"),
+            _ => ("PLAT", "Project", "Workspace"),
+        };
+        // The connection's user administers the workspace / project.
+        w.ctl
+            .owner_admins(support::flavor_name(flavor), &w.repository, &[ADMIN])
+            .await
+            .expect("owner admin");
+        let receiver = bitbucket_sim::receiver::Receiver::start(false)
+            .await
+            .expect("receiver");
+        let url = receiver.url();
+        let above = w
+            .webhook_yaml("team", &url, &format!("  scope: {scope}\n"))
+            .replace(
+                &format!("repository: {}", w.repository),
+                &format!("repository: {owner}"),
+            );
+        w.apply(&above).expect("apply");
+        let team = w.wait_ready("team").await;
+        let status = team.status.expect("status");
+        let hooks = owner_hooks(&w, owner).await;
+        assert_eq!(hooks.len(), 1, "{flavor:?}: {hooks:?}");
+        assert_eq!(
+            hooks[0]["id"].as_str(),
+            status.webhook_id.as_deref(),
+            "{flavor:?}"
+        );
+        assert!(w.hooks().await.is_empty(), "{flavor:?}: no repository hook");
+        // An event of the repository below reaches the hook above it.
+        w.ctl
+            .emit(&w.repository, w.events()[0])
+            .await
+            .expect("emit");
+        assert_eq!(receiver.received().len(), 1, "{flavor:?}: delivered once");
+
+        // A repository Webhook with the same URL: each event would arrive twice.
+        w.apply(&w.webhook_yaml("dup", &url, "")).expect("apply");
+        let dup = w
+            .wait_condition("dup", "DuplicateDeliveries", "True", "InheritedDuplicate")
+            .await;
+        let conditions = dup.status.expect("status").conditions;
+        let duplicate = conditions
+            .iter()
+            .find(|c| c.type_ == "DuplicateDeliveries")
+            .expect("condition");
+        assert!(
+            duplicate.message.contains(&format!(
+                "{} {owner} has hook {}",
+                scope.to_ascii_lowercase(),
+                status.webhook_id.as_deref().unwrap_or_default()
+            )),
+            "{flavor:?}: {}",
+            duplicate.message
+        );
+        assert!(
+            conditions
+                .iter()
+                .any(|c| c.type_ == "Ready" && c.status == "True"),
+            "{flavor:?}: the hook is what the spec asks, so Ready stays True"
+        );
+        assert!(
+            w.event_names("InheritedDuplicate").contains("dup"),
+            "{flavor:?}: a Warning Event"
+        );
+        // Another URL on the repository is no duplicate.
+        w.apply(&w.webhook_yaml("other", "https://ci.example.com/other", ""))
+            .expect("apply");
+        let other = w.wait_ready("other").await;
+        assert!(
+            other
+                .status
+                .expect("status")
+                .conditions
+                .iter()
+                .all(|c| c.type_ != "DuplicateDeliveries"),
+            "{flavor:?}"
+        );
+
+        // The level the flavor does not have stalls with a sentence.
+        let nowhere = w
+            .webhook_yaml(
+                "nowhere",
+                "https://ci.example.com/n",
+                &format!("  scope: {wrong}\n"),
+            )
+            .replace(
+                &format!("repository: {}", w.repository),
+                &format!("repository: {owner}"),
+            );
+        w.apply(&nowhere).expect("apply");
+        let stalled = w
+            .wait_condition("nowhere", "Stalled", "True", "InvalidSpec")
+            .await;
+        let ready = stalled
+            .status
+            .expect("status")
+            .conditions
+            .into_iter()
+            .find(|c| c.type_ == "Ready")
+            .expect("Ready");
+        assert!(
+            ready.message.contains("no project webhooks")
+                || ready.message.contains("no workspaces"),
+            "{flavor:?}: {}",
+            ready.message
+        );
+
+        // Deleting the Webhooks removes their hooks, at both levels.
+        w.kubectl(&[
+            "delete",
+            "webhook",
+            "team",
+            "dup",
+            "other",
+            "nowhere",
+            "--wait=false",
+        ])
+        .expect("delete");
+        for gone in ["team", "dup", "other", "nowhere"] {
+            w.wait_gone(gone).await;
+        }
+        assert!(owner_hooks(&w, owner).await.is_empty(), "{flavor:?}");
+        assert!(w.hooks().await.is_empty(), "{flavor:?}");
+    }
 }

@@ -1,5 +1,5 @@
 //! Who may manage webhooks: only administrators of the repository (or of the workspace /
-//! project for hooks at that level).
+//! project for hooks at that level, who administer its repositories too).
 
 use axum::http::HeaderMap;
 
@@ -31,9 +31,9 @@ pub fn admin(
         Caller::Anonymous => None,
         Caller::Known(p) => Some(p),
     };
-    let admins = state.admins(platform, scope).ok_or(Denied::NotFound)?;
+    state.admins(platform, scope).ok_or(Denied::NotFound)?;
     let principal = principal.ok_or(Denied::Anonymous)?;
-    if admins.contains(&principal.token) {
+    if state.administers(platform, scope, &principal.token) {
         Ok(principal)
     } else {
         Err(Denied::NotAdmin)

@@ -101,6 +101,20 @@ impl SimClient {
             .map(drop)
     }
 
+    /// Makes `admins` workspace owners (Cloud) or project admins (Data Center) of the
+    /// repository's owner, creating the repository if it does not exist yet.
+    pub async fn owner_admins(
+        &self,
+        flavor: &str,
+        repository: &str,
+        admins: &[&str],
+    ) -> Result<(), String> {
+        let body = json!({ "flavor": flavor, "repository": repository, "ownerAdmins": admins });
+        self.call(reqwest::Method::POST, "/_sim/repositories", Some(body))
+            .await
+            .map(drop)
+    }
+
     /// Creates many repositories at once, in a Cloud `project` when given.
     pub async fn repositories(
         &self,

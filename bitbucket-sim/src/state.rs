@@ -340,12 +340,32 @@ impl State {
         }
     }
 
+    /// Whether the token administers the scope: its own admins, and for a repository the
+    /// admins of its workspace or project too (Cloud workspace admins and Data Center
+    /// project admins administer every repository under them).
+    pub fn administers(&self, platform: Platform, scope: &Scope, token: &str) -> bool {
+        let own = self
+            .admins(platform, scope)
+            .is_some_and(|a| a.contains(token));
+        let inherited = match scope {
+            Scope::Repository(name) => name.split_once('/').is_some_and(|(owner, _)| {
+                self.admins(platform, &Scope::Owner(owner.to_owned()))
+                    .is_some_and(|a| a.contains(token))
+            }),
+            Scope::Owner(_) => false,
+        };
+        own || inherited
+    }
+
     /// Whether the token may read the scope at all (admin or reader).
     pub fn can_read(&self, platform: Platform, scope: &Scope, token: &str) -> bool {
         match scope {
-            Scope::Repository(name) => self
-                .repository(platform, name)
-                .is_some_and(|r| r.admins.contains(token) || r.readers.contains(token)),
+            Scope::Repository(name) => {
+                self.administers(platform, scope, token)
+                    || self
+                        .repository(platform, name)
+                        .is_some_and(|r| r.readers.contains(token))
+            }
             Scope::Owner(_) => self
                 .admins(platform, scope)
                 .is_some_and(|a| a.contains(token)),

@@ -94,7 +94,13 @@ mod tests {
             ..RemoteHook::default()
         }];
         let said = describe(&owner, &hooks, "https://ci.example.com/hook").expect("warned");
-        assert!(said.starts_with("project PRJ has hook 7 (\"CI\")"), "{said}");
-        assert_eq!(describe(&owner, &hooks, "https://ci.example.com/other"), None);
+        assert!(
+            said.starts_with("project PRJ has hook 7 (\"CI\")"),
+            "{said}"
+        );
+        assert_eq!(
+            describe(&owner, &hooks, "https://ci.example.com/other"),
+            None
+        );
     }
 }
