@@ -45,10 +45,13 @@ control POST tokens '{"token":"replace-with-a-repository-access-token","user":"a
 control POST tokens '{"token":"replace-with-an-http-access-token","user":"plat-ci"}'
 control POST tokens '{"token":"replace-with-a-personal-access-token","user":"ci-bot"}'
 control POST tokens '{"token":"shared-token","user":"shared"}'
+control POST tokens '{"token":"replace-with-a-project-admin-token","user":"plat-admin"}'
 control POST repositories '{"flavor":"Cloud","repository":"acme/api","admins":["replace-with-a-repository-access-token"]}'
 control POST repositories '{"flavor":"Cloud","repository":"acme/docs","admins":["shared-token"]}'
 control POST repositories '{"flavor":"DataCenter","repository":"PLAT/api","admins":["replace-with-an-http-access-token"]}'
 control POST repositories '{"flavor":"DataCenter","repository":"PLAT/tools","admins":["replace-with-an-http-access-token"]}'
+# examples/project-hooks.yaml's token administers the PLAT project itself.
+control POST repositories '{"flavor":"DataCenter","repository":"PLAT/api","ownerAdmins":["replace-with-a-project-admin-token"]}'
 # What examples/webhookset.yaml selects: the CORE project's svc-* repositories.
 control POST repositories '{"flavor":"Cloud","repositories":["acme/svc-orders","acme/svc-billing","acme/svc-old-archive"],"project":"CORE","admins":["replace-with-a-repository-access-token"]}'
 control POST repositories '{"flavor":"PostWebhooks","repository":"PLAT/web","admins":["replace-with-a-personal-access-token"]}'
