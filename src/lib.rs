@@ -2,6 +2,7 @@
 
 pub mod api;
 pub mod bitbucket;
+pub mod export;
 pub mod health;
 pub mod metrics;
 pub mod reconcile;

@@ -20,6 +20,12 @@ struct Cli {
 enum Command {
     /// Run the operator: reconcile Webhooks and connections until SIGTERM or Ctrl-C.
     Run(Box<RunArgs>),
+    /// Print Webhook manifests that adopt a repository's (project's, workspace's)
+    /// existing hooks: applied, they take the hooks over with the same ids and no write.
+    /// The credential comes from BITBUCKET_TOKEN (Bearer), BITBUCKET_USERNAME and
+    /// BITBUCKET_PASSWORD (Basic), or --token-file. Manifests go to stdout; progress and
+    /// what a manifest cannot say go to stderr.
+    Export(Box<ExportArgs>),
     /// Print the CustomResourceDefinitions as YAML (kubectl apply -f - ready).
     Crds {
         /// Write one file per CRD into this directory instead of printing them.
@@ -123,6 +129,47 @@ struct RunArgs {
     per_webhook_metrics: bool,
 }
 
+#[derive(clap::Args)]
+struct ExportArgs {
+    /// Which API: Cloud, DataCenter or PostWebhooks.
+    #[arg(long, value_parser = ["Cloud", "DataCenter", "PostWebhooks"])]
+    flavor: String,
+    /// The API root, as a connection's baseURL (default for Cloud: its public API).
+    #[arg(long)]
+    base_url: Option<String>,
+    /// A repository to export ("workspace/slug", "PROJECT/slug"); repeat for several.
+    #[arg(long = "repository", value_name = "OWNER/SLUG", conflicts_with_all = ["workspace", "project"])]
+    repositories: Vec<String>,
+    /// Cloud: every repository of this workspace, and the workspace's own hooks.
+    #[arg(long)]
+    workspace: Option<String>,
+    /// Data Center, Post Webhooks: every repository of this project and the project's
+    /// own hooks. Cloud (with --workspace): only the repositories of this project.
+    #[arg(long)]
+    project: Option<String>,
+    /// The BitbucketConnection the Webhooks will reference.
+    #[arg(long, default_value = "bitbucket")]
+    connection: String,
+    /// Reference a ClusterBitbucketConnection instead.
+    #[arg(long)]
+    cluster_connection: bool,
+    /// Put the manifests in this namespace (default: none, `kubectl apply -n` decides).
+    #[arg(long)]
+    namespace: Option<String>,
+    /// The Secret (key "secret") the Webhooks of signed hooks reference.
+    #[arg(long, default_value = "webhook-secret")]
+    secret_name: String,
+    /// Requests per hour at most (Cloud allows 1,000 webhook requests an hour).
+    #[arg(long, default_value_t = 900, value_parser = clap::value_parser!(u32).range(1..))]
+    requests_per_hour: u32,
+    /// A file whose content is the Bearer token (instead of BITBUCKET_TOKEN).
+    #[arg(long)]
+    token_file: Option<PathBuf>,
+    /// PEM CA certificates to trust for a Data Center server.
+    #[arg(long)]
+    ca_file: Option<PathBuf>,
+}
+
 fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
     let d: jiff::SignedDuration = text
         .parse()
@@ -135,6 +182,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Crds { out_dir } => crds(out_dir),
         Command::Run(args) => run(*args),
+        Command::Export(args) => export(*args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -163,6 +211,125 @@ fn crds(out_dir: Option<PathBuf>) -> Result<(), String> {
         print!("{}", documents.join("---\n"));
     }
     Ok(())
+}
+
+/// The credential of `export`, from a file or the environment; never from a flag value
+/// (other users of the machine can read command lines).
+fn export_credentials(
+    token_file: Option<&PathBuf>,
+) -> Result<bitbucket_webhook_operator::bitbucket::Credentials, String> {
+    use bitbucket_webhook_operator::bitbucket::Credentials;
+    let env = |name: &str| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
+    if let Some(path) = token_file {
+        let token = std::fs::read_to_string(path)
+            .map_err(|e| format!("cannot read --token-file {}: {e}", path.display()))?;
+        let token = token.trim();
+        if token.is_empty() {
+            return Err(format!("--token-file {} is empty", path.display()));
+        }
+        return Ok(Credentials::Bearer(token.to_owned().into()));
+    }
+    match (
+        env("BITBUCKET_TOKEN"),
+        env("BITBUCKET_USERNAME"),
+        env("BITBUCKET_PASSWORD"),
+    ) {
+        (Some(token), _, _) => Ok(Credentials::Bearer(token.trim().to_owned().into())),
+        (None, Some(username), Some(password)) => Ok(Credentials::Basic {
+            username,
+            password: password.into(),
+        }),
+        _ => Err("no credential: set BITBUCKET_TOKEN, or BITBUCKET_USERNAME and BITBUCKET_PASSWORD, or pass --token-file".to_owned()),
+    }
+}
+
+fn export(args: ExportArgs) -> Result<(), String> {
+    use bitbucket_webhook_operator::api::Flavor;
+    use bitbucket_webhook_operator::bitbucket::RepoRef;
+    use bitbucket_webhook_operator::export::{Request, Source, Target};
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let flavor = match args.flavor.as_str() {
+        "Cloud" => Flavor::Cloud,
+        "DataCenter" => Flavor::DataCenter,
+        _ => Flavor::PostWebhooks,
+    };
+    let source = match (&args.workspace, &args.project, flavor) {
+        (None, None, _) if !args.repositories.is_empty() => Source::Repositories(
+            args.repositories
+                .iter()
+                .map(|r| {
+                    RepoRef::parse(r).ok_or_else(|| format!("--repository {r:?} is not owner/slug"))
+                })
+                .collect::<Result<_, _>>()?,
+        ),
+        (Some(workspace), project, Flavor::Cloud) => Source::Owner {
+            owner: workspace.clone(),
+            project: project.clone(),
+        },
+        (None, Some(project), Flavor::DataCenter | Flavor::PostWebhooks) => Source::Owner {
+            owner: project.clone(),
+            project: None,
+        },
+        (None, Some(_), Flavor::Cloud) => {
+            return Err(
+                "on Cloud, --project narrows a --workspace: give the workspace too".to_owned(),
+            );
+        }
+        (Some(_), _, _) => {
+            return Err(format!("{flavor:?} has no workspaces: use --project KEY"));
+        }
+        (None, None, _) => {
+            return Err("say what to export: --repository OWNER/SLUG (repeatable), --workspace (Cloud) or --project".to_owned());
+        }
+    };
+    let tls = bitbucket_webhook_operator::bitbucket::TlsOptions {
+        ca_bundle_pem: match &args.ca_file {
+            Some(path) => Some(
+                std::fs::read(path)
+                    .map_err(|e| format!("cannot read --ca-file {}: {e}", path.display()))?,
+            ),
+            None => None,
+        },
+        insecure_skip_verify: false,
+    };
+    let request = Request {
+        target: Target {
+            flavor,
+            connection: args.connection,
+            cluster_connection: args.cluster_connection,
+            namespace: args.namespace,
+            secret_name: args.secret_name,
+        },
+        base_url: args.base_url,
+        credentials: export_credentials(args.token_file.as_ref())?,
+        tls,
+        requests_per_hour: args.requests_per_hour,
+        source,
+    };
+    let runtime = tokio::runtime::Runtime::new()
+        .map_err(|e| format!("cannot start the async runtime: {e}"))?;
+    let mut progress = |line: String| eprintln!("export: {line}");
+    let outcome = runtime.block_on(bitbucket_webhook_operator::export::run(
+        request,
+        &mut progress,
+    ))?;
+    for manifest in &outcome.export.manifests {
+        let yaml = serde_saphyr::to_string(manifest)
+            .map_err(|e| format!("cannot write a manifest as YAML: {e}"))?;
+        print!("---\n{yaml}");
+    }
+    for note in &outcome.export.notes {
+        eprintln!("export: note: {note}");
+    }
+    eprintln!(
+        "export: {} Webhook manifests written",
+        outcome.export.manifests.len()
+    );
+    if outcome.complete {
+        Ok(())
+    } else {
+        Err("some repositories could not be read (see the notes above); their hooks are not in the output".to_owned())
+    }
 }
 
 fn run(args: RunArgs) -> Result<(), String> {

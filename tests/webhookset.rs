@@ -519,3 +519,147 @@ async fn project_and_workspace_webhooks_per_backend_and_the_inherited_duplicate(
         assert!(w.hooks().await.is_empty(), "{flavor:?}");
     }
 }
+
+#[tokio::test]
+async fn exported_hooks_are_adopted_with_their_ids_and_no_write() {
+    use bitbucket_webhook_operator::bitbucket::{
+        Budget, ConnectionConfig, Credentials, HookSpec, Place, RepoRef, RetryPolicy,
+        SecretChange, TlsOptions, connect,
+    };
+    let w = World::new("export", Flavor::DataCenter).await;
+    w.ctl
+        .owner_admins("DataCenter", &w.repository, &[ADMIN])
+        .await
+        .expect("project admin");
+    let repos: Vec<String> = (0..10).map(|i| format!("PLAT/svc-{i:02}")).collect();
+    w.ctl
+        .repositories("DataCenter", &repos, None, &[ADMIN])
+        .await
+        .expect("repositories");
+    let client = connect(ConnectionConfig {
+        flavor: Flavor::DataCenter,
+        base_url: Some(w.base_url()),
+        credentials: Credentials::Bearer(ADMIN.to_owned().into()),
+        tls: TlsOptions::default(),
+        budget: std::sync::Arc::new(Budget::per_hour(100_000)),
+        retry: RetryPolicy::default(),
+        observer: None,
+    })
+    .expect("client");
+    // Thirty hooks made by hand (three per repository, one of them signed and one
+    // inactive), and one on the project.
+    let mut made = std::collections::BTreeMap::new();
+    for repo in &repos {
+        let place = Place::Repository(RepoRef::parse(repo).expect("repo"));
+        for (i, events) in [
+            vec!["repo:refs_changed"],
+            vec!["pr:opened", "pr:merged"],
+            vec!["repo:refs_changed", "pr:opened"],
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let spec = HookSpec {
+                title: format!("{repo} hook {i}"),
+                url: format!("https://ci.example.com/{repo}/{i}"),
+                active: i != 1,
+                events: events.into_iter().map(str::to_owned).collect(),
+                secret: if i == 2 {
+                    SecretChange::Set("s3cret".to_owned().into())
+                } else {
+                    SecretChange::Remove
+                },
+                skip_cert_verification: false,
+            };
+            let hook = client.create_hook(&place, &spec).await.expect("create");
+            made.insert(spec.url, hook.id);
+        }
+    }
+    let project = Place::Project("PLAT".into());
+    let spec = HookSpec {
+        title: "every repository".into(),
+        url: "https://ci.example.com/plat".into(),
+        active: true,
+        events: vec!["repo:refs_changed".into()],
+        secret: SecretChange::Remove,
+        skip_cert_verification: false,
+    };
+    let hook = client.create_hook(&project, &spec).await.expect("create");
+    made.insert(spec.url, hook.id);
+
+    // Off the test's thread: the simulator runs on this runtime.
+    let export = || async {
+        tokio::process::Command::new(env!("CARGO_BIN_EXE_bitbucket-webhook-operator"))
+            .args(["export", "--flavor", "DataCenter", "--base-url"])
+            .arg(w.base_url())
+            .args(["--project", "PLAT", "--connection", "bitbucket"])
+            .env("BITBUCKET_TOKEN", ADMIN)
+            .output()
+            .await
+            .expect("export runs")
+    };
+    let out = export().await;
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("[12/12] project PLAT: 1 hooks"),
+        "progress: {stderr}"
+    );
+    assert!(stderr.contains("create Secret webhook-secret"), "{stderr}");
+    assert!(!stderr.contains("s3cret"), "a secret is never printed");
+    let manifests = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(!manifests.contains("s3cret"), "a secret is never printed");
+    assert_eq!(manifests.matches("kind: Webhook").count(), 31, "{manifests}");
+    assert_eq!(
+        String::from_utf8_lossy(&export().await.stdout),
+        manifests,
+        "the same hooks export the same way"
+    );
+
+    w.apply(
+        "apiVersion: v1\nkind: Secret\nmetadata: {name: webhook-secret}\nstringData: {secret: s3cret}\n",
+    )
+    .expect("secret");
+    w.ctl.reset_requests().await.expect("reset");
+    w.apply(&manifests).expect("apply the export");
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let adopted = loop {
+        let all = w.webhooks().list(&ListParams::default()).await.expect("list");
+        let ready: Vec<Webhook> = all
+            .items
+            .into_iter()
+            .filter(|h| {
+                h.status.as_ref().is_some_and(|s| {
+                    s.conditions
+                        .iter()
+                        .any(|c| c.type_ == "Ready" && c.status == "True")
+                })
+            })
+            .collect();
+        if ready.len() == 31 {
+            break ready;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{} of 31 exported Webhooks Ready",
+            ready.len()
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    for h in &adopted {
+        let status = h.status.as_ref().expect("status");
+        assert_eq!(
+            status.webhook_id.as_ref(),
+            made.get(&h.spec.settings.url),
+            "{}: the same hook",
+            h.name_any()
+        );
+        assert_eq!(
+            status.origin,
+            Some(bitbucket_webhook_operator::api::HookOrigin::Adopted),
+            "{}",
+            h.name_any()
+        );
+    }
+    assert_eq!(w.writes().await, 0, "adoption wrote nothing to Bitbucket");
+}

@@ -1,0 +1,136 @@
+//! `bitbucket-webhook-operator export`: reads existing hooks and prints Webhook manifests
+//! that adopt them (same ids, no write). The listing is I/O here; what the manifests say
+//! is decided in the pure [`manifest`] module.
+
+pub mod manifest;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+pub use manifest::{Export, Target};
+
+use crate::bitbucket::{
+    self, Budget, ConnectionConfig, Credentials, Error, Place, RemoteHook, RepoRef, RetryPolicy,
+    TlsOptions,
+};
+
+/// Which hooks to read.
+#[derive(Clone, Debug)]
+pub enum Source {
+    /// These repositories' hooks.
+    Repositories(Vec<RepoRef>),
+    /// Every repository of a Cloud workspace (narrowed to a project by `project`) or a
+    /// Data Center project, and the hooks of the workspace or project itself (not when
+    /// narrowed: a workspace's hooks belong to all its projects).
+    Owner {
+        owner: String,
+        project: Option<String>,
+    },
+}
+
+/// Everything `export` needs.
+pub struct Request {
+    pub target: Target,
+    pub base_url: Option<String>,
+    pub credentials: Credentials,
+    pub tls: TlsOptions,
+    pub requests_per_hour: u32,
+    pub source: Source,
+}
+
+/// The manifests and notes, and whether every place could be read.
+pub struct Outcome {
+    pub export: Export,
+    pub complete: bool,
+}
+
+/// Lists the hooks and builds the manifests; `progress` hears one line per step.
+pub async fn run(request: Request, progress: &mut dyn FnMut(String)) -> Result<Outcome, String> {
+    let flavor = request.target.flavor;
+    let backend = bitbucket::connect(ConnectionConfig {
+        flavor,
+        base_url: request.base_url.clone(),
+        credentials: request.credentials,
+        tls: request.tls,
+        budget: Arc::new(Budget::per_hour(request.requests_per_hour)),
+        retry: RetryPolicy::default(),
+        observer: None,
+    })
+    .map_err(|e| e.to_string())?;
+    let mut notes = Vec::new();
+    let places = match &request.source {
+        Source::Repositories(repos) => repos.iter().cloned().map(Place::Repository).collect(),
+        Source::Owner { owner, project } => {
+            progress(format!("listing the repositories of {owner}"));
+            let repos = patiently(progress, || {
+                backend.list_repositories(owner, project.as_deref())
+            })
+            .await
+            .map_err(|e| format!("cannot list the repositories of {owner}: {e}"))?;
+            progress(format!("{} repositories", repos.len()));
+            let mut places: Vec<Place> = repos.into_iter().map(Place::Repository).collect();
+            match (flavor, project) {
+                (crate::api::Flavor::Cloud, None) => places.push(Place::Workspace(owner.clone())),
+                (crate::api::Flavor::Cloud, Some(_)) => {}
+                (_, _) => places.push(Place::Project(owner.clone())),
+            }
+            places
+        }
+    };
+    let mut listed: Vec<(Place, Vec<RemoteHook>)> = Vec::new();
+    let mut complete = true;
+    let total = places.len();
+    for (i, place) in places.into_iter().enumerate() {
+        match patiently(progress, || backend.list_hooks(&place)).await {
+            Ok(hooks) => {
+                progress(format!(
+                    "[{}/{total}] {place}: {} hooks",
+                    i + 1,
+                    hooks.len()
+                ));
+                listed.push((place, hooks));
+            }
+            // The level above the repositories is a bonus: a credential that may not read
+            // it still exports every repository.
+            Err(e) if !matches!(place, Place::Repository(_)) => {
+                notes.push(format!("{place}: its own hooks were not read: {e}"));
+            }
+            Err(e) => {
+                complete = false;
+                notes.push(format!("{place}: cannot list its hooks: {e}"));
+            }
+        }
+    }
+    let mut export = manifest::export(&request.target, &listed);
+    notes.append(&mut export.notes);
+    export.notes = notes;
+    Ok(Outcome { export, complete })
+}
+
+/// Calls `f` until it is not rate limited, waiting as long as the budget or Bitbucket asks.
+async fn patiently<T, F, Fut>(progress: &mut dyn FnMut(String), mut f: F) -> bitbucket::Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bitbucket::Result<T>>,
+{
+    loop {
+        match f().await {
+            Err(Error::RateLimited { retry_after, local }) => {
+                let wait = retry_after.unwrap_or(Duration::from_secs(60));
+                if !local || wait > Duration::from_secs(5) {
+                    progress(format!(
+                        "rate limited ({}): waiting {}s",
+                        if local {
+                            "the --requests-per-hour budget"
+                        } else {
+                            "Bitbucket answered 429"
+                        },
+                        wait.as_secs().max(1)
+                    ));
+                }
+                tokio::time::sleep(wait).await;
+            }
+            other => return other,
+        }
+    }
+}
