@@ -2,6 +2,7 @@
 
 pub mod api;
 pub mod bitbucket;
+pub mod check;
 pub mod export;
 pub mod health;
 pub mod metrics;

@@ -26,6 +26,18 @@ enum Command {
     /// BITBUCKET_PASSWORD (Basic), or --token-file. Manifests go to stdout; progress and
     /// what a manifest cannot say go to stderr.
     Export(Box<ExportArgs>),
+    /// Check Webhook, WebhookSet and connection manifests offline, as the API server
+    /// (schema, CEL rules) and the operator (events and scope per flavor) would: one
+    /// FILE:LINE message per problem and a non-zero exit, for a CI step before Argo CD or
+    /// Flux applies them. "-" reads standard input; other kinds are passed over.
+    Check {
+        /// YAML files (several documents each); a directory means its *.yaml and *.yml.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        /// The flavor of connections not among the files (Cloud, DataCenter, PostWebhooks).
+        #[arg(long, value_parser = ["Cloud", "DataCenter", "PostWebhooks"])]
+        flavor: Option<String>,
+    },
     /// Print the CustomResourceDefinitions as YAML (kubectl apply -f - ready).
     Crds {
         /// Write one file per CRD into this directory instead of printing them.
@@ -183,6 +195,7 @@ fn main() -> ExitCode {
         Command::Crds { out_dir } => crds(out_dir),
         Command::Run(args) => run(*args),
         Command::Export(args) => export(*args),
+        Command::Check { files, flavor } => check(&files, flavor.as_deref()),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -211,6 +224,68 @@ fn crds(out_dir: Option<PathBuf>) -> Result<(), String> {
         print!("{}", documents.join("---\n"));
     }
     Ok(())
+}
+
+fn check(paths: &[PathBuf], flavor: Option<&str>) -> Result<(), String> {
+    use bitbucket_webhook_operator::api::Flavor;
+    let flavor = match flavor {
+        Some("Cloud") => Some(Flavor::Cloud),
+        Some("DataCenter") => Some(Flavor::DataCenter),
+        Some(_) => Some(Flavor::PostWebhooks),
+        None => None,
+    };
+    let mut files = Vec::new();
+    for path in paths {
+        if path.as_os_str() == "-" {
+            let mut text = String::new();
+            std::io::Read::read_to_string(&mut std::io::stdin(), &mut text)
+                .map_err(|e| format!("cannot read standard input: {e}"))?;
+            files.push(("<stdin>".to_owned(), text));
+            continue;
+        }
+        let mut found = vec![path.clone()];
+        if path.is_dir() {
+            let entries = std::fs::read_dir(path)
+                .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+            found = entries
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| p.extension().is_some_and(|e| e == "yaml" || e == "yml"))
+                .collect();
+            found.sort();
+        }
+        for file in found {
+            let text = std::fs::read_to_string(&file)
+                .map_err(|e| format!("cannot read {}: {e}", file.display()))?;
+            files.push((file.display().to_string(), text));
+        }
+    }
+    let report = bitbucket_webhook_operator::check::check(&files, flavor);
+    for finding in &report.findings {
+        println!("{finding}");
+    }
+    for note in &report.notes {
+        eprintln!("note: {note}");
+    }
+    match report.findings.len() {
+        0 => {
+            eprintln!(
+                "{} objects checked in {} files: no problems",
+                report.checked,
+                files.len()
+            );
+            Ok(())
+        }
+        1 => Err(format!(
+            "1 problem in {} objects checked ({} files)",
+            report.checked,
+            files.len()
+        )),
+        n => Err(format!(
+            "{n} problems in {} objects checked ({} files)",
+            report.checked,
+            files.len()
+        )),
+    }
 }
 
 /// The credential of `export`, from a file or the environment; never from a flag value

@@ -256,6 +256,15 @@ fn bad_manifests_are_rejected_at_admission_with_their_own_message() {
                 "{what}: expected a rejection containing {expected:?}, got (success={ok}):\n{output}"
             ));
         }
+        // `check` refuses it offline with the API server's words.
+        let report =
+            bitbucket_webhook_operator::check::check(&[("case.yaml".into(), yaml.clone())], None);
+        let offline: Vec<String> = report.findings.iter().map(ToString::to_string).collect();
+        if !offline.iter().any(|f| f.contains(expected)) {
+            failures.push(format!(
+                "{what}: check should say {expected:?}, said {offline:#?}"
+            ));
+        }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n\n"));
     // Nothing of the rejected objects was stored.
@@ -479,4 +488,50 @@ fn the_bitbucket_category_lists_all_three_kinds() {
         .kubectl_ok(["get", "bbconn,cbbconn,bbhook", "-n", &ns, "-o", "name"])
         .expect("short names");
     assert_eq!(short.lines().count(), out.lines().count(), "{short}");
+}
+
+#[test]
+fn check_passes_the_examples_and_fails_bad_files_with_file_and_line() {
+    let bin = env!("CARGO_BIN_EXE_bitbucket-webhook-operator");
+    let good = std::process::Command::new(bin)
+        .arg("check")
+        .arg(repo_path("examples"))
+        .output()
+        .expect("check runs");
+    assert!(
+        good.status.success(),
+        "{}",
+        String::from_utf8_lossy(&good.stdout)
+    );
+    let dir = std::env::temp_dir().join(format!("bbwo-check-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let bad = dir.join("hooks.yaml");
+    std::fs::write(
+        &bad,
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: unrelated}\n---\n\
+         apiVersion: bitbucket.hooks.dev/v1alpha1\nkind: Webhook\nmetadata: {name: ci}\nspec:\n  \
+         connectionRef: {name: dc}\n  repository: PLAT/api\n  url: https://ci.example.com/hook\n  \
+         events: [repo:push]\n",
+    )
+    .expect("write");
+    let out = std::process::Command::new(bin)
+        .args(["check", "--flavor", "DataCenter"])
+        .arg(&bad)
+        .output()
+        .expect("check runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    assert!(
+        stdout.contains(&format!(
+            "{}:12: Webhook ci: spec.events: event repo:push is a Cloud event, not a DataCenter one (did you mean repo:refs_changed?)",
+            bad.display()
+        )),
+        "{stdout}"
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("1 problem in 1 objects checked"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let _ = std::fs::remove_dir_all(&dir);
 }

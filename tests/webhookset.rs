@@ -523,8 +523,8 @@ async fn project_and_workspace_webhooks_per_backend_and_the_inherited_duplicate(
 #[tokio::test]
 async fn exported_hooks_are_adopted_with_their_ids_and_no_write() {
     use bitbucket_webhook_operator::bitbucket::{
-        Budget, ConnectionConfig, Credentials, HookSpec, Place, RepoRef, RetryPolicy,
-        SecretChange, TlsOptions, connect,
+        Budget, ConnectionConfig, Credentials, HookSpec, Place, RepoRef, RetryPolicy, SecretChange,
+        TlsOptions, connect,
     };
     let w = World::new("export", Flavor::DataCenter).await;
     w.ctl
@@ -609,7 +609,11 @@ async fn exported_hooks_are_adopted_with_their_ids_and_no_write() {
     assert!(!stderr.contains("s3cret"), "a secret is never printed");
     let manifests = String::from_utf8_lossy(&out.stdout).to_string();
     assert!(!manifests.contains("s3cret"), "a secret is never printed");
-    assert_eq!(manifests.matches("kind: Webhook").count(), 31, "{manifests}");
+    assert_eq!(
+        manifests.matches("kind: Webhook").count(),
+        31,
+        "{manifests}"
+    );
     assert_eq!(
         String::from_utf8_lossy(&export().await.stdout),
         manifests,
@@ -624,7 +628,11 @@ async fn exported_hooks_are_adopted_with_their_ids_and_no_write() {
     w.apply(&manifests).expect("apply the export");
     let deadline = Instant::now() + Duration::from_secs(90);
     let adopted = loop {
-        let all = w.webhooks().list(&ListParams::default()).await.expect("list");
+        let all = w
+            .webhooks()
+            .list(&ListParams::default())
+            .await
+            .expect("list");
         let ready: Vec<Webhook> = all
             .items
             .into_iter()

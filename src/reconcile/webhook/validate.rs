@@ -56,7 +56,7 @@ pub fn place(w: &Webhook, flavor: Flavor) -> Result<Place, Invalid> {
 }
 
 /// Events per flavor, sorted and unique; a name of another flavor gets a hint.
-fn events(flavor: Flavor, events: Option<&Vec<String>>) -> Result<Vec<String>, Invalid> {
+pub fn events(flavor: Flavor, events: Option<&Vec<String>>) -> Result<Vec<String>, Invalid> {
     let backend = backend_of(flavor);
     let mut events = match events {
         Some(e) => e.clone(),
