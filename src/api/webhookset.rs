@@ -120,6 +120,10 @@ pub struct TemplateMetadata {
     pub annotations: BTreeMap<String, String>,
 }
 
+fn is_zero(n: &i32) -> bool {
+    *n == 0
+}
+
 impl TemplateMetadata {
     fn is_empty(&self) -> bool {
         self.labels.is_empty() && self.annotations.is_empty()
@@ -142,6 +146,11 @@ pub struct WebhookSetStatus {
     /// Of those, Webhooks whose deliveries fail (delivery health Failing).
     #[serde(default)]
     pub failing: i32,
+    /// Of those, repositories whose Webhook is not made yet: Webhooks are made a few at
+    /// a time, as fast as the connection's request budget lets each list and create its
+    /// hook, so the budget is used at its limit and never beyond.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub waiting: i32,
     /// Repositories whose Webhook is not Ready yet (the first 20, sorted).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub not_ready: Vec<String>,

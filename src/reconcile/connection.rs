@@ -20,6 +20,9 @@ use crate::api::{
 use crate::bitbucket::{self, Budget, ConnectionConfig, Credentials, TlsOptions, WebhookBackend};
 
 /// Either kind of connection, as the reconcilers need it.
+/// A connection's budget when its spec names none (the CRD's default).
+pub const DEFAULT_REQUESTS_PER_HOUR: u32 = 900;
+
 #[derive(Clone, Debug)]
 pub struct View {
     pub kind: ConnectionKind,
@@ -77,6 +80,16 @@ impl View {
     }
 
     /// A key naming this connection in caches: kind/namespace/name.
+    /// The connection's request budget per hour.
+    pub fn requests_per_hour(&self) -> u32 {
+        self.spec
+            .rate_limit
+            .as_ref()
+            .map_or(DEFAULT_REQUESTS_PER_HOUR, |r| {
+                u32::try_from(r.requests_per_hour).unwrap_or(1).max(1)
+            })
+    }
+
     pub fn key(&self) -> String {
         format!(
             "{:?}/{}/{}",
@@ -280,11 +293,7 @@ impl Registry {
             &data,
         )
         .map_err(SecretProblem::Credentials)?;
-        let limit = view
-            .spec
-            .rate_limit
-            .as_ref()
-            .map_or(900, |r| r.requests_per_hour);
+        let limit = view.requests_per_hour();
         let budget_key = format!(
             "{}|{}|{limit}",
             view.spec
@@ -299,7 +308,7 @@ impl Registry {
             .unwrap_or_else(|p| p.into_inner())
             .entry(budget_key.clone())
             .or_insert_with(|| {
-                let budget = Arc::new(Budget::per_hour(u32::try_from(limit).unwrap_or(1)));
+                let budget = Arc::new(Budget::per_hour(limit));
                 let paused = self.paused.clone();
                 let key = budget_key.clone();
                 budget.set_on_pause(Arc::new(move || {

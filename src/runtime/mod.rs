@@ -392,10 +392,12 @@ fn set_controller(
     Controller::new(scope.api::<WebhookSet>(client), scope.watch())
         .owns_stream(children)
         // Many Webhooks change at once (a set's creation): one reconcile counts them all.
+        // Short: a debounce keeps delaying while changes go on, and the Webhooks of a
+        // paced set change every second or so.
         .with_config(
             controller::Config::default()
                 .concurrency(4)
-                .debounce(std::time::Duration::from_secs(1)),
+                .debounce(std::time::Duration::from_millis(250)),
         )
 }
 

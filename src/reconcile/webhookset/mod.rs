@@ -201,10 +201,14 @@ pub async fn reconcile(set: Arc<WebhookSet>, sctx: Arc<SetContext>) -> Result<Ac
                 .iter()
                 .filter_map(|r| plan::child(&set, r))
                 .collect();
-            let steps = plan::steps(&wanted, &children);
+            let window = plan::creation_window(creation_budget(&set, ctx).await);
+            let (steps, waiting) = plan::steps(&wanted, &children, window);
             let (created, deleted) = execute(&set, ctx, steps).await?;
             announce(ctx, &set, created, deleted).await;
-            let tally = plan::tally(&wanted, &children);
+            let tally = Tally {
+                waiting,
+                ..plan::tally(&wanted, &children)
+            };
             (standing(&tally), tally)
         }
         Err(e) => {
@@ -215,6 +219,7 @@ pub async fn reconcile(set: Arc<WebhookSet>, sctx: Arc<SetContext>) -> Result<Ac
                 ready: usize::try_from(previous.ready).unwrap_or(0),
                 failing: usize::try_from(previous.failing).unwrap_or(0),
                 progressing: 0,
+                waiting: usize::try_from(previous.waiting).unwrap_or(0),
                 not_ready: previous.not_ready,
             };
             (
@@ -252,12 +257,28 @@ pub async fn reconcile(set: Arc<WebhookSet>, sctx: Arc<SetContext>) -> Result<Ac
     if result.is_ok() {
         ctx.succeeded(&super::object_key(set.as_ref()));
     }
+    // Webhooks waiting their turn are made as the ones before them get Ready (their
+    // changes bring the set back here); the requeue is the floor should none come.
+    let paced = (tally.waiting > 0).then_some(PACED_LOOK);
     match result {
         Err(e) => Err(e),
-        Ok(Selection {
-            next: Some(next), ..
-        }) => Ok(Action::requeue(next.max(Duration::from_secs(1)))),
-        Ok(Selection { next: None, .. }) => Ok(Action::await_change()),
+        Ok(Selection { next, .. }) => match next.into_iter().chain(paced).min() {
+            Some(next) => Ok(Action::requeue(next.max(Duration::from_secs(1)))),
+            None => Ok(Action::await_change()),
+        },
+    }
+}
+
+/// How often a set with Webhooks waiting to be made looks again at the latest.
+const PACED_LOOK: Duration = Duration::from_secs(5);
+
+/// The request budget per hour of the set's connection (the chart's default when the
+/// connection is not readable now: the pace only needs to be about right).
+async fn creation_budget(set: &WebhookSet, ctx: &Context) -> u32 {
+    let namespace = set.namespace().unwrap_or_default();
+    match dereference::connection_for(&namespace, &set.spec.connection_ref, None, ctx).await {
+        Ok(view) => view.requests_per_hour(),
+        Err(_) => super::connection::DEFAULT_REQUESTS_PER_HOUR,
     }
 }
 
@@ -270,11 +291,19 @@ fn standing(t: &Tally) -> Outcome {
             format!("all {} Webhooks are Ready", t.selected),
         );
     }
+    let paced = if t.waiting > 0 {
+        format!(
+            " ({} still to be made, a few at a time as the connection's request budget allows)",
+            t.waiting
+        )
+    } else {
+        String::new()
+    };
     Outcome::new(
         Status::False,
         Reason::WebhooksNotReady,
         format!(
-            "{} of {} Webhooks are Ready; not yet: {}{}",
+            "{} of {} Webhooks are Ready{paced}; not yet: {}{}",
             t.ready,
             t.selected,
             t.not_ready.join(", "),
@@ -398,6 +427,7 @@ async fn write_status(
         selected: count(tally.selected),
         ready: count(tally.ready),
         failing: count(tally.failing),
+        waiting: count(tally.waiting),
         not_ready: tally.not_ready.clone(),
         last_discovery_time: discovered,
         conditions,

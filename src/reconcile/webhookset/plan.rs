@@ -120,14 +120,46 @@ pub enum Step {
     },
 }
 
-/// The steps from `children` (the Webhooks the set owns) to `wanted`.
-pub fn steps(wanted: &[Webhook], children: &[&Webhook]) -> Vec<Step> {
+/// How many of a set's Webhooks may be on their way to Ready at once, for a connection
+/// budget of `per_hour` requests: each needs a listing and a create, and a create must
+/// follow its listing within the ten seconds after which the listing is made again; with
+/// `window` Webhooks sharing the budget's refill, about `window / rate` seconds pass
+/// between the two. So: five seconds' worth of refill, at least 2 and at most 64.
+pub fn creation_window(per_hour: u32) -> usize {
+    let per_second = f64::from(per_hour) / 3600.0;
+    ((per_second * 5.0).floor() as usize).clamp(2, 64)
+}
+
+/// A Webhook still on its way: not Ready and not Stalled at its current generation.
+fn progressing(w: &Webhook) -> bool {
+    let status = w.status.as_ref();
+    let current = status.and_then(|s| s.observed_generation) == w.metadata.generation;
+    let holds = |type_| {
+        current
+            && status
+                .and_then(|s| conditions::find(&s.conditions, type_))
+                .is_some_and(|c| c.status == "True")
+    };
+    !holds(conditions::READY) && !holds(conditions::STALLED)
+}
+
+/// The steps from `children` (the Webhooks the set owns) to `wanted`, and how many
+/// Webhooks wait to be made: new ones are made only while fewer than `window` of the
+/// set's Webhooks are still progressing.
+pub fn steps(wanted: &[Webhook], children: &[&Webhook], window: usize) -> (Vec<Step>, usize) {
     let existing = by_name(children);
     let wanted_names: BTreeSet<String> = wanted.iter().map(ResourceExt::name_any).collect();
+    let in_flight = children.iter().filter(|w| progressing(w)).count();
+    let mut room = window.saturating_sub(in_flight);
+    let mut waiting = 0;
     let mut steps = Vec::new();
     for want in wanted {
         match existing.get(&want.name_any()) {
-            None => steps.push(Step::Create(Box::new(want.clone()))),
+            None if room == 0 => waiting += 1,
+            None => {
+                room -= 1;
+                steps.push(Step::Create(Box::new(want.clone())));
+            }
             // Going away: made again once it is gone.
             Some(have) if have.metadata.deletion_timestamp.is_some() => {}
             // repository and connectionRef cannot change: replace the Webhook.
@@ -154,7 +186,7 @@ pub fn steps(wanted: &[Webhook], children: &[&Webhook]) -> Vec<Step> {
             steps.push(Step::Delete { name: name.clone() });
         }
     }
-    steps
+    (steps, waiting)
 }
 
 /// The merge patch that makes `have` what `want` asks, or None when it already is:
@@ -220,6 +252,8 @@ pub struct Tally {
     pub failing: usize,
     /// Not Ready and not Stalled: still in progress.
     pub progressing: usize,
+    /// Not made yet: creation is paced (set from [`steps`], which decides it).
+    pub waiting: usize,
     /// The first repositories (sorted) whose Webhook is not Ready.
     pub not_ready: Vec<String>,
 }
@@ -242,9 +276,7 @@ pub fn tally(wanted: &[Webhook], children: &[&Webhook]) -> Tally {
             tally.ready += 1;
         } else {
             not_ready.insert(want.spec.repository.clone());
-            let stalled =
-                current && condition(conditions::STALLED).is_some_and(|c| c.status == "True");
-            if !stalled {
+            if have.is_none_or(|w| progressing(w)) {
                 tally.progressing += 1;
             }
         }

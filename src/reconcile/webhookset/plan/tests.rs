@@ -22,6 +22,11 @@ fn repo(text: &str) -> RepoRef {
     RepoRef::parse(text).expect("repo")
 }
 
+/// The steps with room to make every Webhook at once.
+fn all_steps(want: &[Webhook], have: &[&Webhook]) -> Vec<Step> {
+    steps(want, have, 64).0
+}
+
 fn wanted(set: &WebhookSet, repos: &[&str]) -> Vec<Webhook> {
     repos
         .iter()
@@ -79,7 +84,7 @@ fn missing_webhooks_are_created_and_current_ones_left_alone() {
     let set = set();
     let want = wanted(&set, &["acme/a", "acme/b"]);
     let have = want[0].clone();
-    let steps = steps(&want, &[&have]);
+    let steps = all_steps(&want, &[&have]);
     let [Step::Create(created)] = steps.as_slice() else {
         panic!("one create expected: {steps:?}");
     };
@@ -103,7 +108,7 @@ fn a_webhook_edited_by_hand_is_put_back_exactly() {
     have.metadata.resource_version = Some("7".to_owned());
     have.spec.settings.url = "https://elsewhere.example.com".to_owned();
     have.spec.settings.title = Some("added by hand".to_owned());
-    let steps = steps(&want, &[&have]);
+    let steps = all_steps(&want, &[&have]);
     let [Step::Update { name, patch }] = steps.as_slice() else {
         panic!("one update expected: {steps:?}");
     };
@@ -116,9 +121,9 @@ fn a_webhook_edited_by_hand_is_put_back_exactly() {
     relabelled
         .labels_mut()
         .insert("extra".to_owned(), "kept".to_owned());
-    assert!(super::steps(&want, &[&relabelled]).is_empty());
+    assert!(all_steps(&want, &[&relabelled]).is_empty());
     relabelled.labels_mut().remove("team");
-    assert_eq!(super::steps(&want, &[&relabelled]).len(), 1);
+    assert_eq!(all_steps(&want, &[&relabelled]).len(), 1);
 }
 
 #[test]
@@ -126,7 +131,7 @@ fn webhooks_of_repositories_that_left_are_deleted_once() {
     let set = set();
     let old = wanted(&set, &["acme/a", "acme/gone"]);
     let want = wanted(&set, &["acme/a"]);
-    let steps = steps(&want, &[&old[0], &old[1]]);
+    let steps = all_steps(&want, &[&old[0], &old[1]]);
     let [Step::Delete { name }] = steps.as_slice() else {
         panic!("one delete expected: {steps:?}");
     };
@@ -135,7 +140,7 @@ fn webhooks_of_repositories_that_left_are_deleted_once() {
     going.metadata.deletion_timestamp = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
         "2026-01-01T00:00:00Z".parse().expect("time"),
     ));
-    assert!(super::steps(&want, &[&old[0], &going]).is_empty());
+    assert!(all_steps(&want, &[&old[0], &going]).is_empty());
 }
 
 fn with_status(mut w: Webhook, ready: &str, stalled: bool, health: DeliveryHealth) -> Webhook {
@@ -181,7 +186,48 @@ fn the_tally_counts_ready_failing_and_stalled() {
             ready: 1,
             failing: 1,
             progressing: 2,
+            waiting: 0,
             not_ready: vec!["acme/b".into(), "acme/c".into(), "acme/d".into()],
         }
     );
+}
+
+#[test]
+fn webhooks_are_made_a_window_at_a_time() {
+    let set = set();
+    let repos: Vec<String> = (0..10).map(|i| format!("acme/r{i}")).collect();
+    let names: Vec<&str> = repos.iter().map(String::as_str).collect();
+    let want = wanted(&set, &names);
+    let (first, waiting) = steps(&want, &[], 4);
+    assert_eq!((first.len(), waiting), (4, 6));
+    // Made but not Ready yet: they fill the window.
+    let made: Vec<Webhook> = want[..4].to_vec();
+    let have: Vec<&Webhook> = made.iter().collect();
+    let (none, waiting) = steps(&want, &have, 4);
+    assert_eq!((none.len(), waiting), (0, 6));
+    // Two of them Ready (or Stalled: they will not get Ready by waiting): two more.
+    let mut settled = made.clone();
+    for (w, type_) in settled.iter_mut().take(2).zip(["Ready", "Stalled"]) {
+        w.metadata.generation = Some(1);
+        w.status = Some(WebhookStatus {
+            observed_generation: Some(1),
+            conditions: vec![Condition {
+                type_: type_.to_owned(),
+                status: "True".to_owned(),
+                reason: "Ready".to_owned(),
+                message: String::new(),
+                last_transition_time: k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+                    "2026-01-01T00:00:00Z".parse().expect("time"),
+                ),
+                observed_generation: Some(1),
+            }],
+            ..WebhookStatus::default()
+        });
+    }
+    let have: Vec<&Webhook> = settled.iter().collect();
+    let (next, waiting) = steps(&want, &have, 4);
+    assert_eq!((next.len(), waiting), (2, 4));
+    assert_eq!(creation_window(900), 2);
+    assert_eq!(creation_window(3600), 5);
+    assert_eq!(creation_window(1_000_000), 64);
 }
