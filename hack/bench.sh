@@ -4,7 +4,7 @@
 #
 # Cases (flavor:webhooks:resync seconds), overridable: BBWO_BENCH_CASES="Cloud:1000:30 ...".
 # BBWO_BENCH_WEBHOOKS set instead runs that one case as sized by the BBWO_BENCH_* variables.
-# BBWO_BENCH_BUDGET=0 skips the budget case.
+# BBWO_BENCH_BUDGET=0 skips the budget cases (400 Webhooks; a WebhookSet of 500 repositories).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -49,10 +49,14 @@ for case in $cases; do
 done
 
 budget=""
+set_budget=""
 if [[ "${BBWO_BENCH_BUDGET:-1}" != 0 ]]; then
     test_filter=(--exact a_budget_is_used_at_its_limit)
     run budget
     budget=$(grep '^summary-budget: ' "$logs/budget.log" | sed 's/^summary-budget: //')
+    test_filter=(--exact a_webhookset_of_500_repositories_uses_the_budget_at_its_limit)
+    run set-budget
+    set_budget=$(grep '^summary-set: ' "$logs/set-budget.log" | sed 's/^summary-set: //')
 fi
 
 echo "## Summary ($(date -u +%Y-%m-%d), commit $(git rev-parse --short HEAD), $(nproc) cores)"
@@ -65,4 +69,5 @@ if [[ -n "$budget" ]]; then
     echo "| budget case | Bitbucket requests | all Ready after | the budget's minimum | achieved / minimum |"
     echo "|---|---|---|---|---|"
     echo "$budget"
+    echo "$set_budget"
 fi
