@@ -84,11 +84,15 @@ async fn routed(w: &World, method: &str, part: &str) -> u64 {
     w.ctl.count(method, part).await.expect("requests")
 }
 
-/// Listings of a repository's hooks (Cloud `.../hooks`, Data Center `.../webhooks`).
+/// Listings of a repository's hooks (Cloud `.../hooks`, Data Center `.../webhooks`; not
+/// a workspace's or project's own, read once per list TTL for the inherited-duplicate
+/// check).
 async fn listings(w: &World) -> u64 {
     w.ctl
         .count_where(|method, route| {
-            method == "GET" && (route.ends_with("/webhooks") || route.ends_with("/hooks"))
+            method == "GET"
+                && (route.starts_with("/2.0/repositories/") || route.contains("/repos/"))
+                && (route.ends_with("/webhooks") || route.ends_with("/hooks"))
         })
         .await
         .expect("requests")
