@@ -18,6 +18,34 @@ pub struct Budget {
     pause: Mutex<Pause>,
     /// Called when a pause starts (the connection reconciler then shows it).
     on_pause: Mutex<Option<Arc<dyn Fn() + Send + Sync>>>,
+    /// Bitbucket failing (5xx, no answer, 429) since the last answer, and the hooks told
+    /// when it starts and when it answers again.
+    outage: Mutex<Outage>,
+    on_outage: Mutex<Option<OutageHook>>,
+}
+
+/// Told when Bitbucket starts failing and when it answers again.
+pub type OutageHook = Arc<dyn Fn(Health) + Send + Sync>;
+
+/// Whether Bitbucket answers, as this credential's requests found it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Health {
+    /// Requests failed in a row (5xx, no answer, 429): `FAILING_AFTER` of them.
+    Failing,
+    /// It answered again after failing.
+    Answering,
+}
+
+/// Consecutive failed requests that make Bitbucket "failing" for the connection's
+/// status (one failure is noise; three in a row across the credential's Webhooks is not).
+const FAILING_AFTER: u32 = 3;
+
+#[derive(Default)]
+struct Outage {
+    /// Failed requests since the last answer.
+    failures: u32,
+    /// Since when, once `FAILING_AFTER` was reached.
+    since: Option<jiff::Timestamp>,
 }
 
 #[derive(Default)]
@@ -54,6 +82,8 @@ impl Budget {
             per_hour,
             pause: Mutex::default(),
             on_pause: Mutex::default(),
+            outage: Mutex::default(),
+            on_outage: Mutex::default(),
         }
     }
 
@@ -133,6 +163,57 @@ impl Budget {
     pub fn set_on_pause(&self, hook: Arc<dyn Fn() + Send + Sync>) {
         *self.on_pause.lock().unwrap_or_else(|p| p.into_inner()) = Some(hook);
     }
+
+    /// What to call when Bitbucket starts failing and when it answers again after
+    /// failing (any failure: the Webhooks waiting on it are retried then).
+    pub fn set_on_outage(&self, hook: OutageHook) {
+        *self.on_outage.lock().unwrap_or_else(|p| p.into_inner()) = Some(hook);
+    }
+
+    /// A request found Bitbucket failing: 5xx, no answer, or 429.
+    pub fn failed(&self) {
+        let started = {
+            let mut outage = self.outage.lock().unwrap_or_else(|p| p.into_inner());
+            outage.failures = outage.failures.saturating_add(1);
+            let starts = outage.failures == FAILING_AFTER;
+            if starts {
+                outage.since = Some(jiff::Timestamp::now());
+            }
+            starts
+        };
+        if started {
+            self.tell(Health::Failing);
+        }
+    }
+
+    /// Bitbucket answered (anything but 5xx or 429): after failures, it is back.
+    pub fn answered(&self) {
+        let was_failing = {
+            let mut outage = self.outage.lock().unwrap_or_else(|p| p.into_inner());
+            let failed = outage.failures > 0;
+            *outage = Outage::default();
+            failed
+        };
+        if was_failing {
+            self.tell(Health::Answering);
+        }
+    }
+
+    /// Since when Bitbucket has been failing, while it is.
+    pub fn failing_since(&self) -> Option<jiff::Timestamp> {
+        self.outage.lock().unwrap_or_else(|p| p.into_inner()).since
+    }
+
+    fn tell(&self, health: Health) {
+        let hook = self
+            .on_outage
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        if let Some(hook) = hook {
+            hook(health);
+        }
+    }
 }
 
 #[cfg(test)]
@@ -179,6 +260,35 @@ mod tests {
         );
         short.succeeded();
         assert_eq!(short.rate_limited(None, first), first, "strikes reset");
+    }
+
+    #[test]
+    fn failures_in_a_row_make_an_outage_and_an_answer_ends_it() {
+        let budget = Budget::per_hour(1000);
+        let told = Arc::new(Mutex::new(Vec::new()));
+        let sink = told.clone();
+        budget.set_on_outage(Arc::new(move |h| {
+            sink.lock().expect("lock").push(h);
+        }));
+        budget.failed();
+        budget.answered();
+        assert_eq!(
+            *told.lock().expect("lock"),
+            [Health::Answering],
+            "one failure: retry the waiting"
+        );
+        assert!(budget.failing_since().is_none());
+        for _ in 0..FAILING_AFTER + 2 {
+            budget.failed();
+        }
+        assert!(budget.failing_since().is_some());
+        budget.answered();
+        budget.answered();
+        assert_eq!(
+            *told.lock().expect("lock"),
+            [Health::Answering, Health::Failing, Health::Answering]
+        );
+        assert!(budget.failing_since().is_none());
     }
 
     #[test]

@@ -294,6 +294,7 @@ impl Transport {
         }
         let response = request.send().await.map_err(|e| {
             observe(None);
+            self.budget.failed();
             Failure {
                 maybe_processed: !e.is_connect(),
                 error: Error::Unavailable {
@@ -306,6 +307,11 @@ impl Transport {
         observe(Some(status.as_u16()));
         if status.is_success() {
             self.budget.succeeded();
+        }
+        if status.is_server_error() || status == reqwest::StatusCode::TOO_MANY_REQUESTS {
+            self.budget.failed();
+        } else {
+            self.budget.answered();
         }
         let headers = response.headers().clone();
         let body = response

@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::api::{Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType};
@@ -20,6 +20,11 @@ use crate::api::{
 use crate::bitbucket::{self, Budget, ConnectionConfig, Credentials, TlsOptions, WebhookBackend};
 
 /// Either kind of connection, as the reconcilers need it.
+/// A connection's key: "Kind/namespace/name" (no namespace for cluster connections).
+pub fn key_of(kind: ConnectionKind, namespace: Option<&str>, name: &str) -> String {
+    format!("{kind:?}/{}/{name}", namespace.unwrap_or(""))
+}
+
 /// A connection's budget when its spec names none (the CRD's default).
 pub const DEFAULT_REQUESTS_PER_HOUR: u32 = 900;
 
@@ -91,12 +96,7 @@ impl View {
     }
 
     pub fn key(&self) -> String {
-        format!(
-            "{:?}/{}/{}",
-            self.kind,
-            self.namespace.as_deref().unwrap_or(""),
-            self.name
-        )
+        key_of(self.kind, self.namespace.as_deref(), &self.name)
     }
 
     /// Whether the connection verified its credentials for its current spec.
@@ -132,8 +132,15 @@ pub struct Registry {
     budgets: Mutex<HashMap<String, Arc<Budget>>>,
     /// Connection key -> the key of the budget it uses.
     budget_of: Mutex<HashMap<String, String>>,
-    /// Budget keys whose pause just started, for the connection controllers.
+    /// Budget keys whose pause just started, or whose Bitbucket started failing or
+    /// answers again, for the connection controllers.
     paused: tokio::sync::broadcast::Sender<String>,
+    /// Budget keys whose Bitbucket answers again after failing, for the Webhook
+    /// controllers: the Webhooks waiting on it are retried then, not after their backoff.
+    answering: tokio::sync::broadcast::Sender<String>,
+    /// Connection key -> the Webhooks (namespace, name) whose last reconcile found its
+    /// Bitbucket failing.
+    waiting: Mutex<HashMap<String, std::collections::HashSet<(String, String)>>>,
     /// Whether namespaced connections may reach private addresses (an admin's flag).
     namespaced_private_targets: bool,
 }
@@ -191,8 +198,79 @@ impl Registry {
             budgets: Mutex::default(),
             budget_of: Mutex::default(),
             paused: tokio::sync::broadcast::channel(64).0,
+            answering: tokio::sync::broadcast::channel(64).0,
+            waiting: Mutex::default(),
             namespaced_private_targets,
         }
+    }
+
+    /// A Webhook waits for its connection's Bitbucket to answer again.
+    pub fn wait(&self, connection: String, namespace: String, name: String) {
+        self.waiting
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(connection)
+            .or_default()
+            .insert((namespace, name));
+    }
+
+    /// A Webhook no longer waits (it succeeded, or is gone).
+    pub fn stop_waiting(&self, namespace: &str, name: &str) {
+        let key = (namespace.to_owned(), name.to_owned());
+        let mut waiting = self.waiting.lock().unwrap_or_else(|p| p.into_inner());
+        for set in waiting.values_mut() {
+            set.remove(&key);
+        }
+        waiting.retain(|_, set| !set.is_empty());
+    }
+
+    /// The Webhooks waiting on the connections that use `budget_key` and in a namespace
+    /// `ours` accepts, no longer waiting once taken.
+    pub fn take_waiting(
+        &self,
+        budget_key: &str,
+        ours: impl Fn(&str) -> bool,
+    ) -> Vec<(String, String)> {
+        let connections = self.connections_on(budget_key);
+        let mut waiting = self.waiting.lock().unwrap_or_else(|p| p.into_inner());
+        let mut taken = Vec::new();
+        for connection in connections {
+            if let Some(set) = waiting.get_mut(&connection) {
+                set.retain(|(namespace, name)| {
+                    let mine = ours(namespace);
+                    if mine {
+                        taken.push((namespace.clone(), name.clone()));
+                    }
+                    !mine
+                });
+            }
+        }
+        waiting.retain(|_, set| !set.is_empty());
+        taken
+    }
+
+    /// Budget keys whose Bitbucket answers again after failing.
+    pub fn answering(&self) -> tokio::sync::broadcast::Receiver<String> {
+        self.answering.subscribe()
+    }
+
+    /// Since when a connection's Bitbucket has been failing, while it is.
+    pub fn failing_since(&self, view: &View) -> Option<jiff::Timestamp> {
+        self.budget(view)?.failing_since()
+    }
+
+    fn budget(&self, view: &View) -> Option<Arc<Budget>> {
+        let budget_key = self
+            .budget_of
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&view.key())
+            .cloned()?;
+        self.budgets
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&budget_key)
+            .cloned()
     }
 
     /// Whether a connection's probe may go to private addresses: a cluster connection when
@@ -314,6 +392,15 @@ impl Registry {
                 budget.set_on_pause(Arc::new(move || {
                     let _ = paused.send(key.clone());
                 }));
+                let (paused, answering) = (self.paused.clone(), self.answering.clone());
+                let key = budget_key.clone();
+                budget.set_on_outage(Arc::new(move |health| {
+                    // The connection shows it either way; waiting Webhooks go on answers.
+                    let _ = paused.send(key.clone());
+                    if health == bitbucket::budget::Health::Answering {
+                        let _ = answering.send(key.clone());
+                    }
+                }));
                 budget
             })
             .clone();
@@ -384,19 +471,7 @@ impl Registry {
 
     /// Until when a connection's requests wait after a Bitbucket 429, if they do.
     pub fn paused_until(&self, view: &View) -> Option<jiff::Timestamp> {
-        let budget_key = self
-            .budget_of
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(&view.key())
-            .cloned()?;
-        let budget = self
-            .budgets
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(&budget_key)
-            .cloned()?;
-        budget.paused_until().map(|(_, at)| at)
+        self.budget(view)?.paused_until().map(|(_, at)| at)
     }
 }
 
@@ -413,6 +488,9 @@ fn verified_message(identity: &bitbucket::Identity) -> String {
 
 /// The condition a connection carries while Bitbucket's rate limit pauses its requests.
 pub const RATE_LIMITED: &str = "RateLimited";
+
+/// The condition a connection carries while Bitbucket fails its requests.
+pub const BITBUCKET_UNAVAILABLE: &str = "BitbucketUnavailable";
 
 /// Verifies a connection and returns its new status.
 async fn verify(view: &View, ctx: &Context) -> (ConnectionStatus, Option<Error>) {
@@ -455,6 +533,43 @@ async fn verify(view: &View, ctx: &Context) -> (ConnectionStatus, Option<Error>)
         Ok(backend) => backend.verify_credentials().await.map_err(Error::from),
         Err(e) => Err(e),
     };
+    let verified_before = conditions::find(&previous.conditions, conditions::READY)
+        .is_some_and(|c| c.status == "True" && c.observed_generation == view.generation);
+    if let Err(e) = &result
+        && e.transient()
+        && verified_before
+    {
+        // Bitbucket fails now, not the credential: Ready stays, and the outage is said
+        // apart until Bitbucket answers again.
+        let since = ctx
+            .connections
+            .failing_since(view)
+            .map_or_else(|| "now".to_owned(), |t| t.to_string());
+        let mut conditions: Vec<_> = previous
+            .conditions
+            .iter()
+            .filter(|c| c.type_ != BITBUCKET_UNAVAILABLE)
+            .cloned()
+            .collect();
+        conditions.push(conditions::condition(
+            &previous.conditions,
+            BITBUCKET_UNAVAILABLE,
+            &Outcome::new(
+                Status::True,
+                e.reason(),
+                format!(
+                    "Bitbucket fails the requests of this credential (since {since}): {e}; Webhooks waiting on it are retried as soon as it answers again"
+                ),
+            ),
+            view.generation,
+            &now,
+        ));
+        let status = ConnectionStatus {
+            conditions,
+            ..previous
+        };
+        return (status, result.err());
+    }
     let (ready, error) = match result {
         Ok(identity) => (
             conditions::condition(
@@ -518,7 +633,16 @@ where
         .as_ref()
         .and_then(|s| conditions::find(&s.conditions, conditions::READY))
         .cloned();
-    let after = &status.conditions[0];
+    let outage_began = conditions::find(&status.conditions, BITBUCKET_UNAVAILABLE)
+        .filter(|_| {
+            view.status
+                .as_ref()
+                .is_none_or(|s| conditions::find(&s.conditions, BITBUCKET_UNAVAILABLE).is_none())
+        })
+        .cloned();
+    let after = conditions::find(&status.conditions, conditions::READY)
+        .cloned()
+        .unwrap_or_else(|| status.conditions[0].clone());
     let patch = json!({
         "apiVersion": K::api_version(&()),
         "kind": K::kind(&()),
@@ -534,20 +658,15 @@ where
         .as_ref()
         .is_none_or(|b| b.status != after.status || b.reason != after.reason)
     {
-        let event = Event {
-            type_: if error.is_none() {
-                EventType::Normal
-            } else {
-                EventType::Warning
-            },
-            reason: after.reason.clone(),
-            note: Some(after.message.clone()),
-            action: "VerifyCredentials".to_owned(),
-            secondary: None,
+        let type_ = if error.is_none() {
+            EventType::Normal
+        } else {
+            EventType::Warning
         };
-        if let Err(e) = ctx.recorder.publish(&event, &obj.object_ref(&())).await {
-            tracing::warn!(error = %e, "cannot publish an event");
-        }
+        tell(&ctx, obj, type_, &after).await;
+    }
+    if let Some(outage) = outage_began {
+        tell(&ctx, obj, EventType::Warning, &outage).await;
     }
     match error {
         None => {
@@ -558,6 +677,23 @@ where
         // Waits for a change of the connection or its Secret (both are watched), with a
         // slow check in case the cause was outside Kubernetes (a revoked token restored).
         Some(_) => Ok(Action::requeue(ctx.config.resync_period)),
+    }
+}
+
+/// An Event saying what a condition of the connection says.
+async fn tell<K>(ctx: &Context, obj: &K, type_: EventType, condition: &Condition)
+where
+    K: Resource<DynamicType = ()>,
+{
+    let event = Event {
+        type_,
+        reason: condition.reason.clone(),
+        note: Some(condition.message.clone()),
+        action: "VerifyCredentials".to_owned(),
+        secondary: None,
+    };
+    if let Err(e) = ctx.recorder.publish(&event, &obj.object_ref(&())).await {
+        tracing::warn!(error = %e, "cannot publish an event");
     }
 }
 

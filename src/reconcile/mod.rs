@@ -193,13 +193,15 @@ impl Context {
             .await
     }
 
-    /// Records a failure of `key` and returns how long to wait: 5s doubling to 5 minutes.
+    /// Records a failure of `key` and returns how long to wait: 5s doubling to 5 minutes,
+    /// each drawn between half and all of that, so objects that failed together do not
+    /// all come back together.
     pub fn backoff(&self, key: &str) -> Duration {
         let mut failures = self.failures.lock().unwrap_or_else(|p| p.into_inner());
         let n = failures.entry(key.to_owned()).or_default();
         *n = n.saturating_add(1);
-        let seconds = 5u64.saturating_mul(1 << (*n - 1).min(6));
-        Duration::from_secs(seconds.min(300))
+        let ceiling = backoff_ceiling(*n);
+        ceiling.mul_f64(rand::random_range(0.5..=1.0))
     }
 
     /// Whether the Webhook `uid`'s status stands without a look at Bitbucket: the first
@@ -233,6 +235,12 @@ impl Context {
             .unwrap_or_else(|p| p.into_inner())
             .remove(key);
     }
+}
+
+/// The longest backoff after `failures` failures in a row: 5 s doubling to 5 minutes.
+fn backoff_ceiling(failures: u32) -> Duration {
+    let seconds = 5u64.saturating_mul(1 << failures.saturating_sub(1).min(6));
+    Duration::from_secs(seconds.min(300))
 }
 
 /// The key of an object for backoff bookkeeping.

@@ -342,7 +342,21 @@ where
             },
         );
     }
+    // Webhooks that found Bitbucket failing are retried when it answers again (through
+    // the budget, which paces them), instead of each sleeping out its own backoff.
+    let registry = ctx.connections.clone();
+    let watched = scope.namespace.clone();
+    let answering = budget_keys(registry.answering()).flat_map(move |budget| {
+        let ours = |namespace: &str| watched.as_deref().is_none_or(|w| w == namespace);
+        let refs: Vec<ObjectRef<DeserializeGuard<Webhook>>> = registry
+            .take_waiting(&budget, ours)
+            .into_iter()
+            .map(|(namespace, name)| ObjectRef::new(&name).within(&namespace))
+            .collect();
+        futures::stream::iter(refs)
+    });
     let webhook_controller = webhook_controller
+        .reconcile_on(answering)
         .with_config(controller::Config::default().concurrency(config.concurrency))
         .graceful_shutdown_on(stopped())
         .run(webhook::reconcile, webhook::error_policy, ctx.clone())
@@ -370,6 +384,22 @@ where
         futures::join!(webhook_controller, namespaced, sets);
     };
     (ctx, work)
+}
+
+/// The budget keys a registry channel announces, as a stream (a lagging receiver skips
+/// what it missed: the next announcement serves).
+fn budget_keys(
+    rx: tokio::sync::broadcast::Receiver<String>,
+) -> impl futures::Stream<Item = String> + Send + 'static {
+    futures::stream::unfold(rx, |mut rx| async move {
+        loop {
+            match rx.recv().await {
+                Ok(budget) => return Some((budget, rx)),
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
+            }
+        }
+    })
 }
 
 /// The WebhookSet controller: sets, and the Webhooks they made (watched apart from the
@@ -435,16 +465,7 @@ where
     .default_backoff()
     .touched_objects();
     let kind = format!("{}/", K::kind(&()));
-    let pauses = futures::stream::unfold(registry.pauses(), |mut rx| async move {
-        loop {
-            match rx.recv().await {
-                Ok(budget) => return Some((budget, rx)),
-                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
-                Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
-            }
-        }
-    })
-    .flat_map(move |budget| {
+    let pauses = budget_keys(registry.pauses()).flat_map(move |budget| {
         // Connection keys are "Kind/namespace/name" (View::key).
         let refs: Vec<ObjectRef<K>> = registry
             .connections_on(&budget)

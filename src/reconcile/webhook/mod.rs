@@ -144,12 +144,36 @@ fn guard_key(guard: &DeserializeGuard<Webhook>) -> String {
     }
 }
 
+/// Bitbucket itself failed (5xx, no answer, its 429): the Webhook is retried as soon as
+/// its connection's Bitbucket answers again, not only when its backoff ends.
+fn wait_for_bitbucket(ctx: &Context, w: &Webhook, error: &Error) {
+    use crate::bitbucket::Error as Bitbucket;
+    if matches!(
+        error,
+        Error::Bitbucket(
+            Bitbucket::Unavailable { .. } | Bitbucket::RateLimited { local: false, .. }
+        )
+    ) {
+        let namespace = w.namespace().unwrap_or_default();
+        let reference = &w.spec.connection_ref;
+        let connection = super::connection::key_of(
+            reference.kind,
+            (reference.kind == ConnectionKind::BitbucketConnection).then_some(namespace.as_str()),
+            &reference.name,
+        );
+        ctx.connections.wait(connection, namespace, w.name_any());
+    }
+}
+
 /// Requeue after an error that escaped the status (cleanup, Kubernetes API failures).
 pub fn error_policy(
     guard: Arc<DeserializeGuard<Webhook>>,
     error: &Error,
     ctx: Arc<Context>,
 ) -> Action {
+    if let Ok(w) = &guard.0 {
+        wait_for_bitbucket(&ctx, w, error);
+    }
     let key = guard_key(&guard);
     tracing::warn!(webhook = %key, reason = %error.reason(), error = %error, "reconcile failed");
     Action::requeue(super::requeue_after(&ctx, &key, error))
@@ -347,10 +371,15 @@ fn next(
     match report {
         Ok(_) => {
             ctx.succeeded(&key);
+            ctx.connections
+                .stop_waiting(&w.namespace().unwrap_or_default(), &w.name_any());
             let next = health.and_then(|h| h.next).map_or(slot, |n| n.min(slot));
             Action::requeue(next.max(Duration::from_millis(500)))
         }
-        Err(e) if e.transient() => Action::requeue(super::requeue_after(ctx, &key, e)),
+        Err(e) if e.transient() => {
+            wait_for_bitbucket(ctx, w, e);
+            Action::requeue(super::requeue_after(ctx, &key, e))
+        }
         // Needs a change somewhere (watched), or a person in Bitbucket: look again at the
         // next resync.
         Err(_) => Action::requeue(slot.max(Duration::from_secs(1))),
