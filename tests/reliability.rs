@@ -161,3 +161,129 @@ async fn after_bitbucket_was_down_every_webhook_is_ready_within_thirty_seconds()
         o.lasted
     );
 }
+
+/// Bitbucket acts on a write and the answer is lost (a 502 from a proxy, a dropped
+/// connection, an answer later than the client waits): the operator ends with exactly
+/// one hook, the one Bitbucket made; an update that was applied is not sent again; a
+/// delete that was applied leaves nothing.
+#[tokio::test]
+async fn a_write_bitbucket_did_but_never_answered_is_not_repeated() {
+    let w = World::standalone("acted", Flavor::Cloud).await;
+    let _operator = w
+        .operator_command()
+        .args(["--metrics-bind-address=127.0.0.1:0", "--log-level=warn"])
+        .spawn()
+        .expect("operator");
+    w.wait_connection("bitbucket", "Ready", "True").await;
+    let hooks = "/2.0/repositories/{workspace}/{repo_slug}/hooks";
+    let hook = "/2.0/repositories/{workspace}/{repo_slug}/hooks/{uid}";
+    let writes = |method: &'static str, route: &'static str| {
+        let ctl = w.ctl.clone();
+        async move {
+            ctl.count_where(|m, r| m == method && r == route)
+                .await
+                .expect("requests")
+        }
+    };
+    // (how the answer is lost, the fault's extra fields)
+    let cases = [
+        ("status", json!({ "status": 502 })),
+        ("drop", json!({})),
+        ("stall", json!({ "stallMs": 31_000 })),
+    ];
+    for (i, (after, extra)) in cases.into_iter().enumerate() {
+        let name = format!("lost-{after}");
+        w.ctl.reset_requests().await.expect("reset");
+        let mut faults = json!({
+            "errorRate": 1.0, "count": 1, "after": after, "routes": [format!("POST {hooks}")],
+        });
+        if let (Some(f), Some(e)) = (faults.as_object_mut(), extra.as_object()) {
+            f.extend(e.clone());
+        }
+        w.ctl.faults(faults).await.expect("faults");
+        let url = format!("https://ci.example.com/{i}");
+        w.apply(&w.webhook_yaml(&name, &url, "")).expect("apply");
+        let ready = w.wait_ready(&name).await;
+        let id = ready.status.and_then(|s| s.webhook_id).expect("an id");
+        let on_bitbucket: Vec<_> = w
+            .hooks()
+            .await
+            .into_iter()
+            .filter(|h| h["url"] == url.as_str())
+            .collect();
+        assert_eq!(on_bitbucket.len(), 1, "{after}: exactly one hook");
+        assert_eq!(
+            on_bitbucket[0]["id"],
+            id.as_str(),
+            "{after}: the hook Bitbucket made"
+        );
+        // The simulator counts a request when its answer goes; the client hung up on the
+        // stalled one, so it is never counted. One hook on Bitbucket says it was one create.
+        let answered = if after == "stall" { 0 } else { 1 };
+        assert_eq!(
+            writes("POST", hooks).await,
+            answered,
+            "{after}: created once"
+        );
+        w.ctl.clear_faults().await.expect("clear");
+    }
+
+    // An update applied but unanswered: the next look finds it done.
+    w.ctl.reset_requests().await.expect("reset");
+    w.ctl
+        .faults(
+            json!({ "errorRate": 1.0, "count": 1, "after": "status", "status": 502,
+                        "routes": [format!("PUT {hook}")] }),
+        )
+        .await
+        .expect("faults");
+    w.apply(&w.webhook_yaml(
+        "lost-status",
+        "https://ci.example.com/0",
+        "  title: renamed\n",
+    ))
+    .expect("edit");
+    let edited = w
+        .wait_webhook("lost-status", "the edit Ready", |h| {
+            h.status.as_ref().is_some_and(|s| {
+                s.observed_generation == h.metadata.generation
+                    && s.conditions
+                        .iter()
+                        .any(|c| c.type_ == "Ready" && c.status == "True")
+            })
+        })
+        .await;
+    assert_eq!(edited.metadata.generation, Some(2));
+    let renamed = w
+        .hooks()
+        .await
+        .into_iter()
+        .find(|h| h["url"] == "https://ci.example.com/0")
+        .expect("hook");
+    assert_eq!(renamed["title"], "renamed");
+    assert_eq!(
+        writes("PUT", hook).await,
+        1,
+        "the applied update is not sent again"
+    );
+
+    // A delete applied but unanswered: gone, and the Webhook with it.
+    w.ctl
+        .faults(
+            json!({ "errorRate": 1.0, "count": 1, "after": "status", "status": 502,
+                        "routes": [format!("DELETE {hook}")] }),
+        )
+        .await
+        .expect("faults");
+    w.kubectl(&["delete", "webhook", "lost-status", "--wait=false"])
+        .expect("delete");
+    w.wait_gone("lost-status").await;
+    assert!(
+        w.hooks()
+            .await
+            .iter()
+            .all(|h| h["url"] != "https://ci.example.com/0"),
+        "the hook is gone"
+    );
+    w.ctl.clear_faults().await.expect("clear");
+}

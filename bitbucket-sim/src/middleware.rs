@@ -11,13 +11,19 @@ use axum::response::Response;
 
 use crate::Sim;
 use crate::http::{cloud_error, credential_key, dc_error};
-use crate::state::Faults;
+use crate::state::{After, Faults};
 
 enum Verdict {
     Pass,
     Fail {
         status: StatusCode,
         message: &'static str,
+    },
+    /// Do the work, then fail the answer.
+    ActThenFail {
+        after: After,
+        status: StatusCode,
+        stall: Duration,
     },
 }
 
@@ -77,9 +83,16 @@ pub async fn faults_and_counts(
                     .status
                     .and_then(|s| StatusCode::from_u16(s).ok())
                     .unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
-                verdict = Verdict::Fail {
-                    status,
-                    message: "Injected fault",
+                verdict = match faults.after {
+                    None => Verdict::Fail {
+                        status,
+                        message: "Injected fault",
+                    },
+                    Some(after) => Verdict::ActThenFail {
+                        after,
+                        status,
+                        stall: Duration::from_millis(faults.stall_ms),
+                    },
                 };
             }
         }
@@ -93,20 +106,36 @@ pub async fn faults_and_counts(
     if latency > 0 {
         tokio::time::sleep(Duration::from_millis(latency)).await;
     }
+    let fail = |status: StatusCode, message: &'static str| {
+        let mut response = if path.starts_with("/2.0/") {
+            cloud_error(status, message, None)
+        } else {
+            dc_error(status, message, "com.atlassian.bitbucket.ServiceException")
+        };
+        if let Some(seconds) = retry_after
+            && let Ok(v) = HeaderValue::from_str(&seconds.to_string())
+        {
+            response.headers_mut().insert("Retry-After", v);
+        }
+        response
+    };
     let response = match verdict {
         Verdict::Pass => next.run(req).await,
-        Verdict::Fail { status, message } => {
-            let mut response = if path.starts_with("/2.0/") {
-                cloud_error(status, message, None)
-            } else {
-                dc_error(status, message, "com.atlassian.bitbucket.ServiceException")
-            };
-            if let Some(seconds) = retry_after
-                && let Ok(v) = HeaderValue::from_str(&seconds.to_string())
-            {
-                response.headers_mut().insert("Retry-After", v);
+        Verdict::Fail { status, message } => fail(status, message),
+        Verdict::ActThenFail {
+            after,
+            status,
+            stall,
+        } => {
+            let done = next.run(req).await;
+            match after {
+                After::Status => fail(status, "Injected fault after the work was done"),
+                After::Drop => broken(done),
+                After::Stall => {
+                    tokio::time::sleep(stall).await;
+                    done
+                }
             }
-            response
         }
     };
     let status = response.status().as_u16();
@@ -115,4 +144,17 @@ pub async fn faults_and_counts(
         .entry((method, route, status))
         .or_default() += 1;
     response
+}
+
+/// The answer's status line and headers, then a broken body: the connection ends before
+/// the client has the answer.
+fn broken(done: Response) -> Response {
+    let (mut parts, _) = done.into_parts();
+    parts.headers.remove(axum::http::header::CONTENT_LENGTH);
+    let body = axum::body::Body::from_stream(futures::stream::once(async {
+        Err::<axum::body::Bytes, std::io::Error>(std::io::Error::other(
+            "injected: connection dropped",
+        ))
+    }));
+    Response::from_parts(parts, body)
 }

@@ -224,6 +224,24 @@ pub struct Faults {
     /// Simulator extension: a `Retry-After` header (seconds) on injected errors and 429s.
     #[serde(default)]
     pub retry_after: Option<u64>,
+    /// Simulator extension: perform the request first, then fail its answer (`status`:
+    /// answer `status` instead, as a proxy that timed out would; `drop`: send the status
+    /// line and break the connection before the body; `stall`: answer only after
+    /// `stallMs`, past a client's timeout). Absent: fail before acting.
+    #[serde(default)]
+    pub after: Option<After>,
+    /// How long `after: stall` holds the answer.
+    #[serde(default)]
+    pub stall_ms: u64,
+}
+
+/// How an injected fault that comes after the work fails the answer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub enum After {
+    Status,
+    Drop,
+    Stall,
 }
 
 /// The kind of a Bitbucket Cloud credential; each kind can hold only some scopes.

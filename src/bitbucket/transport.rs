@@ -231,20 +231,21 @@ impl Transport {
             .map_err(|f| f.error)
     }
 
-    /// Sends a JSON body with `method` and decodes the answer. A POST (a create) is not
-    /// idempotent; PUT is.
+    /// Sends a JSON body with `method` and decodes the answer. Not sent again when
+    /// Bitbucket may have acted on it (a 5xx, an answer lost): a create would make a
+    /// second hook, and an update is found done by the caller's next listing instead of
+    /// being written twice. Refusals before any work (429, no connection) are retried.
     pub async fn write<T: DeserializeOwned>(
         &self,
         method: Method,
         url: Url,
         body: &Value,
     ) -> Result<T> {
-        let idempotent = method != Method::POST;
         self.json(Call {
             method,
             url,
             body: Some(body),
-            idempotent,
+            idempotent: false,
         })
         .await
     }

@@ -82,6 +82,13 @@ impl RepoLists {
         }
     }
 
+    /// Drops the listing of `key`: what Bitbucket has is no longer known (a write whose
+    /// answer was lost).
+    pub async fn forget(&self, key: &str) {
+        let slot = self.slot(key);
+        *slot.lock().await = None;
+    }
+
     /// Records a hook the operator deleted (in both listings, as `upsert`).
     pub async fn remove(&self, key: &str, id: &str) {
         for key in [key.to_owned(), inherited_key(key)] {

@@ -40,10 +40,19 @@ pub async fn execute(
                 })
             })?;
             let spec = hook_spec(desired, secret_change(desired, fields));
-            let hook = target
+            let hook = match target
                 .backend
                 .update_hook(target.place, current, &spec)
-                .await?;
+                .await
+            {
+                Ok(hook) => hook,
+                Err(e) => {
+                    // Bitbucket may have applied it and lost the answer: the next look
+                    // lists again rather than trusting the old copy and sending it twice.
+                    ctx.lists.forget(&observation.key).await;
+                    return Err(e.into());
+                }
+            };
             ctx.lists.upsert(&observation.key, hook.clone()).await;
             let done = if *adopted {
                 Done::Adopted
