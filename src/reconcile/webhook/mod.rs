@@ -31,17 +31,6 @@ use self::observe::Target;
 pub use self::priority::trust;
 use self::status::Note;
 pub use self::validate::backend_of;
-
-/// What the reconciler would refuse in a Webhook's spec for a flavor, checked offline
-/// (the `check` command).
-pub fn check_spec(w: &Webhook, flavor: Flavor) -> Result<(), super::Invalid> {
-    validate::spec(w, flavor).map(drop)
-}
-
-/// The same for an event list alone (a WebhookSet's template).
-pub fn check_events(flavor: Flavor, events: Option<&Vec<String>>) -> Result<(), super::Invalid> {
-    validate::events(flavor, events).map(drop)
-}
 use super::connection::View;
 use super::plan::{Desired, Field};
 use super::schedule::until_next_slot;
@@ -53,6 +42,17 @@ use crate::api::{
 use crate::bitbucket::{DeliveryStats, Place, WebhookBackend};
 use crate::health::{Assessment, Inputs};
 use crate::metrics::WebhookState;
+
+/// What the reconciler would refuse in a Webhook's spec for a flavor, checked offline
+/// (the `check` command).
+pub fn check_spec(w: &Webhook, flavor: Flavor) -> Result<(), super::Invalid> {
+    validate::spec(w, flavor).map(drop)
+}
+
+/// The same for an event list alone (a WebhookSet's template).
+pub fn check_events(flavor: Flavor, events: Option<&Vec<String>>) -> Result<(), super::Invalid> {
+    validate::events(flavor, events).map(drop)
+}
 
 /// What a successful sync did.
 #[derive(Debug, PartialEq)]
