@@ -19,7 +19,6 @@ use crate::api::{
 };
 use crate::bitbucket::{self, Budget, ConnectionConfig, Credentials, TlsOptions, WebhookBackend};
 
-/// Either kind of connection, as the reconcilers need it.
 /// A connection's key: "Kind/namespace/name" (no namespace for cluster connections).
 pub fn key_of(kind: ConnectionKind, namespace: Option<&str>, name: &str) -> String {
     format!("{kind:?}/{}/{name}", namespace.unwrap_or(""))
@@ -28,6 +27,7 @@ pub fn key_of(kind: ConnectionKind, namespace: Option<&str>, name: &str) -> Stri
 /// A connection's budget when its spec names none (the CRD's default).
 pub const DEFAULT_REQUESTS_PER_HOUR: u32 = 900;
 
+/// Either kind of connection, as the reconcilers need it.
 #[derive(Clone, Debug)]
 pub struct View {
     pub kind: ConnectionKind,
@@ -535,8 +535,10 @@ async fn verify(view: &View, ctx: &Context) -> (ConnectionStatus, Option<Error>)
     };
     let verified_before = conditions::find(&previous.conditions, conditions::READY)
         .is_some_and(|c| c.status == "True" && c.observed_generation == view.generation);
-    if let Err(e) = &result
-        && e.transient()
+    // Bitbucket's own failures; not the operator's budget being spent.
+    if let Err(e @ Error::Bitbucket(failure)) = &result
+        && failure.retryable()
+        && !matches!(failure, bitbucket::Error::RateLimited { local: true, .. })
         && verified_before
     {
         // Bitbucket fails now, not the credential: Ready stays, and the outage is said
