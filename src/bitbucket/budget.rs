@@ -199,6 +199,15 @@ impl Budget {
         }
     }
 
+    /// Whether the last request found Bitbucket failing (no answer since).
+    pub fn failing(&self) -> bool {
+        self.outage
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .failures
+            > 0
+    }
+
     /// Since when Bitbucket has been failing, while it is.
     pub fn failing_since(&self) -> Option<jiff::Timestamp> {
         self.outage.lock().unwrap_or_else(|p| p.into_inner()).since

@@ -204,14 +204,33 @@ impl Registry {
         }
     }
 
-    /// A Webhook waits for its connection's Bitbucket to answer again.
-    pub fn wait(&self, connection: String, namespace: String, name: String) {
-        self.waiting
+    /// A Webhook waits for its connection's Bitbucket to answer again. False when it
+    /// already does (an answer came since this Webhook's failure, and with it the
+    /// retry of those waiting, too early for this one): retry soon instead.
+    pub fn wait(&self, connection: String, namespace: String, name: String) -> bool {
+        let failing = self
+            .budget_of
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .entry(connection)
-            .or_default()
-            .insert((namespace, name));
+            .get(&connection)
+            .cloned()
+            .and_then(|key| {
+                self.budgets
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .get(&key)
+                    .cloned()
+            })
+            .is_none_or(|budget| budget.failing());
+        if failing {
+            self.waiting
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .entry(connection)
+                .or_default()
+                .insert((namespace, name));
+        }
+        failing
     }
 
     /// A Webhook no longer waits (it succeeded, or is gone).

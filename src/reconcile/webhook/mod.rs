@@ -144,24 +144,31 @@ fn guard_key(guard: &DeserializeGuard<Webhook>) -> String {
     }
 }
 
-/// Bitbucket itself failed (5xx, no answer, its 429): the Webhook is retried as soon as
-/// its connection's Bitbucket answers again, not only when its backoff ends.
-fn wait_for_bitbucket(ctx: &Context, w: &Webhook, error: &Error) {
+/// When to look again after `error`. Bitbucket itself failed (5xx, no answer, its 429):
+/// the Webhook is retried as soon as its connection's Bitbucket answers again, not only
+/// when its backoff ends; and within a second or so when it already answers again.
+fn retry_after_failure(ctx: &Context, w: &Webhook, key: &str, error: &Error) -> Duration {
     use crate::bitbucket::Error as Bitbucket;
-    if matches!(
+    let backoff = super::requeue_after(ctx, key, error);
+    if !matches!(
         error,
         Error::Bitbucket(
             Bitbucket::Unavailable { .. } | Bitbucket::RateLimited { local: false, .. }
         )
     ) {
-        let namespace = w.namespace().unwrap_or_default();
-        let reference = &w.spec.connection_ref;
-        let connection = super::connection::key_of(
-            reference.kind,
-            (reference.kind == ConnectionKind::BitbucketConnection).then_some(namespace.as_str()),
-            &reference.name,
-        );
-        ctx.connections.wait(connection, namespace, w.name_any());
+        return backoff;
+    }
+    let namespace = w.namespace().unwrap_or_default();
+    let reference = &w.spec.connection_ref;
+    let connection = super::connection::key_of(
+        reference.kind,
+        (reference.kind == ConnectionKind::BitbucketConnection).then_some(namespace.as_str()),
+        &reference.name,
+    );
+    if ctx.connections.wait(connection, namespace, w.name_any()) {
+        backoff
+    } else {
+        backoff.min(Duration::from_millis(rand::random_range(500..=1500)))
     }
 }
 
@@ -171,12 +178,12 @@ pub fn error_policy(
     error: &Error,
     ctx: Arc<Context>,
 ) -> Action {
-    if let Ok(w) = &guard.0 {
-        wait_for_bitbucket(&ctx, w, error);
-    }
     let key = guard_key(&guard);
     tracing::warn!(webhook = %key, reason = %error.reason(), error = %error, "reconcile failed");
-    Action::requeue(super::requeue_after(&ctx, &key, error))
+    match &guard.0 {
+        Ok(w) => Action::requeue(retry_after_failure(&ctx, w, &key, error)),
+        Err(_) => Action::requeue(super::requeue_after(&ctx, &key, error)),
+    }
 }
 
 async fn publish(ctx: &Context, w: &Webhook, note: Note) {
@@ -376,10 +383,7 @@ fn next(
             let next = health.and_then(|h| h.next).map_or(slot, |n| n.min(slot));
             Action::requeue(next.max(Duration::from_millis(500)))
         }
-        Err(e) if e.transient() => {
-            wait_for_bitbucket(ctx, w, e);
-            Action::requeue(super::requeue_after(ctx, &key, e))
-        }
+        Err(e) if e.transient() => Action::requeue(retry_after_failure(ctx, w, &key, e)),
         // Needs a change somewhere (watched), or a person in Bitbucket: look again at the
         // next resync.
         Err(_) => Action::requeue(slot.max(Duration::from_secs(1))),
