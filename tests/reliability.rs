@@ -162,6 +162,17 @@ async fn after_bitbucket_was_down_every_webhook_is_ready_within_thirty_seconds()
     );
 }
 
+/// The next request on `route` is done by Bitbucket and its answer replaced by a 502.
+async fn lose_next_answer(w: &World, route: &str) {
+    w.ctl
+        .faults(
+            json!({ "errorRate": 1.0, "count": 1, "after": "status", "status": 502,
+                        "routes": [route] }),
+        )
+        .await
+        .expect("faults");
+}
+
 /// Bitbucket acts on a write and the answer is lost (a 502 from a proxy, a dropped
 /// connection, an answer later than the client waits): the operator ends with exactly
 /// one hook, the one Bitbucket made; an update that was applied is not sent again; a
@@ -230,13 +241,7 @@ async fn a_write_bitbucket_did_but_never_answered_is_not_repeated() {
 
     // An update applied but unanswered: the next look finds it done.
     w.ctl.reset_requests().await.expect("reset");
-    w.ctl
-        .faults(
-            json!({ "errorRate": 1.0, "count": 1, "after": "status", "status": 502,
-                        "routes": [format!("PUT {hook}")] }),
-        )
-        .await
-        .expect("faults");
+    lose_next_answer(&w, &format!("PUT {hook}")).await;
     w.apply(&w.webhook_yaml(
         "lost-status",
         "https://ci.example.com/0",
@@ -268,13 +273,7 @@ async fn a_write_bitbucket_did_but_never_answered_is_not_repeated() {
     );
 
     // A delete applied but unanswered: gone, and the Webhook with it.
-    w.ctl
-        .faults(
-            json!({ "errorRate": 1.0, "count": 1, "after": "status", "status": 502,
-                        "routes": [format!("DELETE {hook}")] }),
-        )
-        .await
-        .expect("faults");
+    lose_next_answer(&w, &format!("DELETE {hook}")).await;
     w.kubectl(&["delete", "webhook", "lost-status", "--wait=false"])
         .expect("delete");
     w.wait_gone("lost-status").await;

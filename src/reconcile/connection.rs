@@ -209,18 +209,7 @@ impl Registry {
     /// retry of those waiting, too early for this one): retry soon instead.
     pub fn wait(&self, connection: String, namespace: String, name: String) -> bool {
         let failing = self
-            .budget_of
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(&connection)
-            .cloned()
-            .and_then(|key| {
-                self.budgets
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .get(&key)
-                    .cloned()
-            })
+            .budget_of_connection(&connection)
             .is_none_or(|budget| budget.failing());
         if failing {
             self.waiting
@@ -279,11 +268,16 @@ impl Registry {
     }
 
     fn budget(&self, view: &View) -> Option<Arc<Budget>> {
+        self.budget_of_connection(&view.key())
+    }
+
+    /// The budget a connection (by `View::key`) uses, once a client was built for it.
+    fn budget_of_connection(&self, connection: &str) -> Option<Arc<Budget>> {
         let budget_key = self
             .budget_of
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .get(&view.key())
+            .get(connection)
             .cloned()?;
         self.budgets
             .lock()
@@ -511,20 +505,42 @@ pub const RATE_LIMITED: &str = "RateLimited";
 /// The condition a connection carries while Bitbucket fails its requests.
 pub const BITBUCKET_UNAVAILABLE: &str = "BitbucketUnavailable";
 
+/// The status as it was, with the condition `type_` set to `outcome` (the others, Ready
+/// among them, kept as they are).
+fn with_condition(
+    previous: ConnectionStatus,
+    type_: &str,
+    outcome: &Outcome,
+    generation: Option<i64>,
+    now: &Time,
+) -> ConnectionStatus {
+    let mut conditions: Vec<_> = previous
+        .conditions
+        .iter()
+        .filter(|c| c.type_ != type_)
+        .cloned()
+        .collect();
+    conditions.push(conditions::condition(
+        &previous.conditions,
+        type_,
+        outcome,
+        generation,
+        now,
+    ));
+    ConnectionStatus {
+        conditions,
+        ..previous
+    }
+}
+
 /// Verifies a connection and returns its new status.
 async fn verify(view: &View, ctx: &Context) -> (ConnectionStatus, Option<Error>) {
     let now = Time(jiff::Timestamp::now());
     let previous = view.status.clone().unwrap_or_default();
     if let Some(until) = ctx.connections.paused_until(view) {
         // No request may go out now; Ready stays what the last check found.
-        let mut conditions: Vec<_> = previous
-            .conditions
-            .iter()
-            .filter(|c| c.type_ != RATE_LIMITED)
-            .cloned()
-            .collect();
-        conditions.push(conditions::condition(
-            &previous.conditions,
+        let status = with_condition(
+            previous,
             RATE_LIMITED,
             &Outcome::new(
                 Status::True,
@@ -535,11 +551,7 @@ async fn verify(view: &View, ctx: &Context) -> (ConnectionStatus, Option<Error>)
             ),
             view.generation,
             &now,
-        ));
-        let status = ConnectionStatus {
-            conditions,
-            ..previous
-        };
+        );
         let left = std::time::Duration::try_from(until.duration_since(jiff::Timestamp::now()))
             .unwrap_or_default();
         let paused = bitbucket::Error::RateLimited {
@@ -566,14 +578,8 @@ async fn verify(view: &View, ctx: &Context) -> (ConnectionStatus, Option<Error>)
             .connections
             .failing_since(view)
             .map_or_else(|| "now".to_owned(), |t| t.to_string());
-        let mut conditions: Vec<_> = previous
-            .conditions
-            .iter()
-            .filter(|c| c.type_ != BITBUCKET_UNAVAILABLE)
-            .cloned()
-            .collect();
-        conditions.push(conditions::condition(
-            &previous.conditions,
+        let status = with_condition(
+            previous,
             BITBUCKET_UNAVAILABLE,
             &Outcome::new(
                 Status::True,
@@ -584,11 +590,7 @@ async fn verify(view: &View, ctx: &Context) -> (ConnectionStatus, Option<Error>)
             ),
             view.generation,
             &now,
-        ));
-        let status = ConnectionStatus {
-            conditions,
-            ..previous
-        };
+        );
         return (status, result.err());
     }
     let (ready, error) = match result {
