@@ -1195,3 +1195,36 @@ async fn post_webhooks_v1_has_no_project_configurations() {
         .expect_err("v1 has repository configurations only");
     assert!(err.to_string().contains("older than 3.5.5"), "{err}");
 }
+
+#[tokio::test]
+async fn post_webhooks_project_listings_answer_the_project_s_own_in_both_variants() {
+    const OWNER: &str = "owner-token";
+    for variant in ["own", "withRepositories"] {
+        let s = setup(Flavor::PostWebhooks).await;
+        s.ctl.token(OWNER, "alice").await.expect("token");
+        s.ctl
+            .owner_admins("PostWebhooks", &s.repository.to_string(), &[OWNER])
+            .await
+            .expect("owner admin");
+        s.ctl
+            .variants(json!({ "postWebhooksProjectListing": variant }))
+            .await
+            .expect("variant");
+        let client = s.client(OWNER);
+        let project = owner_place(Flavor::PostWebhooks);
+        client
+            .create_hook(&s.repo, &s.spec("https://ci.example.com/repository"))
+            .await
+            .expect("repository configuration");
+        let own = client
+            .create_hook(&project, &s.spec("https://ci.example.com/project"))
+            .await
+            .expect("project configuration");
+        let listed = client.list_hooks(&project).await.expect("list");
+        assert_eq!(
+            listed.iter().map(|h| h.id.as_str()).collect::<Vec<_>>(),
+            [own.id.as_str()],
+            "{variant}: the project's own configuration only"
+        );
+    }
+}

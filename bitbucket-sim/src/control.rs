@@ -5,7 +5,7 @@
 //! | `POST /_sim/repositories` `{"flavor","repository","admins","readers"}` | creates a repository and who may do what (extensions: `"ownerAdmins"`, the workspace owners / project admins; `"repositories": [..]` instead of `"repository"` for many at once; `"project"`, a Cloud repository's project key, default `PROJ`) |
 //! | `DELETE /_sim/repositories` `{"flavor","repositories"}` | extension: removes repositories and their hooks |
 //! | `POST /_sim/tokens` `{"token","user"}` | registers a credential (extension: `"kind"` and `"scopes"` of a Cloud credential) |
-//! | `PUT /_sim/variants` `{"cloudScopeStatus","dcStatistics","postWebhooksApi"}` | extension: which variant to serve where sources disagree |
+//! | `PUT /_sim/variants` `{"cloudScopeStatus","dcStatistics","postWebhooksApi","postWebhooksProjectListing"}` | extension: which variant to serve where sources disagree |
 //! | `POST /_sim/events` `{"repository","event"}` | emits an event; answers with each delivery's outcome |
 //! | `PUT /_sim/faults` `{"errorRate","status","latencyMs","rateLimitPerHour","routes"}` | injects faults (extensions: `"count"`, `"retryAfter"`, `"after"` with `"stallMs"`: act, then fail the answer); `DELETE` clears them |
 //! | `GET /_sim/requests` | counts of API calls received, by method, route and status (extension: `DELETE` resets them) |

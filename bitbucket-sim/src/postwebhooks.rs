@@ -27,7 +27,7 @@ use crate::Sim;
 use crate::access::{self, Denied};
 use crate::datacenter::bad_request;
 use crate::http::{dc_error, parse_body, valid_target_url};
-use crate::state::{AppApi, Platform, PwConfig, Scope, State};
+use crate::state::{AppApi, Platform, ProjectListing, PwConfig, Scope, State};
 
 type Shared = AxumState<Arc<Sim>>;
 
@@ -286,11 +286,18 @@ async fn list(s: Shared, headers: HeaderMap, Query(q): Query<HashMap<String, Str
         (None, None) => true,
         _ => false,
     };
+    // Whether `projectKey` alone also answers the project's repository configurations
+    // is not documented: a variant serves each answer.
+    let with_repositories = project.is_some()
+        && slug.is_none()
+        && state.variants.post_webhooks_project_listing == ProjectListing::WithRepositories;
     // A plain JSON array, not a page.
     let values: Vec<Value> = state
         .post_webhooks
         .iter()
-        .filter(|c| same(&c.project_key, project) && same(&c.repository_slug, slug))
+        .filter(|c| {
+            same(&c.project_key, project) && (with_repositories || same(&c.repository_slug, slug))
+        })
         .map(render)
         .collect();
     axum::Json(values).into_response()

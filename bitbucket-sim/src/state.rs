@@ -279,6 +279,19 @@ pub struct Variants {
     /// Which API the Post Webhooks app serves.
     #[serde(default)]
     pub post_webhooks_api: AppApi,
+    /// What a Post Webhooks v2 listing by `projectKey` alone answers: the project's own
+    /// configurations (default), or also those of its repositories (undocumented).
+    #[serde(default)]
+    pub post_webhooks_project_listing: ProjectListing,
+}
+
+/// See [`Variants::post_webhooks_project_listing`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub enum ProjectListing {
+    #[default]
+    Own,
+    WithRepositories,
 }
 
 fn forbidden() -> u16 {
@@ -291,6 +304,7 @@ impl Default for Variants {
             cloud_scope_status: forbidden(),
             dc_statistics: StatisticsShape::default(),
             post_webhooks_api: AppApi::default(),
+            post_webhooks_project_listing: ProjectListing::default(),
         }
     }
 }
