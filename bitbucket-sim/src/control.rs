@@ -7,7 +7,7 @@
 //! | `POST /_sim/tokens` `{"token","user"}` | registers a credential (extension: `"kind"` and `"scopes"` of a Cloud credential) |
 //! | `PUT /_sim/variants` `{"cloudScopeStatus","dcStatistics","postWebhooksApi","postWebhooksProjectListing"}` | extension: which variant to serve where sources disagree |
 //! | `POST /_sim/events` `{"repository","event"}` | emits an event; answers with each delivery's outcome |
-//! | `PUT /_sim/faults` `{"errorRate","status","latencyMs","rateLimitPerHour","routes"}` | injects faults (extensions: `"count"`, `"retryAfter"`, `"after"` with `"stallMs"`: act, then fail the answer); `DELETE` clears them |
+//! | `PUT /_sim/faults` `{"errorRate","status","latencyMs","rateLimitPerHour","routes"}` | injects faults (extensions: `"count"`, `"retryAfter"`, `"after"` with `"stallMs"` or `"body"`: act, then fail or replace the answer); `DELETE` clears them |
 //! | `GET /_sim/requests` | counts of API calls received, by method, route and status (extension: `DELETE` resets them) |
 //! | `GET /_sim/hooks` | every hook on every repository, for assertions |
 //! | `DELETE /_sim/state` | back to empty |

@@ -24,6 +24,7 @@ enum Verdict {
         after: After,
         status: StatusCode,
         stall: Duration,
+        body: Option<String>,
     },
 }
 
@@ -92,6 +93,7 @@ pub async fn faults_and_counts(
                         after,
                         status,
                         stall: Duration::from_millis(faults.stall_ms),
+                        body: faults.body.clone(),
                     },
                 };
             }
@@ -126,6 +128,7 @@ pub async fn faults_and_counts(
             after,
             status,
             stall,
+            body,
         } => {
             let done = next.run(req).await;
             match after {
@@ -135,6 +138,7 @@ pub async fn faults_and_counts(
                     tokio::time::sleep(stall).await;
                     done
                 }
+                After::Body => replaced(done, body.unwrap_or_default()),
             }
         }
     };
@@ -144,6 +148,13 @@ pub async fn faults_and_counts(
         .entry((method, route, status))
         .or_default() += 1;
     response
+}
+
+/// The answer's status and headers with another body.
+fn replaced(done: Response, body: String) -> Response {
+    let (mut parts, _) = done.into_parts();
+    parts.headers.remove(axum::http::header::CONTENT_LENGTH);
+    Response::from_parts(parts, axum::body::Body::from(body))
 }
 
 /// The answer's status line and headers, then a broken body: the connection ends before

@@ -233,6 +233,11 @@ pub struct Faults {
     /// How long `after: stall` holds the answer.
     #[serde(default)]
     pub stall_ms: u64,
+    /// What `after: body` answers instead of the real body (status and headers kept):
+    /// malformed, truncated, huge or wrongly typed JSON, as a broken proxy or a Bitbucket
+    /// version with another shape would send.
+    #[serde(default)]
+    pub body: Option<String>,
 }
 
 /// How an injected fault that comes after the work fails the answer.
@@ -242,6 +247,7 @@ pub enum After {
     Status,
     Drop,
     Stall,
+    Body,
 }
 
 /// The kind of a Bitbucket Cloud credential; each kind can hold only some scopes.

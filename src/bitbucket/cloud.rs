@@ -97,11 +97,22 @@ impl CloudClient {
         Ok(self.transport.url(&segments))
     }
 
-    /// Follows `next` links (same server only) until the last page.
+    /// Follows `next` links (same server only, each page once, at most `MAX_PAGES`)
+    /// until the last page: a server whose links go round would loop forever.
     async fn all_pages<T: serde::de::DeserializeOwned>(&self, first: Url) -> Result<Vec<T>> {
         let mut values = Vec::new();
+        let mut seen = std::collections::HashSet::new();
         let mut url = Some(first);
         while let Some(current) = url.take() {
+            if !seen.insert(current.clone()) || seen.len() > super::MAX_PAGES {
+                return Err(Error::Unexpected {
+                    message: format!(
+                        "the listing's next links go round or past {} pages (at {})",
+                        super::MAX_PAGES,
+                        current.path()
+                    ),
+                });
+            }
             let page: Page<T> = self.transport.json(Call::get(current)).await?;
             values.extend(page.values);
             if let Some(next) = page.next {

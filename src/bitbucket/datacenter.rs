@@ -262,6 +262,7 @@ async fn all_server_pages<T: serde::de::DeserializeOwned>(
 ) -> Result<Vec<T>> {
     let mut values = Vec::new();
     let mut start = 0u64;
+    let mut pages = 0;
     loop {
         let mut page_url = url.clone();
         page_url
@@ -270,11 +271,19 @@ async fn all_server_pages<T: serde::de::DeserializeOwned>(
             .append_pair("limit", "100");
         let page: Page<T> = transport.json(Call::get(page_url)).await?;
         values.extend(page.values);
+        pages += 1;
         match (page.is_last_page, page.next_page_start) {
-            (false, Some(next)) if next > start => start = next,
-            (false, _) => {
+            (false, Some(next)) if next > start && pages < super::MAX_PAGES => start = next,
+            (false, Some(next)) if next > start => {
                 return Err(Error::Unexpected {
-                    message: "a page that is not the last has no nextPageStart".to_owned(),
+                    message: format!("the listing goes past {} pages", super::MAX_PAGES),
+                });
+            }
+            (false, next) => {
+                return Err(Error::Unexpected {
+                    message: format!(
+                        "a page that is not the last has no nextPageStart after {start} (it says {next:?})"
+                    ),
                 });
             }
             (true, _) => return Ok(values),

@@ -315,16 +315,10 @@ impl Transport {
             self.budget.answered();
         }
         let headers = response.headers().clone();
-        let body = response
-            .bytes()
-            .await
-            .map_err(|e| Failure {
-                maybe_processed: true,
-                error: Error::Unavailable {
-                    message: describe(&e),
-                },
-            })?
-            .to_vec();
+        let body = read_capped(response).await.map_err(|error| Failure {
+            maybe_processed: true,
+            error,
+        })?;
         if status.is_success() {
             return Ok(Answer {
                 status,
@@ -349,6 +343,34 @@ impl Transport {
             maybe_processed: !matches!(error, Error::RateLimited { .. }),
             error,
         })
+    }
+}
+
+/// The most of one answer the client reads: a Data Center page of 1,000 hooks is well
+/// under 1 MiB; more is a broken server or proxy, not worth the memory.
+pub const MAX_ANSWER_BYTES: usize = 8 << 20;
+
+async fn read_capped(mut response: reqwest::Response) -> Result<Vec<u8>> {
+    let mut body = Vec::new();
+    loop {
+        match response.chunk().await {
+            Ok(Some(chunk)) if body.len() + chunk.len() > MAX_ANSWER_BYTES => {
+                return Err(Error::Unexpected {
+                    message: format!(
+                        "the {} answer is larger than {} MiB; not read",
+                        response.status().as_u16(),
+                        MAX_ANSWER_BYTES >> 20
+                    ),
+                });
+            }
+            Ok(Some(chunk)) => body.extend_from_slice(&chunk),
+            Ok(None) => return Ok(body),
+            Err(e) => {
+                return Err(Error::Unavailable {
+                    message: describe(&e),
+                });
+            }
+        }
     }
 }
 

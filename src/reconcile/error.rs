@@ -179,7 +179,10 @@ impl Error {
     pub fn transient(&self) -> bool {
         match self {
             Error::Kube(_) | Error::ConnectionNotReady { .. } | Error::Stale { .. } => true,
-            Error::Bitbucket(e) => e.retryable(),
+            // A garbled answer may be a proxy's or a moment's: looked at again on backoff.
+            Error::Bitbucket(e) => {
+                e.retryable() || matches!(e, bitbucket::Error::Unexpected { .. })
+            }
             _ => false,
         }
     }
