@@ -24,11 +24,11 @@ pub use transport::{Observer, RetryPolicy, TlsOptions};
 use crate::api::Flavor;
 use transport::Transport;
 
-/// Bitbucket Cloud's API root, the default `baseURL` of a Cloud connection.
 /// The most pages one listing follows: 1,000 pages of 100 hooks or repositories is more
 /// than any repository, project or workspace holds; past it a server is going round.
 pub const MAX_PAGES: usize = 1_000;
 
+/// Bitbucket Cloud's API root, the default `baseURL` of a Cloud connection.
 pub const CLOUD_API: &str = "https://api.bitbucket.org/2.0";
 
 /// A repository: Cloud "workspace/slug" or Data Center "PROJECT/slug".
