@@ -149,6 +149,11 @@ fn bad_manifests_are_rejected_at_admission_with_their_own_message() {
             "spec.title: Too long: may not be more than 255 bytes",
         ),
         (
+            "title with a line break",
+            webhook("newline-title", &[("title", "\"two\\nlines\"")]),
+            "title must not contain control characters",
+        ),
+        (
             "repository without a slug",
             webhook("bad-repo", &[("repository", "acme")]),
             "repository must look like \"workspace/repo_slug\"",

@@ -39,7 +39,11 @@ pub fn routes() -> Router<Arc<Sim>> {
         .route("/_sim/events", post(emit))
         .route(
             "/_sim/faults",
-            put(set_faults).delete(clear_faults).get(get_faults),
+            put(set_faults)
+                .delete(clear_faults)
+                .get(get_faults)
+                // An `after: body` answer may be made huge on purpose (over the client's cap).
+                .layer(axum::extract::DefaultBodyLimit::max(32 << 20)),
         )
         .route("/_sim/requests", get(requests).delete(reset_requests))
         .route("/_sim/hooks", get(hooks))

@@ -76,6 +76,7 @@ pub struct WebhookSettings {
     /// Defaults to "<namespace>/<name>" of this object.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 255))]
+    #[x_kube(validation = Rule::new("!self.matches('[[:cntrl:]]')").message("title must not contain control characters (line breaks, tabs, ...): Bitbucket shows it on one line").reason(Reason::FieldValueInvalid))]
     pub title: Option<String>,
 
     /// Where Bitbucket delivers events: an absolute http:// or https:// URL. It must not

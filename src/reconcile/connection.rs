@@ -561,7 +561,10 @@ async fn verify(view: &View, ctx: &Context) -> (ConnectionStatus, Option<Error>)
         return (status, Some(paused.into()));
     }
     let result = match ctx.connections.backend(ctx, view).await {
-        Ok(backend) => backend.verify_credentials().await.map_err(Error::from),
+        Ok(backend) => backend
+            .verify_credentials()
+            .await
+            .map_err(|e| not_bitbucket(view, e)),
         Err(e) => Err(e),
     };
     let verified_before = conditions::find(&previous.conditions, conditions::READY)
@@ -625,6 +628,22 @@ async fn verify(view: &View, ctx: &Context) -> (ConnectionStatus, Option<Error>)
         conditions: vec![ready],
     };
     (status, error)
+}
+
+/// A 404 where every Bitbucket of the flavor answers the identity call: the baseURL or
+/// the flavor is wrong, which the spec's owner fixes (reason InvalidSpec).
+fn not_bitbucket(view: &View, e: bitbucket::Error) -> Error {
+    match e {
+        bitbucket::Error::NotFound { message } => Error::InvalidSpec(Invalid::Connection(format!(
+            "baseURL {} does not answer as a Bitbucket {:?} API ({message}): check spec.baseURL and spec.flavor (Cloud's API is https://api.bitbucket.org/2.0; a Data Center server's is its root URL, without /rest)",
+            view.spec
+                .base_url
+                .as_deref()
+                .unwrap_or(bitbucket::CLOUD_API),
+            view.spec.flavor
+        ))),
+        e => e.into(),
+    }
 }
 
 /// Reconciles either kind: verify, write status, tell about changes.
