@@ -480,6 +480,27 @@ async fn rate_limits_with_and_without_retry_after() {
             1,
             "{flavor:?}: not retried"
         );
+        // Every answer a 429 with "Retry-After: 0" (found by tests/fuzz.rs: the client
+        // retried it for ever): tried as often as the policy allows, then handed back.
+        let client = s.client(ADMIN);
+        s.ctl
+            .faults(json!({ "errorRate": 1.0, "status": 429, "retryAfter": 0 }))
+            .await
+            .expect("faults");
+        s.ctl.reset_requests().await.expect("reset");
+        let err = tokio::time::timeout(Duration::from_secs(10), client.list_hooks(&s.repo))
+            .await
+            .expect("the call ends")
+            .expect_err("still 429");
+        assert!(
+            matches!(err, Error::RateLimited { .. }),
+            "{flavor:?}: {err:?}"
+        );
+        let sent = s.ctl.count("GET", s.list_route()).await.unwrap_or(0);
+        assert!(
+            (1..=fast_retries().max_retries as u64 + 1).contains(&sent),
+            "{flavor:?}: {sent} requests for one call"
+        );
         // The simulator's per-credential hourly limit (a new client: the old one's
         // credential is paused for the hour Bitbucket asked for).
         let client = s.client(ADMIN);

@@ -218,12 +218,17 @@ impl Transport {
         attempt
             .retry(policy)
             .when(|f: &Failure| f.error.retryable() && (idempotent || !f.maybe_processed))
-            .adjust(move |f: &Failure, backoff| match f.error.retry_after() {
-                // Waiting longer than the policy allows is the caller's business (requeue).
-                Some(wait) if wait > max_delay => None,
-                Some(wait) => Some(wait),
-                None => backoff,
-            })
+            .adjust(
+                move |f: &Failure, backoff| match (f.error.retry_after(), backoff) {
+                    // The policy's retries are spent: a Retry-After does not add more (a 429
+                    // answered "Retry-After: 0" again and again would never end).
+                    (_, None) => None,
+                    // Waiting longer than the policy allows is the caller's business (requeue).
+                    (Some(wait), _) if wait > max_delay => None,
+                    (Some(wait), _) => Some(wait),
+                    (None, backoff) => backoff,
+                },
+            )
             .notify(|f: &Failure, wait| {
                 tracing::debug!(error = %f.error, ?wait, "retrying a Bitbucket request");
             })
