@@ -82,6 +82,34 @@ pub struct Running {
     pub sim: Arc<Sim>,
     pub addr: SocketAddr,
     task: tokio::task::JoinHandle<()>,
+    handle: axum_server::Handle<SocketAddr>,
+    tls: Option<axum_server::tls_rustls::RustlsConfig>,
+}
+
+/// Serves the simulator's routes on `listener` until `handle` shuts it down (which also
+/// breaks its open connections).
+fn serve(
+    sim: &Arc<Sim>,
+    listener: std::net::TcpListener,
+    tls: Option<axum_server::tls_rustls::RustlsConfig>,
+    handle: axum_server::Handle<SocketAddr>,
+) -> std::io::Result<tokio::task::JoinHandle<()>> {
+    listener.set_nonblocking(true)?;
+    let app = router(sim.clone()).into_make_service();
+    Ok(match tls {
+        Some(config) => {
+            let server = axum_server::from_tcp_rustls(listener, config)?.handle(handle);
+            tokio::spawn(async move {
+                let _ = server.serve(app).await;
+            })
+        }
+        None => {
+            let server = axum_server::from_tcp(listener)?.handle(handle);
+            tokio::spawn(async move {
+                let _ = server.serve(app).await;
+            })
+        }
+    })
 }
 
 impl Running {
@@ -98,10 +126,24 @@ impl Running {
     pub fn control(&self) -> client::SimClient {
         client::SimClient::new(&self.base_url())
     }
+
+    /// Bitbucket restarting with its database: stops serving (open connections broken,
+    /// the port refusing) for `down`, then serves the same state on the same address.
+    pub async fn restart(&mut self, down: std::time::Duration) -> std::io::Result<()> {
+        self.handle.shutdown();
+        let _ = (&mut self.task).await;
+        tokio::time::sleep(down).await;
+        // std's listener sets SO_REUSEADDR: the port is free again at once.
+        let listener = std::net::TcpListener::bind(self.addr)?;
+        self.handle = axum_server::Handle::new();
+        self.task = serve(&self.sim, listener, self.tls.clone(), self.handle.clone())?;
+        Ok(())
+    }
 }
 
 impl Drop for Running {
     fn drop(&mut self) {
+        self.handle.shutdown();
         self.task.abort();
     }
 }
@@ -109,33 +151,32 @@ impl Drop for Running {
 /// Starts a simulator serving https with the given PEM certificate and key.
 pub async fn start_tls(cert_pem: &str, key_pem: &str) -> std::io::Result<Running> {
     install_crypto_provider();
-    let sim = Sim::new(true).map_err(std::io::Error::other)?;
     let config = axum_server::tls_rustls::RustlsConfig::from_pem(
         cert_pem.as_bytes().to_vec(),
         key_pem.as_bytes().to_vec(),
     )
     .await
     .map_err(std::io::Error::other)?;
-    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
-    listener.set_nonblocking(true)?;
-    let addr = listener.local_addr()?;
-    let server = axum_server::from_tcp_rustls(listener, config)?;
-    let app = router(sim.clone());
-    let task = tokio::spawn(async move {
-        let _ = server.serve(app.into_make_service()).await;
-    });
-    Ok(Running { sim, addr, task })
+    start_with(Some(config))
 }
 
 /// Starts a simulator on a free loopback port in the current tokio runtime.
 pub async fn start() -> std::io::Result<Running> {
     install_crypto_provider();
-    let sim = Sim::new(false).map_err(std::io::Error::other)?;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    start_with(None)
+}
+
+fn start_with(tls: Option<axum_server::tls_rustls::RustlsConfig>) -> std::io::Result<Running> {
+    let sim = Sim::new(tls.is_some()).map_err(std::io::Error::other)?;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
     let addr = listener.local_addr()?;
-    let app = router(sim.clone());
-    let task = tokio::spawn(async move {
-        let _ = axum::serve(listener, app).await;
-    });
-    Ok(Running { sim, addr, task })
+    let handle = axum_server::Handle::new();
+    let task = serve(&sim, listener, tls.clone(), handle.clone())?;
+    Ok(Running {
+        sim,
+        addr,
+        task,
+        handle,
+        tls,
+    })
 }

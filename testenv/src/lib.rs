@@ -77,6 +77,9 @@ fn cache_dir() -> PathBuf {
     base.join("bitbucket-webhook-operator")
 }
 
+/// kube-apiserver's place among the children (etcd, kube-apiserver, controller-manager).
+const APISERVER: usize = 1;
+
 /// A running etcd + kube-apiserver.
 pub struct ControlPlane {
     dir: PathBuf,
@@ -85,6 +88,9 @@ pub struct ControlPlane {
     server: String,
     children: Mutex<Vec<Child>>,
     namespaces: AtomicU32,
+    /// kube-apiserver's arguments and the processes' lifetime, to restart it.
+    apiserver_args: Vec<String>,
+    lifetime: Lifetime,
 }
 
 impl ControlPlane {
@@ -136,8 +142,7 @@ impl ControlPlane {
         ]);
         let mut children = vec![process::spawn(etcd, &dir, "etcd", lifetime)?];
 
-        let mut apiserver = Command::new(bin_dir.join("kube-apiserver"));
-        apiserver.args([
+        let apiserver_args: Vec<String> = [
             &format!("--etcd-servers={etcd_url}"),
             &format!("--secure-port={api_port}"),
             "--bind-address=127.0.0.1",
@@ -156,7 +161,11 @@ impl ControlPlane {
             "--endpoint-reconciler-type=none",
             // There is no controller-manager to create ServiceAccount tokens.
             "--disable-admission-plugins=ServiceAccount",
-        ]);
+        ]
+        .map(|a| a.to_owned())
+        .into();
+        let mut apiserver = Command::new(bin_dir.join("kube-apiserver"));
+        apiserver.args(&apiserver_args);
         match process::spawn(apiserver, &dir, "kube-apiserver", lifetime) {
             Ok(child) => children.push(child),
             Err(e) => {
@@ -176,6 +185,8 @@ impl ControlPlane {
             server,
             children: Mutex::new(children),
             namespaces: AtomicU32::new(0),
+            apiserver_args,
+            lifetime,
         };
         if let Err(e) = plane.wait_ready(Duration::from_secs(90)) {
             plane.stop();
@@ -243,6 +254,51 @@ impl ControlPlane {
             )),
             _ => None,
         })
+    }
+
+    /// Kills kube-apiserver (SIGKILL), leaves the port closed for `down`, starts it again
+    /// with the same arguments (etcd keeps the state) and waits until it is ready: what
+    /// clients see when the API server restarts or fails over.
+    pub fn restart_apiserver(&self, down: Duration) -> Result<()> {
+        {
+            let mut children = self
+                .children
+                .lock()
+                .map_err(|_| err("the control plane's process list is poisoned"))?;
+            let apiserver = children
+                .get_mut(APISERVER)
+                .ok_or_else(|| err("kube-apiserver is not running"))?;
+            let _ = apiserver.kill();
+            let _ = apiserver.wait();
+        }
+        std::thread::sleep(down);
+        let mut cmd = Command::new(self.bin_dir.join("kube-apiserver"));
+        cmd.args(&self.apiserver_args);
+        let (dir, lifetime) = (self.dir.clone(), self.lifetime);
+        // PR_SET_PDEATHSIG fires when the spawning thread ends: spawned from a thread
+        // that stays, as the first one was.
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::Builder::new()
+            .name("testenv-apiserver".into())
+            .spawn(move || {
+                let _ = tx.send(process::spawn(
+                    cmd,
+                    &dir,
+                    "kube-apiserver-restarted",
+                    lifetime,
+                ));
+                loop {
+                    std::thread::park();
+                }
+            })
+            .map_err(|e| err(format!("cannot start a thread: {e}")))?;
+        let child = rx.recv().map_err(|_| err("the restart thread died"))??;
+        if let Ok(mut children) = self.children.lock()
+            && let Some(slot) = children.get_mut(APISERVER)
+        {
+            *slot = child;
+        }
+        self.wait_ready(Duration::from_secs(90))
     }
 
     /// Kills both processes (and waits for them). Idempotent.
