@@ -99,6 +99,28 @@ impl RepoLists {
             }
         }
     }
+
+    /// Records a hook the operator deleted in every listing of the place `key` names, by
+    /// whichever connection it was read (another connection may reach the same server).
+    pub async fn remove_everywhere(&self, key: &str, id: &str) {
+        let Some((_, place)) = key.split_once('|') else {
+            return self.remove(key, id).await;
+        };
+        let suffix = format!("|{place}");
+        let slots: Vec<Slot> = self
+            .slots
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .filter(|(k, _)| k.ends_with(&suffix))
+            .map(|(_, slot)| slot.clone())
+            .collect();
+        for slot in slots {
+            if let Some((_, hooks)) = slot.lock().await.as_mut() {
+                hooks.retain(|h| h.id != id);
+            }
+        }
+    }
 }
 
 /// The key of a second listing of the same place, read by the Webhooks of the

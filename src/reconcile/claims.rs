@@ -131,6 +131,33 @@ impl Claims {
         }
     }
 
+    /// Live Webhooks with `w`'s repository and URL under another connection object
+    /// (their connection, namespace and "namespace/name"), oldest first: another
+    /// connection may reach the same Bitbucket, as when a Webhook moves to a namespace
+    /// with its own connection to the same server.
+    pub fn elsewhere(&self, w: &Webhook) -> Vec<(Connection, String, String)> {
+        let (kind, namespace, name, repository, url) = key_of(w);
+        let mine = (kind, namespace, name);
+        let inner = self.lock();
+        let mut found: Vec<(Claimant, Connection)> = inner
+            .by_key
+            .iter()
+            .filter(|((k, ns, n, r, u), _)| {
+                *r == repository && *u == url && (*k, ns, n) != (mine.0, &mine.1, &mine.2)
+            })
+            .flat_map(|((k, ns, n, ..), claimants)| {
+                claimants
+                    .keys()
+                    .map(move |who| (who.clone(), (*k, ns.clone(), n.clone())))
+            })
+            .collect();
+        found.sort_by(|a, b| a.0.cmp(&b.0));
+        found
+            .into_iter()
+            .map(|((_, ns, name), connection)| (connection, ns.clone(), format!("{ns}/{name}")))
+            .collect()
+    }
+
     /// The older Webhook ("namespace/name") that holds `w`'s claim, if another does.
     pub fn holder(&self, w: &Webhook) -> Option<String> {
         let me = claimant(w);
@@ -161,6 +188,34 @@ mod tests {
         w.metadata.uid = Some(uid.into());
         w.metadata.creation_timestamp = Some(Time(created.parse().expect("time")));
         w
+    }
+
+    #[test]
+    fn a_moved_webhook_is_found_under_the_other_namespace_connection() {
+        let claims = Claims::default();
+        let namespaced = ConnectionKind::BitbucketConnection;
+        let mut old = webhook("team-a", "ci", "1", "2026-01-01T00:00:00Z", namespaced);
+        let moved = webhook("team-b", "ci", "2", "2026-01-02T00:00:00Z", namespaced);
+        let mut unrelated = webhook("team-c", "other", "3", "2026-01-03T00:00:00Z", namespaced);
+        unrelated.spec.settings.url = "https://ci.example.com/other".into();
+        for w in [&old, &moved, &unrelated] {
+            claims.upsert(w);
+        }
+        // Different connection objects: no Conflict between them...
+        assert_eq!(claims.holder(&moved), None);
+        // ...but the one being deleted sees the moved one (same repository and URL).
+        old.metadata.deletion_timestamp = Some(Time(jiff::Timestamp::now()));
+        claims.upsert(&old);
+        let found = claims.elsewhere(&old);
+        assert_eq!(
+            found,
+            vec![(
+                (namespaced, Some("team-b".to_owned()), "shared".to_owned()),
+                "team-b".to_owned(),
+                "team-b/ci".to_owned()
+            )]
+        );
+        assert!(claims.elsewhere(&unrelated).is_empty());
     }
 
     #[test]

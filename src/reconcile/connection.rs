@@ -95,6 +95,19 @@ impl View {
             })
     }
 
+    /// The Bitbucket this connection reaches: its flavor and API root, normalised. Two
+    /// connections with the same server manage the same hooks.
+    pub fn server(&self) -> String {
+        let base = self
+            .spec
+            .base_url
+            .as_deref()
+            .unwrap_or(bitbucket::CLOUD_API)
+            .trim_end_matches('/')
+            .to_ascii_lowercase();
+        format!("{:?} {base}", self.spec.flavor)
+    }
+
     pub fn key(&self) -> String {
         key_of(self.kind, self.namespace.as_deref(), &self.name)
     }

@@ -7,6 +7,7 @@ pub mod conditions;
 pub mod connection;
 mod error;
 pub mod finalizer;
+pub mod handover;
 pub mod plan;
 pub mod schedule;
 pub mod secrets;
@@ -105,6 +106,8 @@ pub struct Context {
     pub claims: Arc<claims::Claims>,
     /// Permits for periodic work, shared by every namespace's controller.
     pub periodic: Arc<tokio::sync::Semaphore>,
+    /// Hooks passing between Webhook objects (a move between namespaces).
+    pub handover: Arc<handover::Handover>,
     /// Webhooks (uid) this process has reconciled, each with the instant until which its
     /// status is trusted (a restart or handover found it current: no Bitbucket call until
     /// the repository's slot).
@@ -133,6 +136,7 @@ pub struct Shared {
     pub claims: Arc<claims::Claims>,
     pub metrics: Arc<crate::metrics::Metrics>,
     pub periodic: Arc<tokio::sync::Semaphore>,
+    pub handover: Arc<handover::Handover>,
     pub secrets: Arc<secrets::SecretCache>,
     seen: Arc<Mutex<HashMap<String, Option<Instant>>>>,
 }
@@ -148,6 +152,7 @@ impl Shared {
             periodic: Arc::new(tokio::sync::Semaphore::new(
                 config.periodic_concurrency.max(1),
             )),
+            handover: Arc::default(),
             secrets: Arc::default(),
             seen: Arc::default(),
         }
@@ -172,6 +177,7 @@ impl Context {
             claims: shared.claims.clone(),
             metrics: shared.metrics.clone(),
             periodic: shared.periodic.clone(),
+            handover: shared.handover.clone(),
             seen: shared.seen.clone(),
             webhooks,
             connection_cache: None,

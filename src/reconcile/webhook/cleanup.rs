@@ -7,8 +7,8 @@ use super::execute::{self, Victim};
 use super::list_key;
 use super::status::Note;
 use crate::api::{
-    DeletionPolicy, FORCE_ORPHAN_ANNOTATION, ManagementPolicy, PENDING_CREATE_ANNOTATION, Reason,
-    Webhook,
+    ConnectionRef, DeletionPolicy, FORCE_ORPHAN_ANNOTATION, ManagementPolicy,
+    PENDING_CREATE_ANNOTATION, Reason, Webhook,
 };
 use crate::reconcile::{Context, Error};
 
@@ -65,7 +65,13 @@ pub async fn cleanup(w: &Webhook, ctx: &Context) -> Result<Action, Error> {
     ctx.metrics.webhook(&uid, None);
     ctx.forget(&super::object_key(w), &uid);
     let shown = |id: &Option<String>| id.clone().unwrap_or_else(|| "(none)".to_owned());
-    let note = match deletion(w, ctx.claims.holder(w)) {
+    // Not while a Webhook this one moved to is adopting the hook.
+    let _turn = ctx.handover.turn(w).await;
+    let holder = match ctx.claims.holder(w) {
+        Some(holder) => Some(holder),
+        None => holder_elsewhere(w, ctx).await,
+    };
+    let note = match deletion(w, holder) {
         Deletion::Nothing => return Ok(Action::await_change()),
         Deletion::ForceOrphan { id } => Note::warning(
             Reason::ForceOrphaned,
@@ -110,6 +116,25 @@ pub async fn cleanup(w: &Webhook, ctx: &Context) -> Result<Action, Error> {
     };
     super::publish(ctx, w, note).await;
     Ok(Action::await_change())
+}
+
+/// A live Webhook that wants the same hook through another connection to the same
+/// Bitbucket ("namespace/name"): a Webhook moved to another namespace is applied there
+/// while this one is deleted, in no fixed order, and may already have adopted the hook.
+async fn holder_elsewhere(w: &Webhook, ctx: &Context) -> Option<String> {
+    let candidates = ctx.claims.elsewhere(w);
+    if candidates.is_empty() {
+        return None;
+    }
+    let mine = super::dereference::connection(w, ctx).await.ok()?.server();
+    for ((kind, _, name), namespace, holder) in candidates {
+        let reference = ConnectionRef { kind, name };
+        let theirs = super::dereference::connection_for(&namespace, &reference, None, ctx).await;
+        if theirs.is_ok_and(|view| view.server() == mine) {
+            return Some(holder);
+        }
+    }
+    None
 }
 
 /// Finds a client for the deletion, even when the credential's Secret went first.

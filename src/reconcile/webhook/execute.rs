@@ -163,7 +163,10 @@ pub async fn delete(
         Err(bitbucket::Error::NotFound { .. }) => Deleted::AlreadyGone,
         Err(e) => return Err(e.into()),
     };
-    ctx.lists.remove(key, &id).await;
+    // Gone from every connection's listing of this place, and remembered: a Webhook
+    // elsewhere may have adopted it.
+    ctx.lists.remove_everywhere(key, &id).await;
+    ctx.handover.deleted(&id);
     Ok(match outcome {
         Deleted::Removed => format!("deleted hook {id} from {place}"),
         Deleted::AlreadyGone => format!("hook {id} was already gone from {place}"),

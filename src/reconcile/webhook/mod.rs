@@ -208,6 +208,9 @@ async fn apply(w: &Webhook, api: &Api<Webhook>, ctx: &Context) -> Result<Action,
         jiff::Timestamp::now(),
     );
     let until_slot = until_slot(w, ctx);
+    // A status naming a hook this process deleted (the Webhook moved here while the old
+    // one was deleted) is looked at again.
+    let current = current && !ctx.handover.was_deleted(w);
     if ctx.trusted(&w.uid().unwrap_or_default(), current, fresh, until_slot) {
         // A restart or handover found the status current and recent: it stands until the
         // repository's slot (no Bitbucket call, no status write).
@@ -291,6 +294,8 @@ async fn sync(
     let flavor = view.spec.flavor;
     let valid = validate::spec(w, flavor)?;
     validate::conflict(w, &ctx.claims)?;
+    // Not while another Webhook of this hook (one moved away) is deleting it.
+    let _turn = ctx.handover.turn(w).await;
     let backend = ctx.connections.backend(ctx, &view).await?;
     let secret = dereference::signing_secret(w, ctx, notes).await?;
     let desired = desired(w, valid.events, secret);
