@@ -15,7 +15,7 @@ CONTROLPLANE = $(shell bash hack/build-controlplane.sh 2>/dev/null | tail -n1)
 HELM = $(shell bash hack/build-helm.sh 2>/dev/null | tail -n1)
 CHART = charts/bitbucket-webhook-operator
 
-.PHONY: all build crds envtest helm helm-lint cluster cluster-down lint test unit-test integration-test demo bench help
+.PHONY: all build crds envtest helm helm-lint cluster cluster-down lint test unit-test integration-test demo bench soak help
 
 all: build
 
@@ -26,6 +26,7 @@ help:
 	@echo "make crds          regenerate crds/ from the Rust types"
 	@echo "make envtest       build etcd, kube-apiserver, kube-controller-manager and kubectl $(KUBE_VERSION) from Go modules (cached)"
 	@echo "make cluster       start etcd, kube-apiserver and kube-controller-manager in the background; cluster-down stops them"
+	@echo "make soak          50 kills of the operator over 200 Webhooks under faults, restarts of the API server and Bitbucket, then an audit; long fuzzing runs (about 15 minutes)"
 	@echo "make bench         the matrix (Cloud, Data Center x 1,000, 10,000 Webhooks; two budget cases; about an hour): Ready time, writes, listings, edit p99, restart cost, memory"
 
 build:
@@ -68,6 +69,19 @@ test: lint envtest helm-lint
 
 demo: envtest
 	@bash hack/demo.sh
+
+# The long runs of what `make test` runs short: the soak (tests/soak.rs) at 50 kills over
+# 200 Webhooks, and every fuzz target (tests/fuzz.rs) with far more inputs.
+SOAK_KILLS ?= 50
+SOAK_WEBHOOKS ?= 200
+# Each fuzz target runs this long (or this many inputs, whichever ends first).
+FUZZ_SECONDS ?= 180
+FUZZ_ITERATIONS ?= 10000000
+soak: envtest
+	BBWO_CONTROLPLANE_DIR=$(CONTROLPLANE) BBWO_SOAK_KILLS=$(SOAK_KILLS) BBWO_SOAK_WEBHOOKS=$(SOAK_WEBHOOKS) \
+		$(CARGO) test --release --test soak -- --nocapture
+	BOLERO_RANDOM_TEST_TIME_MS=$(FUZZ_SECONDS)000 BOLERO_RANDOM_ITERATIONS=$(FUZZ_ITERATIONS) \
+		$(CARGO) test --release --test fuzz -- --nocapture
 
 # The benchmark matrix (hack/bench.sh): release-built operator against the real control
 # plane and the simulator; prints the tables recorded in docs/benchmarks.md.

@@ -44,8 +44,9 @@ fn changed<K: Resource>(obj: &K) -> Option<u64> {
 }
 
 /// How a watch retries while the API server is away: from 250 ms, doubling, at most 5 s.
-/// kube-rs' default goes up to 30 s, and after a 3 s API server restart the soak saw
-/// changes wait a minute to be noticed; a watch restarting every 5 s costs little.
+/// With kube-rs' defaults (30 s here, and 30 s again over the controller's merged
+/// triggers) the soak saw changes wait a minute or more after a 3 s API server restart.
+/// A watch restarting every 5 s costs little.
 fn watch_backoff() -> ResetTimerBackoff<watcher::ExponentialBackoff> {
     let retries = backon::ExponentialBuilder::default()
         .with_min_delay(std::time::Duration::from_millis(250))
@@ -54,6 +55,22 @@ fn watch_backoff() -> ResetTimerBackoff<watcher::ExponentialBackoff> {
         .with_jitter()
         .without_max_times();
     ResetTimerBackoff::new(retries.into(), std::time::Duration::from_secs(60))
+}
+
+/// The controllers' backoff over their merged triggers: none. Each watch already backs
+/// off on its own; kube-rs' default here pauses every trigger of the controller (up to
+/// 30 s) whenever any one watch reports an error.
+struct NoWait;
+
+impl Iterator for NoWait {
+    type Item = std::time::Duration;
+    fn next(&mut self) -> Option<std::time::Duration> {
+        Some(std::time::Duration::ZERO)
+    }
+}
+
+impl kube::runtime::utils::Backoff for NoWait {
+    fn reset(&mut self) {}
 }
 
 /// What in a connection concerns the Webhooks using it: its spec and whether it is
@@ -306,6 +323,7 @@ where
     })
     .touched_objects();
     let mut webhook_controller = Controller::for_stream(webhook_stream, webhooks)
+        .trigger_backoff(NoWait)
         .watches_stream(
             connection_events(
                 scope.api::<BitbucketConnection>(client),
@@ -434,6 +452,7 @@ fn set_controller(
         .reflect(children)
         .touched_objects();
     Controller::new(scope.api::<WebhookSet>(client), scope.watch())
+        .trigger_backoff(NoWait)
         .owns_stream(children)
         // Many Webhooks change at once (a set's creation): one reconcile counts them all.
         // Short: a debounce keeps delaying while changes go on, and the Webhooks of a
@@ -498,6 +517,7 @@ where
         futures::stream::iter(refs)
     });
     Controller::for_stream(stream, store)
+        .trigger_backoff(NoWait)
         .reconcile_on(pauses)
         .watches_stream(secrets, move |secret| {
             let (namespace, name) = (secret.namespace(), secret.name_any());
