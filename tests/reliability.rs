@@ -18,6 +18,7 @@ struct Outage {
     recovered_in: Duration,
     ready: usize,
     said_unavailable: bool,
+    said_recovered: bool,
 }
 
 /// 60 Webhooks on 6 Cloud repositories applied while `rate` of the requests get a 503
@@ -110,12 +111,21 @@ async fn outage(test: &str, rate: f64) -> Outage {
         (ready, ready),
         "one hook per Ready Webhook, no duplicates"
     );
+    // The connection's next verification after the outage tells it ended (when it said
+    // it began).
+    let mut said_recovered = false;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while said_unavailable && !said_recovered && Instant::now() < deadline {
+        said_recovered = !w.event_names("BitbucketRecovered").is_empty();
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
     Outage {
         requests,
         lasted,
         recovered_in,
         ready,
         said_unavailable,
+        said_recovered,
     }
 }
 
@@ -154,6 +164,10 @@ async fn after_bitbucket_was_down_every_webhook_is_ready_within_thirty_seconds()
         "the connection showed BitbucketUnavailable"
     );
     assert_eq!(o.ready, 60, "all Ready 30 s after Bitbucket answered again");
+    assert!(
+        o.said_recovered,
+        "a BitbucketRecovered Event said the outage ended"
+    );
     assert!(
         o.requests as f64 / o.lasted.as_secs_f64() < 10.0,
         "the requests while Bitbucket is down stay few: {} in {:?}",

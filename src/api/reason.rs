@@ -120,6 +120,8 @@ pub enum Reason {
     Verified,
     /// A connection being deleted waits for the Webhooks that use it.
     InUse,
+    /// Event: Bitbucket answers the connection's requests again after an outage.
+    BitbucketRecovered,
 }
 
 impl Reason {

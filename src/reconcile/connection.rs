@@ -695,6 +695,21 @@ where
                 .is_none_or(|s| conditions::find(&s.conditions, BITBUCKET_UNAVAILABLE).is_none())
         })
         .cloned();
+    // The outage is over: said once, as its start was.
+    let outage_ended = view
+        .status
+        .as_ref()
+        .and_then(|s| conditions::find(&s.conditions, BITBUCKET_UNAVAILABLE))
+        .filter(|_| conditions::find(&status.conditions, BITBUCKET_UNAVAILABLE).is_none())
+        .map(|c| {
+            let mut ended = c.clone();
+            ended.reason = Reason::BitbucketRecovered.as_str().to_owned();
+            ended.message = format!(
+                "Bitbucket answers this credential's requests again (failing since {}); the Webhooks waiting on it are retried",
+                c.last_transition_time.0
+            );
+            ended
+        });
     let after = conditions::find(&status.conditions, conditions::READY)
         .cloned()
         .unwrap_or_else(|| status.conditions[0].clone());
@@ -722,6 +737,9 @@ where
     }
     if let Some(outage) = outage_began {
         tell(&ctx, obj, EventType::Warning, &outage).await;
+    }
+    if let Some(recovered) = outage_ended {
+        tell(&ctx, obj, EventType::Normal, &recovered).await;
     }
     match error {
         None => {
