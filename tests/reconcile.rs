@@ -238,10 +238,28 @@ async fn drift(flavor: Flavor) {
             assert_eq!(active(&reported), Some(false), "Report leaves the change");
             break;
         }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the enforced hook was never restored"
-        );
+        if std::time::Instant::now() > deadline {
+            let status = w
+                .webhooks()
+                .get("enforced")
+                .await
+                .ok()
+                .and_then(|h| h.status);
+            let conditions: Vec<String> = status
+                .iter()
+                .flat_map(|s| &s.conditions)
+                .map(|c| {
+                    format!(
+                        "{}={} {}: {} ({:?})",
+                        c.type_, c.status, c.reason, c.message, c.last_transition_time
+                    )
+                })
+                .collect();
+            panic!(
+                "{flavor:?}: the enforced hook was never restored; last sync {:?}, conditions {conditions:#?}; hooks {hooks:#?}",
+                status.and_then(|s| s.last_sync_time)
+            );
+        }
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
     // Deleted behind our back: recreated on resync.

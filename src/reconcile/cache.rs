@@ -100,25 +100,28 @@ impl RepoLists {
         }
     }
 
-    /// Records a hook the operator deleted in every listing of the place `key` names, by
-    /// whichever connection it was read (another connection may reach the same server).
-    pub async fn remove_everywhere(&self, key: &str, id: &str) {
+    /// Records a hook the operator deleted in `key`'s listings, and drops every other
+    /// connection's listing of the same place: another connection may reach the same
+    /// server (a Webhook moved to another namespace), or another server with the same
+    /// repository names, where an integer id can mean another hook, so they are read
+    /// again rather than edited.
+    pub async fn deleted(&self, key: &str, id: &str) {
+        self.remove(key, id).await;
         let Some((_, place)) = key.split_once('|') else {
-            return self.remove(key, id).await;
+            return;
         };
         let suffix = format!("|{place}");
-        let slots: Vec<Slot> = self
+        let own = [key.to_owned(), inherited_key(key)];
+        let others: Vec<Slot> = self
             .slots
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .iter()
-            .filter(|(k, _)| k.ends_with(&suffix))
+            .filter(|(k, _)| k.ends_with(&suffix) && !own.contains(k))
             .map(|(_, slot)| slot.clone())
             .collect();
-        for slot in slots {
-            if let Some((_, hooks)) = slot.lock().await.as_mut() {
-                hooks.retain(|h| h.id != id);
-            }
+        for slot in others {
+            *slot.lock().await = None;
         }
     }
 }
@@ -167,5 +170,52 @@ mod tests {
         );
         lists.get("k", Duration::ZERO, fetch).await.expect("fresh");
         assert_eq!(calls.load(std::sync::atomic::Ordering::Relaxed), 2);
+    }
+
+    #[tokio::test]
+    async fn a_deletion_edits_its_own_listing_and_drops_other_connections_ones() {
+        let lists = RepoLists::new(Duration::from_secs(60));
+        let listed = |ids: &'static [&'static str]| {
+            move || async move { Ok(ids.iter().map(|id| hook(id)).collect::<Vec<_>>()) }
+        };
+        let ids = |hooks: Vec<RemoteHook>| hooks.into_iter().map(|h| h.id).collect::<Vec<_>>();
+        for key in [
+            "ns-a/bitbucket|plat/api",
+            "ns-b/bitbucket|plat/api",
+            "ns-c/other|plat/web",
+        ] {
+            lists
+                .get(key, Duration::MAX, listed(&["2", "3"]))
+                .await
+                .expect("list");
+        }
+        lists.deleted("ns-a/bitbucket|plat/api", "2").await;
+        let (own, _) = lists
+            .get("ns-a/bitbucket|plat/api", Duration::MAX, listed(&["9"]))
+            .await
+            .expect("list");
+        assert_eq!(ids(own), ["3"], "its own listing, edited");
+        // The same place through another connection (maybe another server, where "2" is
+        // another hook): read again, not edited.
+        let (other, age) = lists
+            .get(
+                "ns-b/bitbucket|plat/api",
+                Duration::MAX,
+                listed(&["2", "3"]),
+            )
+            .await
+            .expect("list");
+        assert_eq!(
+            (ids(other), age),
+            (vec!["2".to_owned(), "3".to_owned()], Duration::ZERO)
+        );
+        let (untouched, age) = lists
+            .get("ns-c/other|plat/web", Duration::MAX, listed(&["9"]))
+            .await
+            .expect("list");
+        assert!(
+            age > Duration::ZERO && ids(untouched) == ["2", "3"],
+            "another place"
+        );
     }
 }

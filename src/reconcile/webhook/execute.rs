@@ -165,7 +165,7 @@ pub async fn delete(
     };
     // Gone from every connection's listing of this place, and remembered: a Webhook
     // elsewhere may have adopted it.
-    ctx.lists.remove_everywhere(key, &id).await;
+    ctx.lists.deleted(key, &id).await;
     ctx.handover.deleted(&id);
     Ok(match outcome {
         Deleted::Removed => format!("deleted hook {id} from {place}"),
