@@ -26,7 +26,7 @@ help:
 	@echo "make crds          regenerate crds/ from the Rust types"
 	@echo "make envtest       build etcd, kube-apiserver, kube-controller-manager and kubectl $(KUBE_VERSION) from Go modules (cached)"
 	@echo "make cluster       start etcd, kube-apiserver and kube-controller-manager in the background; cluster-down stops them"
-	@echo "make soak          50 kills of the operator over 200 Webhooks under faults, restarts of the API server and Bitbucket, then an audit; long fuzzing runs (about 15 minutes)"
+	@echo "make soak          50 kills of the operator over 200 Webhooks under faults, restarts of the API server and Bitbucket, then an audit; long fuzzing runs (about 12 minutes)"
 	@echo "make bench         the matrix (Cloud, Data Center x 1,000, 10,000 Webhooks; two budget cases; about an hour): Ready time, writes, listings, edit p99, restart cost, memory"
 
 build:
