@@ -436,9 +436,12 @@ async fn restarts_and_kills_lose_nothing_and_duplicate_nothing() {
             let roll = rand::random_range(0..100);
             match desired.get(&name).cloned() {
                 None => {
+                    // Its first repository: the deleted one may still be terminating (its
+                    // hook being deleted), and the repository of an object cannot change.
+                    let first = names.iter().position(|n| *n == name).unwrap_or(0);
                     let d = Desired {
                         namespace: namespaces[rand::random_range(0..2)].to_owned(),
-                        repository: repositories[rand::random_range(0..REPOSITORIES)].clone(),
+                        repository: repositories[first % REPOSITORIES].clone(),
                         version: 1,
                     };
                     desired.insert(name.clone(), d);
