@@ -48,16 +48,7 @@ async fn kubectl(plane: &ControlPlane, args: &[&str], stdin: &str) -> Result<Str
             .map_err(|e| e.to_string())?;
     }
     let out = child.wait_with_output().await.map_err(|e| e.to_string())?;
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    if out.status.success() {
-        Ok(text)
-    } else {
-        Err(text)
-    }
+    support::outcome(&out)
 }
 
 /// One Webhook of the workload, as the test last wrote it.
@@ -260,6 +251,22 @@ async fn converge(w: &World, namespaces: &[&str], limit: Duration) -> Duration {
     }
 }
 
+/// After a restart of something the operator depends on: the same operator process
+/// (never restarted) converges, and the audit is clean; `what` heads the report line.
+async fn survived(w: &World, namespaces: &[&str], op: &mut tokio::process::Child, what: &str) {
+    let took = converge(w, namespaces, Duration::from_secs(90)).await;
+    assert!(
+        op.try_wait().expect("operator state").is_none(),
+        "{what}: the operator process ended"
+    );
+    let (audit, notes) = audit(w, namespaces).await;
+    println!(
+        "{what} {:.1} s after the changes; {audit:?}",
+        took.as_secs_f64()
+    );
+    assert!(audit.clean(), "{what}: {notes:#?}");
+}
+
 /// Cloud routes of hook writes, for faults that act and then lose the answer.
 const WRITES: [&str; 3] = [
     "POST /2.0/repositories/{workspace}/{repo_slug}/hooks",
@@ -345,17 +352,13 @@ async fn restarts_and_kills_lose_nothing_and_duplicate_nothing() {
         let mut delete = vec!["delete", "webhook", "-n", namespaces[0], "--wait=false"];
         delete.extend(gone.iter().map(String::as_str));
         kubectl(plane, &delete, "").await.expect("delete");
-        let took = converge(&w, &namespaces, Duration::from_secs(90)).await;
-        assert!(
-            op.try_wait().expect("operator state").is_none(),
-            "the operator survived the API server's restart"
-        );
-        let (after_apiserver, notes) = audit(&w, &namespaces).await;
-        println!(
-            "kube-apiserver restarted (3 s down): the same operator converged {:.1} s after the changes; {after_apiserver:?}",
-            took.as_secs_f64()
-        );
-        assert!(after_apiserver.clean(), "{notes:#?}");
+        survived(
+            &w,
+            &namespaces,
+            &mut op,
+            "kube-apiserver restarted (3 s down): the same operator converged",
+        )
+        .await;
 
         // 2. Bitbucket restarts (state kept) while Webhooks change.
         let edited: Vec<String> = first[5..10].to_vec();
@@ -367,17 +370,13 @@ async fn restarts_and_kills_lose_nothing_and_duplicate_nothing() {
         let (restarted, applied) = tokio::join!(w.sim.restart(Duration::from_secs(3)), edits);
         restarted.expect("simulator restarted");
         applied.expect("edits");
-        let took = converge(&w, &namespaces, Duration::from_secs(90)).await;
-        assert!(
-            op.try_wait().expect("operator state").is_none(),
-            "the operator survived Bitbucket's restart"
-        );
-        let (after_bitbucket, notes) = audit(&w, &namespaces).await;
-        println!(
-            "Bitbucket restarted (3 s down, state kept) during 5 edits: converged {:.1} s after it was back; {after_bitbucket:?}",
-            took.as_secs_f64()
-        );
-        assert!(after_bitbucket.clean(), "{notes:#?}");
+        survived(
+            &w,
+            &namespaces,
+            &mut op,
+            "Bitbucket restarted (3 s down, state kept) during 5 edits: the operator converged",
+        )
+        .await;
     }
 
     // 3. The soak: kills at random moments under faults while everything changes.

@@ -67,6 +67,20 @@ impl std::io::Write for LogWriter {
     }
 }
 
+/// A command's stdout and stderr together: Ok when it succeeded, Err otherwise.
+pub fn outcome(out: &std::process::Output) -> Result<String, String> {
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    if out.status.success() {
+        Ok(text)
+    } else {
+        Err(text)
+    }
+}
+
 pub fn repo_path(rel: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join(rel)
 }
@@ -255,16 +269,7 @@ impl World {
             .plane
             .kubectl_stdin(["apply", "-n", &self.ns, "-f", "-"], yaml)
             .map_err(|e| e.to_string())?;
-        let text = format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        if out.status.success() {
-            Ok(text)
-        } else {
-            Err(text)
-        }
+        outcome(&out)
     }
 
     pub fn kubectl(&self, args: &[&str]) -> Result<String, String> {
