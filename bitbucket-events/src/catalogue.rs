@@ -1,5 +1,5 @@
 //! The webhook event names of each backend, and what one backend's name is called in
-//! another (for "did you mean" hints). Source: ../shared/BITBUCKET.md and the Cloud
+//! another (for "did you mean" hints). Source: docs/bitbucket-api.md and the Cloud
 //! OpenAPI document's `hook_event` enum.
 
 /// The three webhook APIs. Data Center's built-in webhooks and the Post Webhooks app run

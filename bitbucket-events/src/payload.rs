@@ -1,6 +1,6 @@
 //! Typed delivery payloads of the three backends. Field names follow Atlassian's sample
-//! deliveries (../shared/specs/payloads) and, for Post Webhooks, the shapes in
-//! ../shared/BITBUCKET.md. Fields a receiver rarely needs are kept loosely typed.
+//! deliveries (testdata/payloads) and, for Post Webhooks, the shapes in
+//! docs/bitbucket-api.md. Fields a receiver rarely needs are kept loosely typed.
 //!
 //! [`Delivery::parse`] reads a received delivery; the `*::example` constructors build
 //! the payloads `bitbucket-sim` sends.
@@ -742,7 +742,7 @@ mod tests {
 
     fn sample(name: &str) -> Vec<u8> {
         let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../../shared/specs/payloads")
+            .join("../testdata/payloads")
             .join(name);
         std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
     }

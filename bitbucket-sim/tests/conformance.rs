@@ -1,7 +1,7 @@
 //! Conformance: every webhook operation of the three APIs, answered as Atlassian's
-//! OpenAPI documents (../shared/specs) say: documented status codes only, bodies that
+//! OpenAPI documents (testdata/specs, trimmed) say: documented status codes only, bodies that
 //! match the response schemas. Post Webhooks has no published document; its schema here
-//! is written from the fields in ../shared/BITBUCKET.md.
+//! is written from the fields in docs/bitbucket-api.md.
 //!
 //! By default the target is an in-process `bitbucket-sim`. Point it at a real Bitbucket
 //! with environment variables (per backend; a backend without them uses the simulator):
@@ -208,14 +208,14 @@ fn documented(spec_doc: &Value) -> Vec<(String, String)> {
 
 fn spec_doc(file: &str) -> Value {
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../shared/specs")
+        .join("../testdata/specs")
         .join(file);
     serde_json::from_str(&std::fs::read_to_string(path).expect("spec")).expect("json")
 }
 
 #[tokio::test]
 async fn cloud_webhook_operations_conform_to_the_cloud_spec() {
-    let file = "bitbucket-cloud-2.0.swagger.v3.json";
+    let file = "bitbucket-cloud-2.0.webhooks.json";
     let spec = Spec::load(file, "");
     let t = target("CLOUD", "Cloud", "acme/api", "/2.0").await;
     let mut c = Checker::new(&spec, &t);
@@ -352,7 +352,7 @@ async fn cloud_webhook_operations_conform_to_the_cloud_spec() {
 
 #[tokio::test]
 async fn data_center_webhook_operations_conform_to_the_data_center_spec() {
-    let file = "bitbucket-datacenter-9.4.openapi.json";
+    let file = "bitbucket-datacenter-9.4.webhooks.json";
     let spec = Spec::load(file, "");
     let t = target("DC", "DataCenter", "PLAT/api", "/rest").await;
     let mut c = Checker::new(&spec, &t);
@@ -503,7 +503,7 @@ async fn data_center_webhook_operations_conform_to_the_data_center_spec() {
 }
 
 /// Post Webhooks has no published OpenAPI document: this one is written from the fields
-/// ../shared/BITBUCKET.md lists, with the verbs this project assumes.
+/// docs/bitbucket-api.md lists, with the verbs this project assumes.
 fn post_webhooks_spec() -> Value {
     let types: Vec<&str> = bitbucket_events::catalogue::POST_WEBHOOKS_EVENTS
         .iter()

@@ -15,7 +15,7 @@ pub struct Spec {
 impl Spec {
     pub fn load(file: &str, prefix: &'static str) -> Spec {
         let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../../shared/specs")
+            .join("../testdata/specs")
             .join(file);
         let text =
             std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
