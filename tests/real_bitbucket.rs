@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use bitbucket_events::signature;
 use bitbucket_sim::receiver::Receiver;
-use bitbucket_webhook_operator::api::{BitbucketConnection, Flavor};
+use bitbucket_webhook_operator::api::{BitbucketConnection, Flavor, VerifiedBy};
 use kube::Api;
 use serde_json::json;
 use support::{RATE_LIMIT_PAUSE, World};
@@ -24,7 +24,7 @@ fn through(w: &World, name: &str, token: &str, hook: &str, url: &str) -> String 
 }
 
 #[tokio::test]
-async fn cloud_access_tokens_with_only_the_webhook_scope_work() {
+async fn cloud_access_tokens_with_the_webhook_and_event_scopes_work() {
     // Whether Cloud refuses a missing scope with 403 or 401 is not documented: both.
     for status in [403, 401] {
         let w = World::new(&format!("scoped-{status}"), Flavor::Cloud).await;
@@ -41,7 +41,8 @@ async fn cloud_access_tokens_with_only_the_webhook_scope_work() {
                 "repo-token",
                 "acme-api-token",
                 "repositoryAccessToken",
-                &["webhook"],
+                // repo:push and pullrequest:created: `pullrequest` implies `repository`.
+                &["webhook", "pullrequest"],
             )
             .await
             .expect("token");
@@ -53,11 +54,29 @@ async fn cloud_access_tokens_with_only_the_webhook_scope_work() {
             "https://ci.example.com/hook",
         ))
         .expect("apply");
-        let (reason, message) = w.wait_connection("scoped", "Ready", "True").await;
-        assert_eq!(reason, "Verified");
-        assert!(message.contains("lacks account"), "{status}: {message}");
         w.wait_ready("ci").await;
         assert_eq!(w.hooks().await.len(), 1, "{status}: the hook was created");
+        // `/user` refused for the missing `account` scope: the Webhook's repository proves
+        // the credential.
+        let verified = w
+            .wait_connection_status("scoped", "verified by its repository", |s| {
+                s.verified_by == Some(VerifiedBy::Repository)
+            })
+            .await;
+        let ready = verified
+            .conditions
+            .iter()
+            .find(|c| c.type_ == "Ready")
+            .expect("Ready");
+        assert_eq!(
+            (ready.status.as_str(), ready.reason.as_str()),
+            ("True", "Verified")
+        );
+        assert!(
+            ready.message.contains("required account"),
+            "{status}: {}",
+            ready.message
+        );
 
         // Without the webhook scope: the condition says what is required and granted.
         w.ctl
@@ -91,6 +110,137 @@ async fn cloud_access_tokens_with_only_the_webhook_scope_work() {
             "nothing created without the scope"
         );
     }
+}
+
+#[tokio::test]
+async fn a_cloud_token_whose_identity_call_answers_a_plain_401_is_proven_by_use() {
+    // Cloud may refuse `/2.0/user` to a repository access token with the same plain 401
+    // as an invalid token (no scope detail): only a call the token must be able to make
+    // tells them apart.
+    let w = World::new("identity-plain-401", Flavor::Cloud).await;
+    w.ctl
+        .variants(json!({ "cloudUserRefusal": "plain401" }))
+        .await
+        .expect("variant");
+    w.ctl
+        .repository("Cloud", &w.repository, &["repo-token"], &[])
+        .await
+        .expect("admins");
+    w.ctl
+        .scoped_token(
+            "repo-token",
+            "acme-api-token",
+            "repositoryAccessToken",
+            &["webhook", "repository"],
+        )
+        .await
+        .expect("token");
+
+    // No Webhook yet: usable, and said to be unverified.
+    w.apply(&w.connection_yaml("scoped", "repo-token"))
+        .expect("connection");
+    let (reason, message) = w.wait_connection("scoped", "Ready", "True").await;
+    assert_eq!(reason, "Unverified", "{message}");
+    assert!(
+        message.contains("GET /2.0/user") && message.contains("Token is invalid"),
+        "{message}"
+    );
+
+    // Its first Webhook gets Ready, and its repository proves the credential at once
+    // (not at the next resync).
+    let webhook = w
+        .webhook_yaml("ci", "https://ci.example.com/hook", "")
+        .replace(
+            "connectionRef: {name: bitbucket}",
+            "connectionRef: {name: scoped}",
+        );
+    w.apply(&webhook).expect("webhook");
+    w.wait_ready("ci").await;
+    let verified = w
+        .wait_connection_status("scoped", "verified by its repository", |s| {
+            s.verified_by == Some(VerifiedBy::Repository)
+        })
+        .await;
+    assert_eq!(
+        verified.verified_repository.as_deref(),
+        Some(w.repository.as_str())
+    );
+    assert_eq!(w.hooks().await.len(), 1);
+
+    // Revoked: Unauthorized within one resync, saying which calls refused it.
+    w.ctl.revoke_token("repo-token").await.expect("revoke");
+    let revoked = Instant::now();
+    let (reason, message) = w.wait_connection("scoped", "Ready", "False").await;
+    let took = revoked.elapsed();
+    assert_eq!(reason, "Unauthorized", "{message}");
+    assert!(
+        message.contains(&format!("listing the hooks of {}", w.repository))
+            && message.contains("GET /2.0/user"),
+        "{message}"
+    );
+    assert!(
+        took < support::RESYNC * 2,
+        "Unauthorized {took:?} after the revocation (resync {:?})",
+        support::RESYNC
+    );
+}
+
+#[tokio::test]
+async fn a_missing_event_scope_stalls_the_webhook_until_the_secret_changes() {
+    let w = World::new("event-scope", Flavor::Cloud).await;
+    w.ctl
+        .repository("Cloud", &w.repository, &["push-only", "full"], &[])
+        .await
+        .expect("admins");
+    for (token, scopes) in [
+        ("push-only", &["webhook", "repository"][..]),
+        ("full", &["webhook", "pullrequest"][..]),
+    ] {
+        w.ctl
+            .scoped_token(token, "acme-api-token", "repositoryAccessToken", scopes)
+            .await
+            .expect("token");
+    }
+    // repo:push and pullrequest:created with a token that lacks `pullrequest`.
+    w.apply(&through(
+        &w,
+        "narrow",
+        "push-only",
+        "ci",
+        "https://ci.example.com/hook",
+    ))
+    .expect("apply");
+    let stalled = w.wait_condition("ci", "Stalled", "True", "Forbidden").await;
+    let message = support::synced_message(stalled);
+    assert!(
+        message.contains("required pullrequest"),
+        "the condition names the scope: {message}"
+    );
+    assert!(w.hooks().await.is_empty(), "nothing was created");
+    // Retried slowly while nothing changes: no more than a create per resync.
+    w.ctl.reset_requests().await.expect("reset");
+    tokio::time::sleep(support::RESYNC * 2).await;
+    let creates = w.ctl.count("POST", "/hooks").await.expect("count");
+    assert!(
+        creates <= 3,
+        "{creates} creates in two resyncs while stalled"
+    );
+
+    // A token with the scope in the Secret: retried at once, not at the next resync.
+    let changed = Instant::now();
+    w.apply(
+        "apiVersion: v1\nkind: Secret\nmetadata: {name: narrow-token}\nstringData: {token: full}\n",
+    )
+    .expect("secret");
+    w.wait_ready("ci").await;
+    let took = changed.elapsed();
+    assert_eq!(w.hooks().await.len(), 1);
+    eprintln!("Ready {took:?} after the Secret changed");
+    assert!(
+        took < support::RESYNC / 2,
+        "Ready {took:?} after the Secret changed (resync {:?})",
+        support::RESYNC
+    );
 }
 
 #[tokio::test]

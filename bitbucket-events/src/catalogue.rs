@@ -57,6 +57,22 @@ pub const CLOUD_EVENTS: &[&str] = &[
     "repo:updated",
 ];
 
+/// The Cloud scope a hook subscribing to `event` needs besides `webhook`, by the event's
+/// family. Source: the Cloud OpenAPI text for `POST /repositories/{workspace}/{repo_slug}/hooks`:
+/// "this call requires the webhook scope, as well as any scope that applies to the events
+/// that the webhook subscribes to" (its example: `webhook`, `repository` and `issue` for
+/// `repo:push` and `issue:created`).
+pub fn cloud_event_scope(event: &str) -> Option<&'static str> {
+    match event.split_once(':')?.0 {
+        "repo" => Some("repository"),
+        "pullrequest" => Some("pullrequest"),
+        "issue" => Some("issue"),
+        "project" => Some("project"),
+        "pipeline" => Some("pipeline"),
+        _ => None,
+    }
+}
+
 /// Bitbucket Data Center built-in webhook events (22). No endpoint lists them.
 pub const DATA_CENTER_EVENTS: &[&str] = &[
     "repo:refs_changed",

@@ -80,6 +80,17 @@ impl SimClient {
         .map(drop)
     }
 
+    /// Revokes a credential: every call with it answers 401 from then on.
+    pub async fn revoke_token(&self, token: &str) -> Result<(), String> {
+        self.call(
+            reqwest::Method::DELETE,
+            &format!("/_sim/tokens/{token}"),
+            None,
+        )
+        .await
+        .map(drop)
+    }
+
     /// Chooses which variant the simulator serves where sources disagree.
     pub async fn variants(&self, variants: Value) -> Result<(), String> {
         self.call(reqwest::Method::PUT, "/_sim/variants", Some(variants))

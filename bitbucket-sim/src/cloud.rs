@@ -18,7 +18,7 @@ use crate::Sim;
 use crate::access::{self, Denied};
 use crate::http::{cloud_error, origin, parse_body, valid_target_url};
 use crate::scopes::{self, Need};
-use crate::state::{Changes, Hook, Platform, Scope, Stats};
+use crate::state::{Changes, Hook, Platform, Scope, Stats, UserRefusal};
 
 type Shared = AxumState<Arc<Sim>>;
 type Params = Query<HashMap<String, String>>;
@@ -456,6 +456,9 @@ fn create(sim: &Sim, headers: &HeaderMap, body: &[u8], scope: Scope) -> Response
     let (Some(url), Some(events)) = (input.url, input.events) else {
         return bad_request("url and events are required");
     };
+    if let Err(r) = scopes::check_events(&state, headers, &events) {
+        return r;
+    }
     let now = Timestamp::now();
     let hook = Hook {
         id: state.next_id(),
@@ -517,6 +520,11 @@ fn update(sim: &Sim, headers: &HeaderMap, body: &[u8], scope: Scope, uid: &str) 
         Ok(i) => i,
         Err(e) => return bad_request(&e),
     };
+    if let Some(events) = &input.events
+        && let Err(r) = scopes::check_events(&state, headers, events)
+    {
+        return r;
+    }
     let origin = origin(headers, sim.tls);
     let Some(hook) = state
         .hooks_mut(Platform::Cloud, &scope)
@@ -559,6 +567,14 @@ fn delete(sim: &Sim, headers: &HeaderMap, scope: Scope, uid: &str) -> Response {
 async fn user(s: Shared, headers: HeaderMap) -> Response {
     let state = s.lock();
     if let Err(r) = scopes::check(&state, &headers, Need::Account) {
+        if state.variants.cloud_user_refusal == UserRefusal::Plain401 {
+            // No scope detail: the same answer as for a token that is not valid at all.
+            return cloud_error(
+                StatusCode::UNAUTHORIZED,
+                "Token is invalid, expired, or not supported for this endpoint.",
+                None,
+            );
+        }
         return r;
     }
     match access::authenticated(&state, &headers) {

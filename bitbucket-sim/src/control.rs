@@ -5,7 +5,8 @@
 //! | `POST /_sim/repositories` `{"flavor","repository","admins","readers"}` | creates a repository and who may do what (extensions: `"ownerAdmins"`, the workspace owners / project admins; `"repositories": [..]` instead of `"repository"` for many at once; `"project"`, a Cloud repository's project key, default `PROJ`) |
 //! | `DELETE /_sim/repositories` `{"flavor","repositories"}` | extension: removes repositories and their hooks |
 //! | `POST /_sim/tokens` `{"token","user"}` | registers a credential (extension: `"kind"` and `"scopes"` of a Cloud credential) |
-//! | `PUT /_sim/variants` `{"cloudScopeStatus","dcStatistics","postWebhooksApi","postWebhooksProjectListing"}` | extension: which variant to serve where sources disagree |
+//! | `DELETE /_sim/tokens/{token}` | extension: revokes a credential (every call with it answers 401 from then on) |
+//! | `PUT /_sim/variants` `{"cloudScopeStatus","cloudUserRefusal","dcStatistics","dcCreateStatus","dcWriteConfiguration","postWebhooksApi","postWebhooksProjectListing"}` | extension: which variant to serve where sources disagree (docs/simulator.md) |
 //! | `POST /_sim/events` `{"repository","event"}` | emits an event; answers with each delivery's outcome |
 //! | `PUT /_sim/faults` `{"errorRate","status","latencyMs","rateLimitPerHour","routes"}` | injects faults (extensions: `"count"`, `"retryAfter"`, `"after"` with `"stallMs"` or `"body"`: act, then fail or replace the answer); `DELETE` clears them |
 //! | `GET /_sim/requests` | counts of API calls received, by method, route and status (extension: `DELETE` resets them) |
@@ -35,6 +36,7 @@ pub fn routes() -> Router<Arc<Sim>> {
             post(create_repository).delete(delete_repositories),
         )
         .route("/_sim/tokens", post(create_token))
+        .route("/_sim/tokens/{token}", axum::routing::delete(revoke_token))
         .route("/_sim/variants", put(set_variants).get(get_variants))
         .route("/_sim/events", post(emit))
         .route(
@@ -208,9 +210,22 @@ async fn create_token(s: Shared, Json(req): Json<NewToken>) -> Response {
     (StatusCode::CREATED, Json(json!({ "user": req.user }))).into_response()
 }
 
+async fn revoke_token(
+    s: Shared,
+    axum::extract::Path(token): axum::extract::Path<String>,
+) -> Response {
+    match s.lock().tokens.remove(&token) {
+        Some(_) => StatusCode::NO_CONTENT.into_response(),
+        None => (StatusCode::NOT_FOUND, "no such token").into_response(),
+    }
+}
+
 async fn set_variants(s: Shared, Json(variants): Json<Variants>) -> Response {
     if !matches!(variants.cloud_scope_status, 401 | 403) {
         return bad("cloudScopeStatus must be 401 or 403");
+    }
+    if !matches!(variants.dc_create_status, 200 | 201) {
+        return bad("dcCreateStatus must be 200 or 201");
     }
     let mut state = s.lock();
     state.variants = variants;

@@ -18,7 +18,10 @@ use crate::Sim;
 use crate::access::{self, Denied};
 use crate::delivery::Outgoing;
 use crate::http::{dc_error, parse_body, valid_target_url};
-use crate::state::{Changes, Hook, Invocation, Outcome, Platform, Scope, StatisticsShape, Stats};
+use crate::state::{
+    Changes, Hook, Invocation, Outcome, Platform, Scope, State, StatisticsShape, Stats,
+    WriteConfiguration,
+};
 
 type Shared = AxumState<Arc<Sim>>;
 type Params = Query<HashMap<String, String>>;
@@ -241,6 +244,15 @@ pub fn render_statistics(stats: &Stats, scope: &Scope, event: Option<&str>) -> V
             "window": { "start": millis(start), "duration": (now.as_millisecond() - start.as_millisecond()) },
         },
     })
+}
+
+/// A create's or update's answer: servers were seen echoing `"configuration": {}`
+/// although the secret is stored (`/_sim/variants` `dcWriteConfiguration: empty`).
+fn write_answer(state: &State, mut rendered: Value) -> Value {
+    if state.variants.dc_write_configuration == WriteConfiguration::Empty {
+        rendered["configuration"] = json!({});
+    }
+    rendered
 }
 
 /// A webhook as Data Center renders it. Live servers return `configuration.secret` in clear.
@@ -551,12 +563,14 @@ async fn handle(sim: &Sim, headers: &HeaderMap, scope: Scope, op: Op<'_>) -> Res
                 updated: now,
                 stats: Stats::default(),
             };
-            let rendered = render(&hook, &scope, None);
+            let rendered = write_answer(&state, render(&hook, &scope, None));
             if let Some(hooks) = state.hooks_mut(Platform::Server, &scope) {
                 hooks.push(hook);
             }
-            // Data Center answers a create with 200, not 201.
-            axum::Json(rendered).into_response()
+            // The 9.2 and 9.4 specs document 200; 9.x servers were seen answering 201.
+            let status =
+                StatusCode::from_u16(state.variants.dc_create_status).unwrap_or(StatusCode::OK);
+            (status, axum::Json(rendered)).into_response()
         }
         Op::Get(id, q) => match find(state.hooks(Platform::Server, &scope), id) {
             Some(h) => axum::Json(render(&h, &scope, with_statistics(q))).into_response(),
@@ -599,7 +613,8 @@ async fn handle(sim: &Sim, headers: &HeaderMap, scope: Scope, op: Op<'_>) -> Res
                 secret: Some(input.secret.flatten()),
                 skip_cert_verification: Some(!input.ssl_verification_required.unwrap_or(true)),
             });
-            axum::Json(render(hook, &scope, None)).into_response()
+            let rendered = render(hook, &scope, None);
+            axum::Json(write_answer(&state, rendered)).into_response()
         }
         Op::Delete(id) => {
             let parsed: Option<u64> = id.parse().ok();

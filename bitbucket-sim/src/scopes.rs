@@ -7,7 +7,9 @@
 //! `delete:...` and `read:user:bitbucket`), and public clients that print Cloud's refusal:
 //! "Your credentials lack one or more required privilege scopes." with
 //! `detail: {required, granted}`. Whether the refusal is 403 or 401 is not documented:
-//! `PUT /_sim/variants {"cloudScopeStatus"}` serves either.
+//! `PUT /_sim/variants {"cloudScopeStatus"}` serves either. Creating or updating a hook
+//! also needs the scope of each event family it subscribes to (the spec's text for
+//! `POST .../hooks`; see `check_events`).
 
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -58,6 +60,70 @@ pub fn required(kind: TokenKind, need: Need) -> &'static str {
     }
 }
 
+/// Whether `granted` covers `scope`: `X:write` implies `X`, and `pullrequest` implies
+/// `repository` (Atlassian's "Scopes for the Bitbucket Cloud REST API"; `X:admin` implies
+/// neither).
+fn covers(granted: &[String], scope: &str) -> bool {
+    granted.iter().any(|g| {
+        g == scope
+            || g.strip_suffix(":write") == Some(scope)
+            || (scope == "repository" && g.starts_with("pullrequest") && !g.ends_with(":admin"))
+    })
+}
+
+/// The scope an event family needs from a credential of `kind`: the OAuth-style name for
+/// access tokens and OAuth consumers; for API tokens `read:<family>:bitbucket`, only
+/// when `/_sim/variants` `cloudApiTokenEventScopes` is on (the spec's scope list for the
+/// operation names only the webhook scopes; its text does not say which granular scope
+/// "applies to" an event).
+fn event_scope(kind: TokenKind, family: &'static str, api_tokens_too: bool) -> Option<String> {
+    match kind {
+        TokenKind::ApiToken if api_tokens_too => Some(format!("read:{family}:bitbucket")),
+        TokenKind::ApiToken => None,
+        _ => Some(family.to_owned()),
+    }
+}
+
+/// Refuses a hook's create or update as Cloud does when the credential lacks the scope
+/// of an event family it subscribes to (every missing one is named).
+pub fn check_events(state: &State, headers: &HeaderMap, events: &[String]) -> Result<(), Response> {
+    let Caller::Known(principal) = authenticate(state, headers) else {
+        return Ok(());
+    };
+    let Some(token) = state.tokens.get(&principal.token) else {
+        return Ok(());
+    };
+    let Some(kind) = token.kind else {
+        return Ok(());
+    };
+    let mut missing: Vec<String> = events
+        .iter()
+        .filter_map(|e| bitbucket_events::catalogue::cloud_event_scope(e))
+        .filter_map(|family| event_scope(kind, family, state.variants.cloud_api_token_event_scopes))
+        .filter(|scope| !covers(&token.scopes, scope))
+        .collect();
+    missing.sort();
+    missing.dedup();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    Err(refusal(state, missing, &token.scopes))
+}
+
+/// Cloud's scope refusal: 403 (or 401, `cloudScopeStatus`) naming what is required.
+fn refusal(state: &State, required: Vec<String>, granted: &[String]) -> Response {
+    let status =
+        StatusCode::from_u16(state.variants.cloud_scope_status).unwrap_or(StatusCode::FORBIDDEN);
+    let body = json!({
+        "type": "error",
+        "error": {
+            "message": "Your credentials lack one or more required privilege scopes.",
+            "detail": { "required": required, "granted": granted },
+        },
+    });
+    (status, axum::Json(body)).into_response()
+}
+
 /// Refuses the call as Cloud does if the caller's credential lacks the scope. Unknown or
 /// absent credentials, and credentials registered without a kind, pass (they are judged
 /// elsewhere, or not modelled).
@@ -75,16 +141,7 @@ pub fn check(state: &State, headers: &HeaderMap, need: Need) -> Result<(), Respo
     if token.scopes.iter().any(|s| s == scope) {
         return Ok(());
     }
-    let status =
-        StatusCode::from_u16(state.variants.cloud_scope_status).unwrap_or(StatusCode::FORBIDDEN);
-    let body = json!({
-        "type": "error",
-        "error": {
-            "message": "Your credentials lack one or more required privilege scopes.",
-            "detail": { "required": [scope], "granted": token.scopes },
-        },
-    });
-    Err((status, axum::Json(body)).into_response())
+    Err(refusal(state, vec![scope.to_owned()], &token.scopes))
 }
 
 #[cfg(test)]

@@ -279,9 +279,27 @@ pub struct Variants {
     /// The status of a Cloud scope refusal: 403 (default) or 401.
     #[serde(default = "forbidden")]
     pub cloud_scope_status: u16,
+    /// How Cloud refuses `GET /2.0/user` to a credential without the `account` scope:
+    /// the scope refusal naming it (default), or a plain 401 as clients report for access
+    /// tokens ("Token is invalid, expired, or not supported for this endpoint.").
+    #[serde(default)]
+    pub cloud_user_refusal: UserRefusal,
+    /// Whether an API token needs `read:<family>:bitbucket` for each event family a hook
+    /// subscribes to, as access tokens need `repository`, `pullrequest`, ... (off by
+    /// default: the spec lists only the webhook scopes for API tokens).
+    #[serde(default)]
+    pub cloud_api_token_event_scopes: bool,
     /// The shape of a Data Center hook's statistics.
     #[serde(default)]
     pub dc_statistics: StatisticsShape,
+    /// The status of a Data Center create: 200 (the 9.2 and 9.4 specs) or 201 (observed
+    /// on 9.x servers).
+    #[serde(default = "ok")]
+    pub dc_create_status: u16,
+    /// What a Data Center create or update answers in `configuration`: the stored one
+    /// (`stored`, default) or `{}` although a secret is stored (`empty`, observed).
+    #[serde(default)]
+    pub dc_write_configuration: WriteConfiguration,
     /// Which API the Post Webhooks app serves.
     #[serde(default)]
     pub post_webhooks_api: AppApi,
@@ -304,11 +322,37 @@ fn forbidden() -> u16 {
     403
 }
 
+fn ok() -> u16 {
+    200
+}
+
+/// See [`Variants::cloud_user_refusal`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub enum UserRefusal {
+    #[default]
+    Scope,
+    Plain401,
+}
+
+/// See [`Variants::dc_write_configuration`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub enum WriteConfiguration {
+    #[default]
+    Stored,
+    Empty,
+}
+
 impl Default for Variants {
     fn default() -> Self {
         Variants {
             cloud_scope_status: forbidden(),
+            cloud_user_refusal: UserRefusal::default(),
+            cloud_api_token_event_scopes: false,
             dc_statistics: StatisticsShape::default(),
+            dc_create_status: ok(),
+            dc_write_configuration: WriteConfiguration::default(),
             post_webhooks_api: AppApi::default(),
             post_webhooks_project_listing: ProjectListing::default(),
         }

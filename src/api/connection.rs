@@ -23,7 +23,8 @@ use super::shared::conditions_schema;
     printcolumn = r#"{"name":"Base URL","type":"string","jsonPath":".spec.baseURL"}"#,
     printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#,
-    printcolumn = r#"{"name":"Reason","type":"string","priority":1,"jsonPath":".status.conditions[?(@.type==\"Ready\")].reason"}"#
+    printcolumn = r#"{"name":"Reason","type":"string","priority":1,"jsonPath":".status.conditions[?(@.type==\"Ready\")].reason"}"#,
+    printcolumn = r#"{"name":"Verified By","type":"string","priority":1,"jsonPath":".status.verifiedBy"}"#
 )]
 #[x_kube(validation = Rule::new("self.flavor == 'Cloud' || has(self.baseURL)").message("baseURL is required for the DataCenter and PostWebhooks flavors (for example https://bitbucket.example.com)").reason(Reason::FieldValueRequired))]
 #[serde(rename_all = "camelCase")]
@@ -47,7 +48,8 @@ pub struct BitbucketConnectionSpec {
     printcolumn = r#"{"name":"Base URL","type":"string","jsonPath":".spec.baseURL"}"#,
     printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#,
-    printcolumn = r#"{"name":"Reason","type":"string","priority":1,"jsonPath":".status.conditions[?(@.type==\"Ready\")].reason"}"#
+    printcolumn = r#"{"name":"Reason","type":"string","priority":1,"jsonPath":".status.conditions[?(@.type==\"Ready\")].reason"}"#,
+    printcolumn = r#"{"name":"Verified By","type":"string","priority":1,"jsonPath":".status.verifiedBy"}"#
 )]
 #[x_kube(validation = Rule::new("self.flavor == 'Cloud' || has(self.baseURL)").message("baseURL is required for the DataCenter and PostWebhooks flavors (for example https://bitbucket.example.com)").reason(Reason::FieldValueRequired))]
 #[serde(rename_all = "camelCase")]
@@ -191,6 +193,14 @@ fn default_requests_per_hour() -> i32 {
     900
 }
 
+/// How a connection's credential was proven.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum VerifiedBy {
+    Identity,
+    Repository,
+    Unverified,
+}
+
 /// Observed state of a connection.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
@@ -201,6 +211,16 @@ pub struct ConnectionStatus {
     /// When the credentials were last verified against Bitbucket.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_verified_time: Option<Time>,
+    /// How the credential was last proven: Identity (Bitbucket said whose it is),
+    /// Repository (the identity call was refused, but listing the hooks of a repository
+    /// the connection serves succeeded: see verifiedRepository), or Unverified (the
+    /// identity call was refused and no Webhook uses the connection yet; its first
+    /// Webhook's requests will prove or refute the credential).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verified_by: Option<VerifiedBy>,
+    /// The repository whose hook listing proved the credential (verifiedBy Repository).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verified_repository: Option<String>,
     /// Ready: the credentials were verified with one cheap call. RateLimited (only while
     /// it lasts): Bitbucket answered 429 and every request with this credential waits
     /// until the time in its message. InUse (only while it is being deleted): Webhooks

@@ -118,6 +118,9 @@ pub enum Reason {
     // ---------------------------------------------------------------- connections
     /// Bitbucket accepted the connection's credential.
     Verified,
+    /// Bitbucket refused the identity call (which some tokens may not make) and no
+    /// Webhook uses the connection yet to prove it: usable, not yet proven.
+    Unverified,
     /// A connection being deleted waits for the Webhooks that use it.
     InUse,
     /// Event: Bitbucket answers the connection's requests again after an outage.

@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 use super::transport::{Call, Transport};
 use super::{
     Deleted, Error, HookSpec, Identity, Place, RemoteHook, RepoRef, Result, SecretChange,
-    SecretState, TestResult, WebhookBackend, place_not_found,
+    SecretState, TestResult, WebhookBackend, null_default, place_not_found,
 };
 use crate::api::Flavor;
 
@@ -33,16 +33,17 @@ struct ListedRepository {
 #[derive(Deserialize)]
 struct Subscription {
     uuid: String,
+    #[serde(deserialize_with = "null_default")]
     url: String,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_default")]
     description: String,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_default")]
     active: bool,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_default")]
     events: Vec<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_default")]
     secret_set: bool,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_default")]
     skip_cert_verification: bool,
 }
 
@@ -159,26 +160,25 @@ impl WebhookBackend for CloudClient {
 
     async fn verify_credentials(&self) -> Result<Identity> {
         // `/user` needs the `account` scope (API tokens: `read:user:bitbucket`), which
-        // repository and project access tokens cannot hold. A scope refusal still proves
-        // the credential authenticated; the first repository call proves the rest.
-        match self
+        // repository and project access tokens cannot hold, and Cloud may refuse them
+        // with a plain 401 as if the token were invalid: a refusal here is a hint, which
+        // the connection settles by listing the hooks of a repository it serves.
+        let user: User = self
             .transport
-            .json::<User>(Call::get(self.transport.url(&["user"])))
-            .await
-        {
-            Ok(user) => Ok(Identity {
-                user: user.username.or(user.display_name).or(user.uuid),
-                detail: None,
-            }),
-            Err(Error::MissingScope { required, .. }) => Ok(Identity {
-                user: None,
-                detail: Some(format!(
-                    "the credential may not read its own identity (it lacks {}), which webhooks do not need",
-                    required.join(", ")
-                )),
-            }),
-            Err(e) => Err(e),
-        }
+            .json(Call::get(self.transport.url(&["user"])))
+            .await?;
+        Ok(Identity {
+            user: user.username.or(user.display_name).or(user.uuid),
+            detail: None,
+        })
+    }
+
+    fn identity_is_conclusive(&self) -> bool {
+        false
+    }
+
+    fn identity_call(&self) -> &'static str {
+        "GET /2.0/user"
     }
 
     async fn list_hooks(&self, place: &Place) -> Result<Vec<RemoteHook>> {

@@ -14,7 +14,8 @@ use serde_json::{Value, json};
 use super::transport::{Call, Transport};
 use super::{
     AsRead, Deleted, DeliveryStats, Error, HookSpec, Identity, Invocation, Place, RemoteHook,
-    RepoRef, Result, SecretChange, SecretState, TestResult, WebhookBackend, place_not_found,
+    RepoRef, Result, SecretChange, SecretState, TestResult, WebhookBackend, null_default,
+    place_not_found,
 };
 use crate::api::Flavor;
 
@@ -40,17 +41,19 @@ fn yes() -> bool {
 #[serde(rename_all = "camelCase")]
 struct Webhook {
     id: u64,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_default")]
     name: String,
+    #[serde(deserialize_with = "null_default")]
     url: String,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_default")]
     active: bool,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_default")]
     events: Vec<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_default")]
     configuration: serde_json::Map<String, Value>,
-    #[serde(default = "yes")]
-    ssl_verification_required: bool,
+    /// Absent or null: required (the server's default).
+    #[serde(default)]
+    ssl_verification_required: Option<bool>,
     #[serde(default)]
     statistics: Option<Value>,
 }
@@ -73,10 +76,26 @@ fn remote_hook(raw: serde_json::Map<String, Value>) -> std::result::Result<Remot
         active: w.active,
         events: w.events,
         secret,
-        skip_cert_verification: !w.ssl_verification_required,
+        skip_cert_verification: !w.ssl_verification_required.unwrap_or(true),
         stats: w.statistics.as_ref().and_then(statistics),
         read: AsRead(read),
     })
+}
+
+/// A write's answer with the configuration that was sent: servers may echo
+/// `"configuration": {}` although they stored the secret, so the answer never says what
+/// the secret is (a later update would otherwise send the configuration without it).
+fn as_written(mut hook: RemoteHook, body: &Value) -> RemoteHook {
+    let configuration = body
+        .get("configuration")
+        .cloned()
+        .unwrap_or_else(|| json!({}));
+    hook.secret = match configuration.get("secret").and_then(Value::as_str) {
+        Some(s) if !s.is_empty() => SecretState::Known(SecretString::from(s.to_owned())),
+        _ => SecretState::Unset,
+    };
+    hook.read.0.insert("configuration".into(), configuration);
+    hook
 }
 
 fn decode_hook(raw: serde_json::Map<String, Value>) -> Result<RemoteHook> {
@@ -349,6 +368,10 @@ impl WebhookBackend for DataCenterClient {
         Flavor::DataCenter
     }
 
+    fn identity_call(&self) -> &'static str {
+        "GET /rest/api/latest/application-properties"
+    }
+
     async fn verify_credentials(&self) -> Result<Identity> {
         verify_server_credentials(&self.transport).await
     }
@@ -371,7 +394,7 @@ impl WebhookBackend for DataCenterClient {
             .write(Method::POST, self.webhooks(place, &[])?, &body)
             .await
             .map_err(|e| place_not_found(place, e))?;
-        decode_hook(hook)
+        decode_hook(hook).map(|h| as_written(h, &body))
     }
 
     async fn update_hook(
@@ -385,7 +408,7 @@ impl WebhookBackend for DataCenterClient {
             .transport
             .write(Method::PUT, self.webhooks(place, &[&current.id])?, &body)
             .await?;
-        decode_hook(hook)
+        decode_hook(hook).map(|h| as_written(h, &body))
     }
 
     async fn delete_hook(&self, place: &Place, id: &str) -> Result<Deleted> {

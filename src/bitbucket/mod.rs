@@ -198,6 +198,16 @@ pub struct DeliveryStats {
     pub last_error: Option<Invocation>,
 }
 
+/// Reads `null` as the type's default: servers answer `null` where a string, list or
+/// object is expected, and one such field must not fail a whole listing.
+pub(crate) fn null_default<'de, D, T>(d: D) -> std::result::Result<T, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Default + serde::Deserialize<'de>,
+{
+    Ok(<Option<T> as serde::Deserialize>::deserialize(d)?.unwrap_or_default())
+}
+
 /// The answer to an on-demand test delivery.
 #[derive(Clone, Debug, PartialEq)]
 pub struct TestResult {
@@ -224,6 +234,13 @@ pub trait WebhookBackend: Send + Sync + std::fmt::Debug {
     /// One cheap authenticated call that a webhook-only credential may make: are the
     /// credentials accepted?
     async fn verify_credentials(&self) -> Result<Identity>;
+    /// Whether a 401 or 403 from `verify_credentials` proves the credential bad. Not on
+    /// Cloud, where some valid tokens may not read their own identity.
+    fn identity_is_conclusive(&self) -> bool {
+        true
+    }
+    /// The request `verify_credentials` makes, for messages.
+    fn identity_call(&self) -> &'static str;
     /// Every hook of the place (all pages; a project or workspace: its own hooks, not its
     /// repositories'), with delivery statistics where the backend reports them (Data
     /// Center: one listing per place, not one call per hook).

@@ -299,6 +299,10 @@ impl WebhookBackend for PostWebhooksClient {
         Flavor::PostWebhooks
     }
 
+    fn identity_call(&self) -> &'static str {
+        "GET /rest/api/latest/application-properties"
+    }
+
     async fn verify_credentials(&self) -> Result<Identity> {
         let identity = verify_server_credentials(&self.transport).await?;
         // Asked here so the connection says which API it found before any Webhook needs it.

@@ -9,7 +9,7 @@ use std::sync::Mutex;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::ResourceExt;
 
-use crate::api::{ConnectionKind, Webhook};
+use crate::api::{ConnectionKind, Scope, Webhook};
 
 /// What a claim is on: the connection (kind, namespace for namespaced kinds, name), the
 /// repository (case-insensitive) and the URL.
@@ -31,6 +31,9 @@ struct Inner {
     /// uid -> (connection, the Webhook's namespace) for every Webhook that exists, being
     /// deleted or not: a connection in use stays until their cleanup is done.
     users: HashMap<String, (Connection, String)>,
+    /// uid -> (connection, repository as written) for live repository-scope Webhooks: the
+    /// repositories a connection serves, one of which can prove its credential.
+    repositories: HashMap<String, (Connection, String)>,
 }
 
 /// A connection: kind, namespace (namespaced kinds), name.
@@ -78,6 +81,15 @@ impl Claims {
             return;
         }
         let (key, who) = (key_of(w), claimant(w));
+        if w.spec.scope == Scope::Repository {
+            self.lock().repositories.insert(
+                uid.clone(),
+                (
+                    (key.0, key.1.clone(), key.2.clone()),
+                    w.spec.repository.clone(),
+                ),
+            );
+        }
         let mut inner = self.lock();
         inner
             .by_key
@@ -104,8 +116,24 @@ impl Claims {
             .count()
     }
 
+    /// The repositories live repository-scope Webhooks on `connection` name, sorted,
+    /// each once (compared as Bitbucket compares them, case-insensitively).
+    pub fn repositories(&self, connection: &Connection) -> Vec<String> {
+        let mut found: Vec<String> = self
+            .lock()
+            .repositories
+            .values()
+            .filter(|(c, _)| c == connection)
+            .map(|(_, r)| r.clone())
+            .collect();
+        found.sort_by_key(|r| r.to_ascii_lowercase());
+        found.dedup_by(|a, b| a.eq_ignore_ascii_case(b));
+        found
+    }
+
     fn remove_uid(&self, uid: &str) {
         let mut inner = self.lock();
+        inner.repositories.remove(uid);
         if let Some((key, who)) = inner.by_uid.remove(uid)
             && let Some(claimants) = inner.by_key.get_mut(&key)
         {
@@ -245,6 +273,31 @@ mod tests {
         claims.forget_namespace(Some("team-a"));
         assert_eq!(claims.holder(&second), None);
         assert_eq!(claims.users(&connection), 1);
+    }
+
+    #[test]
+    fn a_connection_serves_each_repository_once_and_not_those_being_deleted() {
+        let claims = Claims::default();
+        let cluster = ConnectionKind::ClusterBitbucketConnection;
+        let connection = (cluster, None, "shared".to_owned());
+        let first = webhook("team-a", "ci", "1", "2026-01-01T00:00:00Z", cluster);
+        let mut second = webhook("team-b", "ci", "2", "2026-01-02T00:00:00Z", cluster);
+        second.spec.repository = "acme/API".into();
+        let mut workspace = webhook("team-b", "ws", "3", "2026-01-03T00:00:00Z", cluster);
+        workspace.spec.scope = Scope::Workspace;
+        workspace.spec.repository = "acme".into();
+        for w in [&first, &second, &workspace] {
+            claims.upsert(w);
+        }
+        assert_eq!(
+            claims.repositories(&connection),
+            vec!["ACME/api".to_owned()]
+        );
+        let mut deleting = first.clone();
+        deleting.metadata.deletion_timestamp = Some(Time(jiff::Timestamp::now()));
+        claims.upsert(&deleting);
+        claims.remove(&second);
+        assert!(claims.repositories(&connection).is_empty());
     }
 
     #[test]

@@ -15,7 +15,7 @@ use super::conditions::{self, Outcome, Status};
 use super::{Context, Error, Invalid, Refusal, SecretProblem, finalizer};
 use crate::api::{
     BitbucketConnection, ClusterBitbucketConnection, ConnectionKind, ConnectionSpec,
-    ConnectionStatus, FIELD_MANAGER, Reason,
+    ConnectionStatus, FIELD_MANAGER, Reason, VerifiedBy,
 };
 use crate::bitbucket::{self, Budget, ConnectionConfig, Credentials, TlsOptions, WebhookBackend};
 
@@ -156,6 +156,8 @@ pub struct Registry {
     waiting: Mutex<HashMap<String, std::collections::HashSet<(String, String)>>>,
     /// Whether namespaced connections may reach private addresses (an admin's flag).
     namespaced_private_targets: bool,
+    /// Connection key -> when its Webhooks last asked for it to be proven again.
+    proving: Mutex<HashMap<String, std::time::Instant>>,
 }
 
 impl Default for Registry {
@@ -214,7 +216,43 @@ impl Registry {
             answering: tokio::sync::broadcast::channel(64).0,
             waiting: Mutex::default(),
             namespaced_private_targets,
+            proving: Mutex::default(),
         }
+    }
+
+    /// Has the controller verify an Unverified connection again (at most every
+    /// `PROVE_EVERY` per connection), now that a Webhook names a repository that can prove
+    /// its credential; until then it would wait for its resync.
+    pub fn ask_to_prove(&self, view: &View) {
+        const PROVE_EVERY: std::time::Duration = std::time::Duration::from_secs(30);
+        let unverified = view
+            .status
+            .as_ref()
+            .is_some_and(|s| s.verified_by == Some(VerifiedBy::Unverified));
+        if !unverified {
+            return;
+        }
+        let key = view.key();
+        let Some(budget) = self
+            .budget_of
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&key)
+            .cloned()
+        else {
+            return;
+        };
+        let now = std::time::Instant::now();
+        let mut proving = self.proving.lock().unwrap_or_else(|p| p.into_inner());
+        if proving
+            .get(&key)
+            .is_some_and(|at| now.duration_since(*at) < PROVE_EVERY)
+        {
+            return;
+        }
+        proving.insert(key, now);
+        // The connection controllers reconcile every connection on a budget it names.
+        let _ = self.paused.send(budget);
     }
 
     /// A Webhook waits for its connection's Bitbucket to answer again. False when it
@@ -574,10 +612,7 @@ async fn verify(view: &View, ctx: &Context) -> (ConnectionStatus, Option<Error>)
         return (status, Some(paused.into()));
     }
     let result = match ctx.connections.backend(ctx, view).await {
-        Ok(backend) => backend
-            .verify_credentials()
-            .await
-            .map_err(|e| not_bitbucket(view, e)),
+        Ok(backend) => prove(view, ctx, backend.as_ref()).await,
         Err(e) => Err(e),
     };
     let verified_before = conditions::find(&previous.conditions, conditions::READY)
@@ -609,38 +644,126 @@ async fn verify(view: &View, ctx: &Context) -> (ConnectionStatus, Option<Error>)
         );
         return (status, result.err());
     }
-    let (ready, error) = match result {
-        Ok(identity) => (
-            conditions::condition(
-                &previous.conditions,
-                conditions::READY,
-                &Outcome::new(Status::True, Reason::Verified, verified_message(&identity)),
-                view.generation,
-                &now,
-            ),
+    let (outcome, proof, error) = match result {
+        Ok(proof) => (
+            Outcome::new(Status::True, proof.reason, proof.message.clone()),
+            Some(proof),
             None,
         ),
         Err(e) => (
-            conditions::condition(
-                &previous.conditions,
-                conditions::READY,
-                &Outcome::new(Status::False, e.reason(), e.to_string()),
-                view.generation,
-                &now,
-            ),
+            Outcome::new(Status::False, e.reason(), e.to_string()),
+            None,
             Some(e),
         ),
     };
+    let ready = conditions::condition(
+        &previous.conditions,
+        conditions::READY,
+        &outcome,
+        view.generation,
+        &now,
+    );
     let status = ConnectionStatus {
         observed_generation: view.generation,
-        last_verified_time: if error.is_none() {
+        last_verified_time: if proof.is_some() {
             Some(now)
         } else {
             previous.last_verified_time.clone()
         },
+        verified_by: proof.as_ref().map(|p| p.by),
+        verified_repository: proof.and_then(|p| p.repository),
         conditions: vec![ready],
     };
     (status, error)
+}
+
+/// What proved a connection's credential, for its status.
+#[derive(Debug)]
+struct Proof {
+    by: VerifiedBy,
+    repository: Option<String>,
+    reason: Reason,
+    message: String,
+}
+
+/// At most this many repositories are tried to prove a credential whose identity call
+/// was refused (a repository may be gone: 404 proves nothing).
+const PROOF_REPOSITORIES: usize = 3;
+
+/// Proves the credential: the identity call, and where a refusal of it is only a hint
+/// (Cloud), a listing of the hooks of a repository the connection serves.
+async fn prove(view: &View, ctx: &Context, backend: &dyn WebhookBackend) -> Result<Proof, Error> {
+    let refused = match backend.verify_credentials().await {
+        Ok(identity) => {
+            return Ok(Proof {
+                by: VerifiedBy::Identity,
+                repository: None,
+                reason: Reason::Verified,
+                message: verified_message(&identity),
+            });
+        }
+        Err(e) if refusal(&e) && !backend.identity_is_conclusive() => e,
+        Err(e) => return Err(not_bitbucket(view, e)),
+    };
+    let call = backend.identity_call();
+    let connection = (view.kind, view.namespace.clone(), view.name.clone());
+    let repositories = ctx.claims.repositories(&connection);
+    for repository in repositories.iter().take(PROOF_REPOSITORIES) {
+        let Some(repo) = bitbucket::RepoRef::parse(repository) else {
+            continue;
+        };
+        match backend
+            .list_hooks(&bitbucket::Place::Repository(repo))
+            .await
+        {
+            // Listed, or refused for what the credential lacks on this repository: either
+            // way Bitbucket knew the credential.
+            Ok(_)
+            | Err(bitbucket::Error::Forbidden { .. } | bitbucket::Error::MissingScope { .. }) => {
+                return Ok(Proof {
+                    by: VerifiedBy::Repository,
+                    repository: Some(repository.clone()),
+                    reason: Reason::Verified,
+                    message: format!(
+                        "Bitbucket accepted the credential when listing the hooks of {repository}; it refused {call} ({refused}), which repository and project access tokens may not call"
+                    ),
+                });
+            }
+            Err(bitbucket::Error::NotFound { .. }) => {}
+            Err(bitbucket::Error::Unauthorized { message }) => {
+                return Err(bitbucket::Error::Unauthorized {
+                    message: format!(
+                        "{message} (listing the hooks of {repository}; {call} was refused too: {refused})"
+                    ),
+                }
+                .into());
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    let why = if repositories.is_empty() {
+        "no Webhook uses this connection yet"
+    } else {
+        "the repositories its Webhooks name were not found"
+    };
+    Ok(Proof {
+        by: VerifiedBy::Unverified,
+        repository: None,
+        reason: Reason::Unverified,
+        message: format!(
+            "Bitbucket refused {call} ({refused}), which repository and project access tokens may not call, and {why}: the credential is used as it is, and the first Webhook's requests prove it or say why not"
+        ),
+    })
+}
+
+/// A 401 or 403: the credential was refused (bad, or lacking what this call needs).
+fn refusal(e: &bitbucket::Error) -> bool {
+    matches!(
+        e,
+        bitbucket::Error::Unauthorized { .. }
+            | bitbucket::Error::Forbidden { .. }
+            | bitbucket::Error::MissingScope { .. }
+    )
 }
 
 /// A 404 where every Bitbucket of the flavor answers the identity call: the baseURL or

@@ -392,6 +392,36 @@ impl World {
         }
     }
 
+    /// The status of the BitbucketConnection `name` once `check` holds for it.
+    pub async fn wait_connection_status(
+        &self,
+        name: &str,
+        what: &str,
+        check: impl Fn(&bitbucket_webhook_operator::api::ConnectionStatus) -> bool,
+    ) -> bitbucket_webhook_operator::api::ConnectionStatus {
+        let api: Api<bitbucket_webhook_operator::api::BitbucketConnection> =
+            Api::namespaced(self.client.clone(), &self.ns);
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let found = api
+                .get_opt(name)
+                .await
+                .ok()
+                .flatten()
+                .and_then(|c| c.status);
+            if let Some(s) = &found
+                && check(s)
+            {
+                return s.clone();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{name}: timed out waiting for {what}; last {found:#?}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
     pub async fn wait_ready(&self, name: &str) -> Webhook {
         self.wait_condition(name, "Ready", "True", "Ready").await
     }

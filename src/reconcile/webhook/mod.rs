@@ -291,6 +291,7 @@ async fn sync(
 ) -> Result<Synced, Error> {
     let view = dereference::connection(w, ctx).await?;
     view.readiness()?;
+    ctx.connections.ask_to_prove(&view);
     let flavor = view.spec.flavor;
     let valid = validate::spec(w, flavor)?;
     validate::conflict(w, &ctx.claims)?;
