@@ -39,9 +39,10 @@ echo "    Bitbucket (simulated) at $sim, deliveries go to $receiver"
 
 control() { curl -fsS -X "$1" -H 'content-type: application/json' "$sim/_sim/$2" ${3:+-d "$3"} >/dev/null; }
 # The examples' placeholder credentials are the simulator's tokens, each a repository admin.
-# The Cloud example's is an access token holding the webhook scope, and the repository
-# scope that examples/webhookset.yaml needs to list the workspace's repositories.
-control POST tokens '{"token":"replace-with-a-repository-access-token","user":"acme-ci","kind":"projectAccessToken","scopes":["webhook","repository"]}'
+# The Cloud example's is an access token holding the webhook scope, the scopes of the
+# event families its hooks subscribe to (pullrequest, which implies repository), and the
+# repository scope that examples/webhookset.yaml needs to list the workspace's repositories.
+control POST tokens '{"token":"replace-with-a-repository-access-token","user":"acme-ci","kind":"projectAccessToken","scopes":["webhook","repository","pullrequest"]}'
 control POST tokens '{"token":"replace-with-an-http-access-token","user":"plat-ci"}'
 control POST tokens '{"token":"replace-with-a-personal-access-token","user":"ci-bot"}'
 control POST tokens '{"token":"shared-token","user":"shared"}'

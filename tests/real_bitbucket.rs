@@ -186,6 +186,32 @@ async fn a_cloud_token_whose_identity_call_answers_a_plain_401_is_proven_by_use(
 }
 
 #[tokio::test]
+async fn a_refused_basic_credential_on_cloud_names_the_retired_app_passwords() {
+    let w = World::new("app-password", Flavor::Cloud).await;
+    let webhook = w
+        .webhook_yaml("ci", "https://ci.example.com/hook", "")
+        .replace(
+            "connectionRef: {name: bitbucket}",
+            "connectionRef: {name: basic}",
+        );
+    w.apply(&format!(
+        "apiVersion: v1\nkind: Secret\nmetadata: {{name: basic-auth}}\n\
+         stringData: {{username: dev@example.com, password: an-old-app-password}}\n---\n\
+         apiVersion: bitbucket.hooks.dev/v1alpha1\nkind: BitbucketConnection\nmetadata: {{name: basic}}\n\
+         spec:\n  flavor: Cloud\n  baseURL: {}\n  auth: {{type: Basic, secretRef: {{name: basic-auth}}}}\n---\n{webhook}",
+        w.base_url()
+    ))
+    .expect("apply");
+    let (reason, message) = w.wait_connection("basic", "Ready", "False").await;
+    assert_eq!(reason, "Unauthorized", "{message}");
+    assert!(
+        message.contains("app passwords") && message.contains("API token"),
+        "{message}"
+    );
+    assert!(!message.contains("an-old-app-password"), "{message}");
+}
+
+#[tokio::test]
 async fn a_missing_event_scope_stalls_the_webhook_until_the_secret_changes() {
     let w = World::new("event-scope", Flavor::Cloud).await;
     w.ctl

@@ -39,8 +39,11 @@ fn granular(scope: &str) -> bool {
 pub fn can_hold(kind: TokenKind, scope: &str) -> bool {
     match kind {
         TokenKind::ApiToken => granular(scope),
+        // Atlassian's access-token permission pages: repositories, pull requests,
+        // webhooks, pipelines, runners (project tokens: also the project); no account or
+        // issue permission.
         TokenKind::RepositoryAccessToken | TokenKind::ProjectAccessToken => {
-            !granular(scope) && scope != "account"
+            !granular(scope) && scope != "account" && !scope.starts_with("issue")
         }
         TokenKind::WorkspaceAccessToken | TokenKind::Oauth => !granular(scope),
     }
@@ -155,6 +158,7 @@ mod tests {
             TokenKind::ProjectAccessToken,
         ] {
             assert!(!can_hold(kind, "account"));
+            assert!(!can_hold(kind, "issue"));
             assert!(can_hold(kind, "webhook"));
         }
         assert!(can_hold(TokenKind::WorkspaceAccessToken, "account"));

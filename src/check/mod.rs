@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 
 use serde_json::Value;
 
-use crate::api::{Flavor, Webhook, WebhookSet, all_crds};
+use crate::api::{AuthType, Flavor, Webhook, WebhookSet, all_crds};
 use crate::reconcile::Invalid;
 use crate::reconcile::webhook::{backend_of, check_events, check_spec};
 
@@ -216,8 +216,8 @@ fn metadata(object: &Value) -> Vec<(String, String)> {
     }
 }
 
-/// (kind, name) -> (namespace, flavor) of every connection among the files.
-type Connections = BTreeMap<(String, String), Vec<(Option<String>, Flavor)>>;
+/// (kind, name) -> (namespace, flavor, auth type) of every connection among the files.
+type Connections = BTreeMap<(String, String), Vec<(Option<String>, Flavor, Option<AuthType>)>>;
 
 fn connection_flavors(docs: &[Doc]) -> Connections {
     let mut out = Connections::new();
@@ -235,27 +235,74 @@ fn connection_flavors(docs: &[Doc]) -> Connections {
         let namespace = doc.json["metadata"]["namespace"]
             .as_str()
             .map(str::to_owned);
+        let auth =
+            serde_json::from_value::<AuthType>(doc.json["spec"]["auth"]["type"].clone()).ok();
         out.entry((doc.kind().to_owned(), doc.name().to_owned()))
             .or_default()
-            .push((namespace, flavor));
+            .push((namespace, flavor, auth));
     }
     out
 }
 
-/// The flavor of the connection a Webhook or WebhookSet references, if known.
-fn flavor_of(doc: &Doc, connections: &Connections, default: Option<Flavor>) -> Option<Flavor> {
+/// The connection a Webhook or WebhookSet references, if it is among the files: its
+/// flavor and auth type.
+fn connection_of(doc: &Doc, connections: &Connections) -> Option<(Flavor, Option<AuthType>)> {
     let reference = &doc.json["spec"]["connectionRef"];
     let kind = reference["kind"].as_str().unwrap_or("BitbucketConnection");
     let name = reference["name"].as_str()?;
     let namespace = doc.json["metadata"]["namespace"].as_str();
-    let candidates = connections.get(&(kind.to_owned(), name.to_owned()));
-    let found = candidates.and_then(|c| {
-        c.iter()
-            .find(|(ns, _)| kind == "ClusterBitbucketConnection" || ns.as_deref() == namespace)
-            .or_else(|| c.first())
-            .map(|(_, f)| *f)
-    });
-    found.or(default)
+    let candidates = connections.get(&(kind.to_owned(), name.to_owned()))?;
+    candidates
+        .iter()
+        .find(|(ns, ..)| kind == "ClusterBitbucketConnection" || ns.as_deref() == namespace)
+        .or_else(|| candidates.first())
+        .map(|(_, f, a)| (*f, *a))
+}
+
+/// The flavor of the connection a Webhook or WebhookSet references, if known.
+fn flavor_of(doc: &Doc, connections: &Connections, default: Option<Flavor>) -> Option<Flavor> {
+    connection_of(doc, connections).map(|(f, _)| f).or(default)
+}
+
+/// Cloud scopes that repository and project access tokens (a Bearer connection's usual
+/// credential) cannot hold: Atlassian's access-token permission pages offer repository,
+/// pull request, webhook, pipeline and runner permissions (project tokens also project),
+/// no issue permission.
+fn scopes_access_tokens_lack(events: &[String]) -> Vec<(&'static str, Vec<&str>)> {
+    let mut out: Vec<(&'static str, Vec<&str>)> = Vec::new();
+    for event in events {
+        let Some(scope) = bitbucket_events::catalogue::cloud_event_scope(event) else {
+            continue;
+        };
+        if scope != "issue" {
+            continue;
+        }
+        match out.iter_mut().find(|(s, _)| *s == scope) {
+            Some((_, names)) => names.push(event),
+            None => out.push((scope, vec![event])),
+        }
+    }
+    out
+}
+
+/// A warning (not an error: the token may be of another kind) where a Cloud Webhook's
+/// events need a scope its Bearer connection's usual tokens cannot hold.
+fn scope_warnings(doc: &Doc, events: &[String], connections: &Connections) -> Vec<String> {
+    let Some((Flavor::Cloud, Some(AuthType::Bearer))) = connection_of(doc, connections) else {
+        return Vec::new();
+    };
+    scopes_access_tokens_lack(events)
+        .into_iter()
+        .map(|(scope, names)| {
+            format!(
+                "{}:{}: {}: warning: {} need the Cloud scope {scope}, which repository and project access tokens cannot hold; Bitbucket will refuse the hook unless the connection's token is a workspace access token or an OAuth token with {scope} (or use an API token with auth.type Basic)",
+                doc.file,
+                doc.node.line(),
+                doc.label(),
+                names.join(", ")
+            )
+        })
+        .collect()
 }
 
 /// What the reconciler would refuse: events of another flavor (with the right name),
@@ -303,11 +350,19 @@ fn semantics(
     };
     let result = match doc.kind() {
         "Webhook" => match serde_json::from_value::<Webhook>(defaulted) {
-            Ok(w) => check_spec(&w, flavor),
+            Ok(w) => {
+                let events = w.spec.settings.events.clone().unwrap_or_default();
+                notes.extend(scope_warnings(doc, &events, connections));
+                check_spec(&w, flavor)
+            }
             Err(e) => return unreadable(e),
         },
         _ => match serde_json::from_value::<WebhookSet>(defaulted) {
-            Ok(s) => check_events(flavor, s.spec.template.spec.events.as_ref()),
+            Ok(s) => {
+                let events = s.spec.template.spec.events.clone().unwrap_or_default();
+                notes.extend(scope_warnings(doc, &events, connections));
+                check_events(flavor, s.spec.template.spec.events.as_ref())
+            }
             Err(e) => return unreadable(e),
         },
     };

@@ -116,3 +116,41 @@ fn broken_yaml_and_foreign_versions_say_where() {
         "{found:?}"
     );
 }
+
+#[test]
+fn issue_events_on_a_cloud_access_token_connection_are_warned_about() {
+    let connection = |auth: &str| {
+        format!(
+            "apiVersion: bitbucket.hooks.dev/v1alpha1\nkind: BitbucketConnection\nmetadata: {{name: c}}\n\
+             spec:\n  flavor: Cloud\n  auth: {{type: {auth}, secretRef: {{name: t}}}}\n---\n"
+        )
+    };
+    let hook = "apiVersion: bitbucket.hooks.dev/v1alpha1\nkind: Webhook\nmetadata: {name: w}\n\
+                spec:\n  connectionRef: {name: c}\n  repository: acme/api\n  url: https://ci.example.com/hook\n  \
+                events: [repo:push, issue:created, issue:updated]\n";
+    let bearer = check(&[("h.yaml".to_owned(), connection("Bearer") + hook)], None);
+    assert!(
+        bearer.findings.is_empty(),
+        "a warning, not an error: {:#?}",
+        bearer.findings
+    );
+    let warnings: Vec<&String> = bearer
+        .notes
+        .iter()
+        .filter(|n| n.contains("warning"))
+        .collect();
+    assert_eq!(warnings.len(), 1, "{:#?}", bearer.notes);
+    assert!(
+        warnings[0].contains("issue:created, issue:updated need the Cloud scope issue")
+            && warnings[0].contains("Webhook w"),
+        "{}",
+        warnings[0]
+    );
+    // An API token (Basic) can hold it: nothing to say.
+    let basic = check(&[("h.yaml".to_owned(), connection("Basic") + hook)], None);
+    assert!(
+        basic.notes.iter().all(|n| !n.contains("warning")),
+        "{:#?}",
+        basic.notes
+    );
+}

@@ -612,7 +612,9 @@ async fn verify(view: &View, ctx: &Context) -> (ConnectionStatus, Option<Error>)
         return (status, Some(paused.into()));
     }
     let result = match ctx.connections.backend(ctx, view).await {
-        Ok(backend) => prove(view, ctx, backend.as_ref()).await,
+        Ok(backend) => prove(view, ctx, backend.as_ref())
+            .await
+            .map_err(|e| app_password_hint(view, e)),
         Err(e) => Err(e),
     };
     let verified_before = conditions::find(&previous.conditions, conditions::READY)
@@ -754,6 +756,25 @@ async fn prove(view: &View, ctx: &Context, backend: &dyn WebhookBackend) -> Resu
             "Bitbucket refused {call} ({refused}), which repository and project access tokens may not call, and {why}: the credential is used as it is, and the first Webhook's requests prove it or say why not"
         ),
     })
+}
+
+/// A Basic credential refused by Cloud is most likely an app password: Atlassian stopped
+/// their creation on 2025-09-09 and turned the last ones off on 2026-07-28.
+fn app_password_hint(view: &View, e: Error) -> Error {
+    match e {
+        Error::Bitbucket(bitbucket::Error::Unauthorized { message })
+            if view.spec.flavor == crate::api::Flavor::Cloud
+                && view.spec.auth.type_ == crate::api::AuthType::Basic =>
+        {
+            bitbucket::Error::Unauthorized {
+                message: format!(
+                    "{message}. Cloud app passwords stopped working on 2026-07-28: use an Atlassian API token (username: the account's email) or an access token (auth.type Bearer)"
+                ),
+            }
+            .into()
+        }
+        e => e,
+    }
 }
 
 /// A 401 or 403: the credential was refused (bad, or lacking what this call needs).
