@@ -11,7 +11,7 @@ use bitbucket_webhook_operator::bitbucket::{
     Budget, ConnectionConfig, Credentials, Deleted, Error, HookSpec, Place, RepoRef, RetryPolicy,
     SecretChange, SecretState, TlsOptions, WebhookBackend, connect,
 };
-use serde_json::json;
+use serde_json::{Value, json};
 
 const ADMIN: &str = "admin-token";
 const READER: &str = "reader-token";
@@ -1015,6 +1015,138 @@ async fn cloud_hooks_need_the_scope_of_each_event_family() {
             }
             (other, _) => panic!("enforced {enforced}: {other:?}"),
         }
+    }
+}
+
+#[tokio::test]
+async fn data_center_writes_as_servers_answer_them() {
+    let s = setup(Flavor::DataCenter).await;
+    let client = s.client(ADMIN);
+    let secret = || SecretChange::Set("s3cret".to_owned().into());
+    // 9.x servers answer a create with 201 and may echo `"configuration": {}` although
+    // the secret is stored: the answer must not be read as "no secret".
+    s.ctl
+        .variants(json!({ "dcCreateStatus": 201, "dcWriteConfiguration": "empty" }))
+        .await
+        .expect("variant");
+    let mut spec = s.spec("https://ci.example.com/echo");
+    spec.secret = secret();
+    let created = client
+        .create_hook(&s.repo, &spec)
+        .await
+        .expect("201 is a create");
+    assert!(
+        matches!(created.secret, SecretState::Known(_)),
+        "{:?}",
+        created.secret
+    );
+    // An update from that answer (a title change, the secret kept) keeps the secret.
+    let mut retitled = s.spec("https://ci.example.com/echo");
+    retitled.title = "renamed".into();
+    let updated = client
+        .update_hook(&s.repo, &created, &retitled)
+        .await
+        .expect("update");
+    assert!(matches!(updated.secret, SecretState::Known(_)));
+    let stored = s.ctl.hooks().await.expect("hooks");
+    assert_eq!(
+        stored[0]["secret"],
+        json!("s3cret"),
+        "the update kept the secret"
+    );
+    assert_eq!(stored[0]["title"], json!("renamed"));
+
+    // Removing the secret of a hook whose configuration holds other keys removes it
+    // (read back), and keeps the others.
+    s.ctl.variants(json!({})).await.expect("defaults");
+    let raw = reqwest::Client::new()
+        .post(format!(
+            "{}/rest/api/latest/projects/PLAT/repos/api/webhooks",
+            s.sim.base_url()
+        ))
+        .basic_auth("alice", Some(ADMIN))
+        .json(&json!({
+            "name": "made elsewhere", "url": "https://ci.example.com/other",
+            "events": ["repo:refs_changed"], "active": true,
+            "configuration": { "secret": "old", "createdBy": "jenkins" },
+        }))
+        .send()
+        .await
+        .expect("raw create");
+    assert!(raw.status().is_success(), "{}", raw.status());
+    let listed = client.list_hooks(&s.repo).await.expect("list");
+    let other = listed
+        .iter()
+        .find(|h| h.url == "https://ci.example.com/other")
+        .expect("listed");
+    let mut unsigned = s.spec("https://ci.example.com/other");
+    unsigned.events = vec!["repo:refs_changed".into()];
+    unsigned.secret = SecretChange::Remove;
+    client
+        .update_hook(&s.repo, other, &unsigned)
+        .await
+        .expect("remove the secret");
+    let again = client.list_hooks(&s.repo).await.expect("list");
+    let other = again
+        .iter()
+        .find(|h| h.url == "https://ci.example.com/other")
+        .expect("listed");
+    assert!(
+        matches!(other.secret, SecretState::Unset),
+        "{:?}",
+        other.secret
+    );
+    let stored = s.ctl.hooks().await.expect("hooks");
+    let raw = stored
+        .iter()
+        .find(|h| h["url"] == json!("https://ci.example.com/other"))
+        .expect("stored");
+    assert_eq!(raw["secret"], Value::Null);
+    assert_eq!(raw["configuration"], json!({ "createdBy": "jenkins" }));
+}
+
+#[tokio::test]
+async fn null_fields_do_not_fail_a_listing() {
+    for flavor in [Flavor::Cloud, Flavor::DataCenter] {
+        let s = setup(flavor).await;
+        let body = match flavor {
+            Flavor::Cloud => json!({ "values": [
+                { "uuid": "{0b5b7e0e-0000-4000-8000-000000000001}", "url": "https://ci.example.com/a",
+                  "description": null, "events": null, "active": null, "secret_set": null,
+                  "skip_cert_verification": null },
+                { "uuid": "{0b5b7e0e-0000-4000-8000-000000000002}", "url": null, "events": ["repo:push"] },
+            ]}),
+            _ => json!({ "isLastPage": true, "values": [
+                { "id": 1, "url": "https://ci.example.com/a", "name": null, "events": null,
+                  "configuration": null, "active": null, "sslVerificationRequired": null,
+                  "statistics": null },
+                { "id": 2, "url": null, "name": "no url", "events": ["repo:refs_changed"] },
+            ]}),
+        };
+        let route = match flavor {
+            Flavor::Cloud => "GET /2.0/repositories/{workspace}/{repo_slug}/hooks",
+            _ => "GET /rest/api/latest/projects/{projectKey}/repos/{repositorySlug}/webhooks",
+        };
+        s.ctl
+            .faults(json!({
+                "errorRate": 1.0, "after": "body", "body": body.to_string(), "routes": [route],
+            }))
+            .await
+            .expect("fault");
+        let hooks = s
+            .client(ADMIN)
+            .list_hooks(&s.repo)
+            .await
+            .unwrap_or_else(|e| panic!("{flavor:?}: {e}"));
+        assert_eq!(hooks.len(), 2, "{flavor:?}");
+        assert_eq!(hooks[0].title, "");
+        assert!(hooks[0].events.is_empty());
+        assert!(matches!(hooks[0].secret, SecretState::Unset));
+        assert!(
+            !hooks[0].skip_cert_verification,
+            "{flavor:?}: null is the default"
+        );
+        assert_eq!(hooks[1].url, "", "a null url matches no Webhook");
     }
 }
 

@@ -471,6 +471,7 @@ fn create(sim: &Sim, headers: &HeaderMap, body: &[u8], scope: Scope) -> Response
         skip_cert_verification: input.skip_cert_verification.unwrap_or(false),
         history_enabled: input.history_enabled.unwrap_or(false),
         credentials: None,
+        configuration: serde_json::Map::new(),
         created: now,
         updated: now,
         stats: Stats::default(),

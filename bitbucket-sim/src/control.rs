@@ -311,6 +311,7 @@ pub fn all_hooks(state: &State) -> Vec<Value> {
                 "active": hook.active,
                 "events": hook.events,
                 "secret": hook.secret,
+                "configuration": hook.configuration,
                 "skipCertVerification": hook.skip_cert_verification,
             }));
         }

@@ -258,7 +258,7 @@ fn write_answer(state: &State, mut rendered: Value) -> Value {
 /// A webhook as Data Center renders it. Live servers return `configuration.secret` in clear.
 /// `statistics`: the shape to add them in, when asked.
 pub fn render(hook: &Hook, scope: &Scope, statistics: Option<StatisticsShape>) -> Value {
-    let mut configuration = serde_json::Map::new();
+    let mut configuration = hook.configuration.clone();
     if let Some(secret) = &hook.secret {
         configuration.insert("secret".into(), json!(secret));
     }
@@ -374,6 +374,8 @@ struct Input {
     events: Option<Vec<String>>,
     /// Some(None): `configuration` sent without a secret.
     secret: Option<Option<String>>,
+    /// The other `configuration` keys sent (none when it was not sent).
+    configuration: serde_json::Map<String, Value>,
     ssl_verification_required: Option<bool>,
     credentials: Option<Option<(String, String)>>,
 }
@@ -419,6 +421,12 @@ fn parse_input(body: &Value) -> Result<Input, Result<String, String>> {
         },
         Some(_) => return Err(Ok("configuration: expected an object".to_owned())),
     };
+    let mut configuration = body
+        .get("configuration")
+        .and_then(Value::as_object)
+        .cloned()
+        .unwrap_or_default();
+    configuration.remove("secret");
     let credentials = match body.get("credentials") {
         None => None,
         Some(Value::Null) => Some(None),
@@ -439,6 +447,7 @@ fn parse_input(body: &Value) -> Result<Input, Result<String, String>> {
         active: boolean("active")?,
         events,
         secret,
+        configuration,
         ssl_verification_required: boolean("sslVerificationRequired")?,
         credentials,
     };
@@ -559,6 +568,7 @@ async fn handle(sim: &Sim, headers: &HeaderMap, scope: Scope, op: Op<'_>) -> Res
                 skip_cert_verification: !input.ssl_verification_required.unwrap_or(true),
                 history_enabled: false,
                 credentials: input.credentials.flatten(),
+                configuration: input.configuration,
                 created: now,
                 updated: now,
                 stats: Stats::default(),
@@ -597,6 +607,7 @@ async fn handle(sim: &Sim, headers: &HeaderMap, scope: Scope, op: Op<'_>) -> Res
             let name = input.name.unwrap_or_else(|| hook.title.clone());
             let url = input.url.unwrap_or_else(|| hook.url.clone());
             let events = input.events.unwrap_or_else(|| hook.events.clone());
+            hook.configuration = input.configuration;
             hook.credentials = input.credentials.flatten().map(|(user, password)| {
                 match (&hook.credentials, password.is_empty()) {
                     (Some((old_user, old_password)), true) if *old_user == user => {

@@ -100,6 +100,9 @@ pub struct Hook {
     pub history_enabled: bool,
     /// Data Center only: basic-auth user for the target (the password is write-only).
     pub credentials: Option<(String, String)>,
+    /// Data Center only: `configuration` keys other than `secret`, as last sent (a PUT
+    /// replaces them with what it sends).
+    pub configuration: serde_json::Map<String, serde_json::Value>,
     pub created: Timestamp,
     pub updated: Timestamp,
     pub stats: Stats,

@@ -113,6 +113,23 @@ impl<'a> Checker<'a> {
         body: Option<Value>,
         expect: u16,
     ) -> Value {
+        self.call_as(method, template, params, token, body, expect, expect)
+            .await
+    }
+
+    /// As `call`, for an answer live servers were seen to give with a status the spec
+    /// does not document: its body is checked as the `documented` status's.
+    #[allow(clippy::too_many_arguments)]
+    async fn call_as(
+        &mut self,
+        method: &str,
+        template: &str,
+        params: &[(&str, &str)],
+        token: &str,
+        body: Option<Value>,
+        expect: u16,
+        documented: u16,
+    ) -> Value {
         let mut path = template.to_owned();
         for (name, value) in params {
             let encoded: String = value
@@ -158,10 +175,11 @@ impl<'a> Checker<'a> {
                 "{method} {path}: expected {expect}, got {status}: {body}"
             ));
         }
+        let checked_as = if status == expect { documented } else { status };
         if let Err(e) = self.spec.check(
             method,
             template_only,
-            status,
+            checked_as,
             content_type.as_deref(),
             &body,
         ) {
@@ -227,6 +245,8 @@ async fn cloud_webhook_operations_conform_to_the_cloud_spec() {
     let hooks = "/repositories/{workspace}/{repo_slug}/hooks";
     let hook = "/repositories/{workspace}/{repo_slug}/hooks/{uid}";
 
+    // The connection check.
+    c.call("GET", "/user", &[], &admin, None, 200).await;
     c.call("GET", "/hook_events", &[], &admin, None, 200).await;
     c.call(
         "GET",
@@ -376,6 +396,21 @@ async fn data_center_webhook_operations_conform_to_the_data_center_spec() {
         let created = c
             .call("POST", level, &params, &admin, Some(body.clone()), 200)
             .await;
+        if let Some((sim, _)) = &t._sim {
+            // 9.x servers were seen answering a create with 201 and an empty
+            // `configuration`: the simulator's variant answers as they do.
+            let ctl = sim.control();
+            ctl.variants(json!({ "dcCreateStatus": 201, "dcWriteConfiguration": "empty" }))
+                .await
+                .expect("variant");
+            let mut observed = body.clone();
+            observed["url"] = json!(format!("{}/observed", t.receiver));
+            let answer = c
+                .call_as("POST", level, &params, &admin, Some(observed), 201, 200)
+                .await;
+            assert_eq!(answer["configuration"], json!({}), "{answer}");
+            ctl.variants(json!({})).await.expect("defaults");
+        }
         c.call(
             "POST",
             level,
