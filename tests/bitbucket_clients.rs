@@ -1475,3 +1475,69 @@ async fn post_webhooks_project_listings_answer_the_project_s_own_in_both_variant
         );
     }
 }
+
+#[tokio::test]
+async fn post_webhooks_repository_listings_leave_out_the_project_s_configurations() {
+    const OWNER: &str = "owner-token";
+    for variant in ["own", "withProject"] {
+        let s = setup(Flavor::PostWebhooks).await;
+        s.ctl.token(OWNER, "alice").await.expect("token");
+        s.ctl
+            .owner_admins("PostWebhooks", &s.repository.to_string(), &[OWNER])
+            .await
+            .expect("owner admin");
+        s.ctl
+            .variants(json!({ "postWebhooksRepositoryListing": variant }))
+            .await
+            .expect("variant");
+        let client = s.client(OWNER);
+        // The same URL at both levels: the repository's listing must not offer the
+        // project's configuration for adoption.
+        let url = "https://ci.example.com/same";
+        client
+            .create_hook(&owner_place(Flavor::PostWebhooks), &s.spec(url))
+            .await
+            .expect("project configuration");
+        let mine = client
+            .create_hook(&s.repo, &s.spec(url))
+            .await
+            .expect("repository configuration");
+        let listed = client.list_hooks(&s.repo).await.expect("list");
+        assert_eq!(
+            listed.iter().map(|h| h.id.as_str()).collect::<Vec<_>>(),
+            [mine.id.as_str()],
+            "{variant}: the repository's own configuration only"
+        );
+    }
+}
+
+#[tokio::test]
+async fn post_webhooks_event_types_in_every_shape_find_the_v2_api() {
+    for variant in ["names", "objects", "object", "refused"] {
+        let s = setup(Flavor::PostWebhooks).await;
+        s.ctl
+            .variants(json!({ "postWebhooksEventTypes": variant }))
+            .await
+            .expect("variant");
+        let client = s.client(ADMIN);
+        let who = client
+            .verify_credentials()
+            .await
+            .unwrap_or_else(|e| panic!("{variant}: {e}"));
+        assert!(
+            who.detail.as_deref().is_some_and(|d| d.contains("v2")),
+            "{variant}: {who:?}"
+        );
+        let catalogue = client.event_catalogue().await.expect("catalogue");
+        assert!(
+            catalogue
+                .iter()
+                .any(|e| e == "ABSTRACT_REPOSITORY_REFS_CHANGED"),
+            "{variant}: {catalogue:?}"
+        );
+        client
+            .create_hook(&s.repo, &s.spec("https://ci.example.com/hook"))
+            .await
+            .unwrap_or_else(|e| panic!("{variant}: {e}"));
+    }
+}

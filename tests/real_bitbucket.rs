@@ -270,6 +270,70 @@ async fn a_missing_event_scope_stalls_the_webhook_until_the_secret_changes() {
 }
 
 #[tokio::test]
+async fn a_repository_webhook_leaves_the_post_webhooks_project_configuration_alone() {
+    // The app's repository listing may carry the project's own configurations (the
+    // vendor's example shows one): with the same URL, a repository Webhook must neither
+    // adopt, edit nor delete it.
+    let w = World::new("pw-project-config", Flavor::PostWebhooks).await;
+    w.ctl
+        .variants(json!({ "postWebhooksRepositoryListing": "withProject" }))
+        .await
+        .expect("variant");
+    w.ctl
+        .owner_admins("PostWebhooks", &w.repository, &[support::ADMIN])
+        .await
+        .expect("owner admin");
+    let url = "https://ci.example.com/hook";
+    let created = reqwest::Client::new()
+        .post(format!("{}/rest/webhook/2.0/configurations", w.base_url()))
+        .bearer_auth(support::ADMIN)
+        .json(&json!({
+            "name": "project-wide", "projectKey": "PLAT", "enabled": true,
+            "eventTypes": ["ABSTRACT_REPOSITORY_REFS_CHANGED"],
+            "destinations": [{ "useUrl": true, "url": url }],
+        }))
+        .send()
+        .await
+        .expect("project configuration");
+    assert!(created.status().is_success(), "{}", created.status());
+    let project_config = || async {
+        w.ctl
+            .hooks()
+            .await
+            .expect("hooks")
+            .into_iter()
+            .find(|h| h["scope"] == json!("owner"))
+    };
+    let before = project_config().await.expect("the project's configuration");
+
+    w.apply(&w.webhook_yaml("ci", url, "")).expect("apply");
+    let ready = w.wait_ready("ci").await;
+    let status = ready.status.expect("status");
+    assert_ne!(
+        status.webhook_id.as_deref(),
+        before["id"].as_str(),
+        "the project's configuration was adopted"
+    );
+    assert_eq!(project_config().await, Some(before.clone()), "edited");
+
+    w.webhooks()
+        .delete("ci", &Default::default())
+        .await
+        .expect("delete");
+    w.wait_gone("ci").await;
+    assert_eq!(project_config().await, Some(before), "deleted or edited");
+    assert!(
+        w.ctl
+            .hooks()
+            .await
+            .expect("hooks")
+            .iter()
+            .all(|h| h["scope"] != json!("repository")),
+        "the repository's own configuration is gone"
+    );
+}
+
+#[tokio::test]
 async fn a_data_center_url_edit_keeps_deliveries_signed() {
     let w = World::new("dc-url-edit", Flavor::DataCenter).await;
     let first = Receiver::start(false).await.expect("receiver");

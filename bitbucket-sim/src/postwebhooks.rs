@@ -27,7 +27,9 @@ use crate::Sim;
 use crate::access::{self, Denied};
 use crate::datacenter::bad_request;
 use crate::http::{dc_error, parse_body, valid_target_url};
-use crate::state::{AppApi, Platform, ProjectListing, PwConfig, Scope, State};
+use crate::state::{
+    AppApi, EventTypesAnswer, Platform, ProjectListing, PwConfig, RepositoryListing, Scope, State,
+};
 
 type Shared = AxumState<Arc<Sim>>;
 
@@ -291,12 +293,18 @@ async fn list(s: Shared, headers: HeaderMap, Query(q): Query<HashMap<String, Str
     let with_repositories = project.is_some()
         && slug.is_none()
         && state.variants.post_webhooks_project_listing == ProjectListing::WithRepositories;
+    // Nor whether a repository's listing also answers its project's own configurations.
+    let with_project = slug.is_some()
+        && state.variants.post_webhooks_repository_listing == RepositoryListing::WithProject;
     // A plain JSON array, not a page.
     let values: Vec<Value> = state
         .post_webhooks
         .iter()
         .filter(|c| {
-            same(&c.project_key, project) && (with_repositories || same(&c.repository_slug, slug))
+            same(&c.project_key, project)
+                && (with_repositories
+                    || same(&c.repository_slug, slug)
+                    || (with_project && c.repository_slug.is_none()))
         })
         .map(render)
         .collect();
@@ -408,14 +416,35 @@ async fn delete(s: Shared, headers: HeaderMap, Path(id): Path<String>) -> Respon
 }
 
 async fn event_types(s: Shared) -> Response {
-    if let Err(r) = no_such_api(&s.lock(), AppApi::V2) {
+    let state = s.lock();
+    if let Err(r) = no_such_api(&state, AppApi::V2) {
         return r;
     }
-    let types: Vec<&str> = bitbucket_events::catalogue::POST_WEBHOOKS_EVENTS
+    let types = bitbucket_events::catalogue::POST_WEBHOOKS_EVENTS
         .iter()
-        .map(|(t, _)| *t)
-        .collect();
-    axum::Json(types).into_response()
+        .map(|(t, _)| *t);
+    // The vendor shows no answer: each shape a client may meet is a variant.
+    let body = match state.variants.post_webhooks_event_types {
+        EventTypesAnswer::Names => json!(types.collect::<Vec<_>>()),
+        EventTypesAnswer::Objects => json!(
+            types
+                .map(|t| json!({ "id": t, "name": t.to_lowercase().replace('_', " ") }))
+                .collect::<Vec<_>>()
+        ),
+        EventTypesAnswer::Object => json!(
+            types
+                .map(|t| (t.to_owned(), json!(t.to_lowercase().replace('_', " "))))
+                .collect::<serde_json::Map<_, _>>()
+        ),
+        EventTypesAnswer::Refused => {
+            return dc_error(
+                StatusCode::UNAUTHORIZED,
+                "You are not permitted to access this resource",
+                "com.atlassian.bitbucket.AuthorisationException",
+            );
+        }
+    };
+    axum::Json(body).into_response()
 }
 
 // ------------------------------------------------------------------ v1

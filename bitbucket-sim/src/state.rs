@@ -310,6 +310,36 @@ pub struct Variants {
     /// configurations (default), or also those of its repositories (undocumented).
     #[serde(default)]
     pub post_webhooks_project_listing: ProjectListing,
+    /// What a v2 listing of a repository answers: its own configurations (default), or
+    /// also its project's (the vendor's example listing shows a project's configuration
+    /// beside a repository's).
+    #[serde(default)]
+    pub post_webhooks_repository_listing: RepositoryListing,
+    /// The shape of `/configurations/event-types` (the vendor shows none): a list of
+    /// names (default), a list of objects, an object keyed by type, or refused (401) to
+    /// a caller who is not a system administrator.
+    #[serde(default)]
+    pub post_webhooks_event_types: EventTypesAnswer,
+}
+
+/// See [`Variants::post_webhooks_repository_listing`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub enum RepositoryListing {
+    #[default]
+    Own,
+    WithProject,
+}
+
+/// See [`Variants::post_webhooks_event_types`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub enum EventTypesAnswer {
+    #[default]
+    Names,
+    Objects,
+    Object,
+    Refused,
 }
 
 /// See [`Variants::post_webhooks_project_listing`].
@@ -358,6 +388,8 @@ impl Default for Variants {
             dc_write_configuration: WriteConfiguration::default(),
             post_webhooks_api: AppApi::default(),
             post_webhooks_project_listing: ProjectListing::default(),
+            post_webhooks_repository_listing: RepositoryListing::default(),
+            post_webhooks_event_types: EventTypesAnswer::default(),
         }
     }
 }

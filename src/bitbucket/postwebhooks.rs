@@ -15,7 +15,7 @@
 //! authentication set in the app's own pages survive.
 
 use async_trait::async_trait;
-use bitbucket_events::catalogue::POST_WEBHOOKS_V1_TRIGGERS;
+use bitbucket_events::catalogue::{POST_WEBHOOKS_EVENTS, POST_WEBHOOKS_V1_TRIGGERS};
 use reqwest::{Method, Url};
 use serde_json::{Map, Value, json};
 use tokio::sync::OnceCell;
@@ -100,6 +100,28 @@ fn from_v2(o: Map<String, Value>) -> Result<RemoteHook> {
         read: AsRead(o),
         ..RemoteHook::default()
     })
+}
+
+/// The event type names in an `/event-types` answer, whose shape the vendor does not
+/// show: a list of names or of objects naming the type, or an object holding such a list
+/// or keyed by the types.
+fn event_type_names(answer: &Value) -> Vec<String> {
+    let named = |t: &Value| match t {
+        Value::String(s) => Some(s.clone()),
+        Value::Object(o) => ["id", "key", "name", "eventType"]
+            .iter()
+            .find_map(|k| o.get(*k).and_then(Value::as_str))
+            .map(str::to_owned),
+        _ => None,
+    };
+    match answer {
+        Value::Array(items) => items.iter().filter_map(named).collect(),
+        Value::Object(o) => match o.values().find_map(Value::as_array) {
+            Some(items) => items.iter().filter_map(named).collect(),
+            None => o.keys().cloned().collect(),
+        },
+        _ => Vec::new(),
+    }
 }
 
 /// A v1 configuration as read: triggers become v2 event types.
@@ -245,24 +267,19 @@ impl PostWebhooksClient {
     async fn v2_catalogue(&self) -> Result<Option<Vec<String>>> {
         match self
             .transport
-            .json::<Vec<Value>>(Call::get(self.v2(&["event-types"])))
+            .json::<Value>(Call::get(self.v2(&["event-types"])))
             .await
         {
-            // Names, or objects naming the type (the vendor does not show the shape).
-            Ok(types) => Ok(Some(
-                types
+            Ok(answer) => Ok(Some(event_type_names(&answer))),
+            Err(Error::NotFound { .. }) => Ok(None),
+            // The app answered, refusing a non-admin: its v2 API is there (a v1-only app
+            // has no such path: 404). The built-in list stands in for the catalogue.
+            Err(Error::Unauthorized { .. } | Error::Forbidden { .. }) => Ok(Some(
+                POST_WEBHOOKS_EVENTS
                     .iter()
-                    .filter_map(|t| match t {
-                        Value::String(s) => Some(s.clone()),
-                        Value::Object(o) => ["id", "key", "name", "eventType"]
-                            .iter()
-                            .find_map(|k| o.get(*k).and_then(Value::as_str))
-                            .map(str::to_owned),
-                        _ => None,
-                    })
+                    .map(|(e, _)| (*e).to_owned())
                     .collect(),
             )),
-            Err(Error::NotFound { .. }) => Ok(None),
             Err(e) => Err(e),
         }
     }
@@ -342,11 +359,19 @@ impl WebhookBackend for PostWebhooksClient {
                     .into_iter()
                     // Whether `?projectKey=` alone also answers the project's repository
                     // configurations is not documented: those are not the project's own.
+                    // And a repository's listing may carry its project's configurations
+                    // (the vendor's example shows one): not the repository's to manage.
                     .filter(|c| {
-                        matches!(place, Place::Repository(_))
-                            || c.get("repositorySlug")
-                                .and_then(Value::as_str)
-                                .is_none_or(str::is_empty)
+                        let slug = c
+                            .get("repositorySlug")
+                            .and_then(Value::as_str)
+                            .filter(|s| !s.is_empty());
+                        match place {
+                            Place::Repository(r) => {
+                                slug.is_some_and(|s| s.eq_ignore_ascii_case(&r.slug))
+                            }
+                            _ => slug.is_none(),
+                        }
                     })
                     .map(from_v2)
                     .collect()
