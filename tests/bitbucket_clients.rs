@@ -1541,3 +1541,104 @@ async fn post_webhooks_event_types_in_every_shape_find_the_v2_api() {
             .unwrap_or_else(|e| panic!("{variant}: {e}"));
     }
 }
+
+#[tokio::test]
+async fn cloud_counts_user_credentials_per_user_and_access_tokens_each_on_its_own() {
+    let s = setup(Flavor::Cloud).await;
+    s.ctl
+        .repository(
+            "Cloud",
+            "acme/api",
+            &["api-1", "api-2", "rat-1", "rat-2"],
+            &[],
+        )
+        .await
+        .expect("repository");
+    let granular = ["read:webhook:bitbucket", "write:webhook:bitbucket"];
+    for token in ["api-1", "api-2"] {
+        s.ctl
+            .scoped_token(token, "dev@example.com", "apiToken", &granular)
+            .await
+            .expect("token");
+    }
+    for token in ["rat-1", "rat-2"] {
+        s.ctl
+            .scoped_token(
+                token,
+                "acme-api-token",
+                "repositoryAccessToken",
+                &["webhook"],
+            )
+            .await
+            .expect("token");
+    }
+    s.ctl
+        .faults(json!({ "rateLimitPerHour": 3 }))
+        .await
+        .expect("limit");
+    let basic = |token: &str| {
+        connect(ConnectionConfig {
+            flavor: Flavor::Cloud,
+            base_url: Some(format!("{}/2.0", s.sim.base_url())),
+            credentials: Credentials::Basic {
+                username: "dev@example.com".into(),
+                password: token.to_owned().into(),
+            },
+            tls: TlsOptions::default(),
+            budget: Arc::new(Budget::per_hour(1000)),
+            retry: RetryPolicy {
+                max_retries: 0,
+                ..fast_retries()
+            },
+            observer: None,
+        })
+        .expect("client")
+    };
+    // Two API tokens of one user: one allowance of 3.
+    let (one, two) = (basic("api-1"), basic("api-2"));
+    one.list_hooks(&s.repo).await.expect("1");
+    two.list_hooks(&s.repo).await.expect("2");
+    one.list_hooks(&s.repo).await.expect("3");
+    let err = two.list_hooks(&s.repo).await.expect_err("the user's 4th");
+    assert!(matches!(err, Error::RateLimited { .. }), "{err:?}");
+    // Two access tokens: each has its own, and learns it from Cloud's headers.
+    let budget = Arc::new(Budget::per_hour(1000));
+    let rat = connect(ConnectionConfig {
+        flavor: Flavor::Cloud,
+        base_url: Some(format!("{}/2.0", s.sim.base_url())),
+        credentials: Credentials::Bearer("rat-1".to_owned().into()),
+        tls: TlsOptions::default(),
+        budget: budget.clone(),
+        retry: fast_retries(),
+        observer: None,
+    })
+    .expect("client");
+    rat.list_hooks(&s.repo).await.expect("rat-1");
+    assert_eq!(budget.limit(), 3, "learned from X-RateLimit-Limit");
+    let reported = budget.reported();
+    assert_eq!(reported.len(), 1);
+    assert_eq!(reported[0].resource, "api");
+    assert!(!reported[0].near_limit, "2 of 3 left");
+    let raw = |token: &'static str| {
+        let url = format!("{}/2.0/repositories/acme/api/hooks", s.sim.base_url());
+        async move {
+            reqwest::Client::new()
+                .get(url)
+                .bearer_auth(token)
+                .send()
+                .await
+                .expect("answer")
+        }
+    };
+    let last = raw("rat-1").await;
+    assert_eq!(
+        last.headers()["X-RateLimit-NearLimit"],
+        "false",
+        "1 of 3 left"
+    );
+    let last = raw("rat-1").await;
+    assert_eq!(last.status(), 200);
+    assert_eq!(last.headers()["X-RateLimit-NearLimit"], "true", "none left");
+    assert_eq!(raw("rat-1").await.status(), 429, "rat-1's 4th");
+    assert_eq!(raw("rat-2").await.status(), 200, "rat-2 has its own");
+}

@@ -334,6 +334,102 @@ async fn a_repository_webhook_leaves_the_post_webhooks_project_configuration_alo
 }
 
 #[tokio::test]
+async fn cloud_budgets_are_counted_as_bitbucket_counts_them() {
+    let w = World::new("budget-per-user", Flavor::Cloud).await;
+    // Two API tokens of one user in two connections asking for different budgets: Cloud
+    // counts both against the user, so they share one budget, the smaller.
+    w.ctl
+        .repository(
+            "Cloud",
+            &w.repository,
+            &["api-token-1", "api-token-2", "access"],
+            &[],
+        )
+        .await
+        .expect("admins");
+    let granular = [
+        "read:webhook:bitbucket",
+        "write:webhook:bitbucket",
+        "delete:webhook:bitbucket",
+        "read:user:bitbucket",
+    ];
+    for token in ["api-token-1", "api-token-2"] {
+        w.ctl
+            .scoped_token(token, "dev@example.com", "apiToken", &granular)
+            .await
+            .expect("token");
+    }
+    let basic = |name: &str, token: &str, per_hour: u32| {
+        format!(
+            "apiVersion: v1\nkind: Secret\nmetadata: {{name: {name}}}\n\
+             stringData: {{username: dev@example.com, password: {token}}}\n---\n\
+             apiVersion: bitbucket.hooks.dev/v1alpha1\nkind: BitbucketConnection\nmetadata: {{name: {name}}}\n\
+             spec:\n  flavor: Cloud\n  baseURL: {}\n  auth: {{type: Basic, secretRef: {{name: {name}}}}}\n  \
+             rateLimit: {{requestsPerHour: {per_hour}}}\n",
+            w.base_url()
+        )
+    };
+    w.apply(&format!(
+        "{}---\n{}",
+        basic("first", "api-token-1", 900),
+        basic("second", "api-token-2", 300)
+    ))
+    .expect("connections");
+    for name in ["first", "second"] {
+        let status = w
+            .wait_connection_status(name, "one budget of 300/h shared by two", |s| {
+                s.budget
+                    .as_ref()
+                    .is_some_and(|b| b.requests_per_hour == 300 && b.shared_by == 2)
+            })
+            .await;
+        assert_eq!(status.verified_by, Some(VerifiedBy::Identity), "{name}");
+    }
+
+    // An access token is counted on its own, and learns Cloud's allowance from the
+    // X-RateLimit-* headers Cloud sends it.
+    w.ctl
+        .scoped_token(
+            "access",
+            "acme-api-token",
+            "repositoryAccessToken",
+            &["webhook", "pullrequest"],
+        )
+        .await
+        .expect("token");
+    w.ctl
+        .faults(json!({ "rateLimitPerHour": 400 }))
+        .await
+        .expect("limit");
+    w.apply(&through(
+        &w,
+        "access",
+        "access",
+        "ci",
+        "https://ci.example.com/hook",
+    ))
+    .expect("apply");
+    w.wait_ready("ci").await;
+    let status = w
+        .wait_connection_status("access", "Bitbucket's reported limit", |s| {
+            s.budget.as_ref().is_some_and(|b| {
+                b.requests_per_hour == 400
+                    && b.shared_by == 1
+                    && b.reported
+                        .iter()
+                        .any(|r| r.resource == "api" && r.limit == 400)
+            })
+        })
+        .await;
+    assert!(
+        status
+            .budget
+            .is_some_and(|b| b.reported.iter().all(|r| !r.near_limit)),
+        "a few requests of 400 are not near the limit"
+    );
+}
+
+#[tokio::test]
 async fn a_data_center_url_edit_keeps_deliveries_signed() {
     let w = World::new("dc-url-edit", Flavor::DataCenter).await;
     let first = Receiver::start(false).await.expect("receiver");

@@ -10,7 +10,7 @@ use axum::middleware::Next;
 use axum::response::Response;
 
 use crate::Sim;
-use crate::http::{cloud_error, credential_key, dc_error};
+use crate::http::{Caller, authenticate, cloud_error, credential_key, dc_error};
 use crate::state::{After, Faults};
 
 enum Verdict {
@@ -49,12 +49,12 @@ pub async fn faults_and_counts(
         .get::<MatchedPath>()
         .map(|m| m.as_str().to_owned())
         .unwrap_or_else(|| path.clone());
-    let key = credential_key(req.headers());
-
-    let (verdict, latency, retry_after) = {
+    let (verdict, latency, retry_after, reported) = {
         let mut state = sim.lock();
+        let (key, access_token) = rate_key(&state, req.headers(), &path);
         let faults = state.faults.clone();
         let mut verdict = Verdict::Pass;
+        let mut reported = None;
         let matches = applies(&faults, &method, &route, &path);
         if matches && let Some(limit) = faults.rate_limit_per_hour {
             let now = Instant::now();
@@ -72,6 +72,12 @@ pub async fn faults_and_counts(
                 };
             } else {
                 window.push_back(now);
+            }
+            // Cloud tells access tokens their limit on the scaled /2.0/repositories group;
+            // no header says how many remain, only whether under a fifth does.
+            if access_token && path.starts_with("/2.0/repositories") {
+                let left = (limit as usize).saturating_sub(window.len());
+                reported = Some((limit, left * 5 < limit as usize));
             }
         }
         if matches && matches!(verdict, Verdict::Pass) && faults.error_rate > 0.0 {
@@ -102,6 +108,7 @@ pub async fn faults_and_counts(
             verdict,
             if matches { faults.latency_ms } else { 0 },
             faults.retry_after,
+            reported,
         )
     };
 
@@ -142,12 +149,52 @@ pub async fn faults_and_counts(
             }
         }
     };
+    let mut response = response;
+    if let Some((limit, near)) = reported {
+        let headers = response.headers_mut();
+        headers.insert("X-RateLimit-Limit", HeaderValue::from(limit));
+        headers.insert("X-RateLimit-Resource", HeaderValue::from_static("api"));
+        headers.insert(
+            "X-RateLimit-NearLimit",
+            HeaderValue::from_static(if near { "true" } else { "false" }),
+        );
+    }
     let status = response.status().as_u16();
     *sim.lock()
         .requests
         .entry((method, route, status))
         .or_default() += 1;
     response
+}
+
+/// Whose allowance a request counts against, and whether it is a Cloud access token.
+/// Cloud counts user credentials (API tokens, app passwords, OAuth) per user and each
+/// access token on its own (Atlassian's "API request limits"); Data Center here per
+/// credential.
+fn rate_key(
+    state: &crate::state::State,
+    headers: &axum::http::HeaderMap,
+    path: &str,
+) -> (String, bool) {
+    use crate::state::TokenKind;
+    if path.starts_with("/2.0/")
+        && let Caller::Known(p) = authenticate(state, headers)
+    {
+        let kind = state.tokens.get(&p.token).and_then(|t| t.kind);
+        let access_token = matches!(
+            kind,
+            Some(
+                TokenKind::RepositoryAccessToken
+                    | TokenKind::ProjectAccessToken
+                    | TokenKind::WorkspaceAccessToken
+            )
+        );
+        if !access_token {
+            return (format!("user:{}", p.user), false);
+        }
+        return (credential_key(headers), true);
+    }
+    (credential_key(headers), false)
 }
 
 /// The answer's status and headers with another body.

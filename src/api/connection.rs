@@ -24,7 +24,8 @@ use super::shared::conditions_schema;
     printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#,
     printcolumn = r#"{"name":"Reason","type":"string","priority":1,"jsonPath":".status.conditions[?(@.type==\"Ready\")].reason"}"#,
-    printcolumn = r#"{"name":"Verified By","type":"string","priority":1,"jsonPath":".status.verifiedBy"}"#
+    printcolumn = r#"{"name":"Verified By","type":"string","priority":1,"jsonPath":".status.verifiedBy"}"#,
+    printcolumn = r#"{"name":"Budget/h","type":"integer","priority":1,"jsonPath":".status.budget.requestsPerHour"}"#
 )]
 #[x_kube(validation = Rule::new("self.flavor == 'Cloud' || has(self.baseURL)").message("baseURL is required for the DataCenter and PostWebhooks flavors (for example https://bitbucket.example.com)").reason(Reason::FieldValueRequired))]
 #[serde(rename_all = "camelCase")]
@@ -49,7 +50,8 @@ pub struct BitbucketConnectionSpec {
     printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#,
     printcolumn = r#"{"name":"Reason","type":"string","priority":1,"jsonPath":".status.conditions[?(@.type==\"Ready\")].reason"}"#,
-    printcolumn = r#"{"name":"Verified By","type":"string","priority":1,"jsonPath":".status.verifiedBy"}"#
+    printcolumn = r#"{"name":"Verified By","type":"string","priority":1,"jsonPath":".status.verifiedBy"}"#,
+    printcolumn = r#"{"name":"Budget/h","type":"integer","priority":1,"jsonPath":".status.budget.requestsPerHour"}"#
 )]
 #[x_kube(validation = Rule::new("self.flavor == 'Cloud' || has(self.baseURL)").message("baseURL is required for the DataCenter and PostWebhooks flavors (for example https://bitbucket.example.com)").reason(Reason::FieldValueRequired))]
 #[serde(rename_all = "camelCase")]
@@ -193,6 +195,37 @@ fn default_requests_per_hour() -> i32 {
     900
 }
 
+/// One credential's request budget. Bitbucket counts per user (Basic: API tokens,
+/// passwords) or per access token, so every connection with the same credential on the
+/// same server shares one budget, whatever each asks for.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BudgetStatus {
+    /// Requests per hour the operator spends at most: the smallest rateLimit among the
+    /// connections sharing the budget, or less where Bitbucket reported less.
+    pub requests_per_hour: i64,
+    /// How many connections share it.
+    pub shared_by: i64,
+    /// What Bitbucket reported of its limits (Cloud sends X-RateLimit-* headers to
+    /// access tokens on the scaled /2.0/repositories group).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub reported: Vec<ReportedLimit>,
+}
+
+/// A limit as Bitbucket reported it.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ReportedLimit {
+    /// X-RateLimit-Resource ("api": the scaled group); empty when not named.
+    pub resource: String,
+    /// X-RateLimit-Limit: requests per hour.
+    pub limit: i64,
+    /// X-RateLimit-NearLimit: less than a fifth of the allowance remains.
+    pub near_limit: bool,
+    /// When it was last reported.
+    pub time: Time,
+}
+
 /// How a connection's credential was proven.
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
 pub enum VerifiedBy {
@@ -221,6 +254,9 @@ pub struct ConnectionStatus {
     /// The repository whose hook listing proved the credential (verifiedBy Repository).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub verified_repository: Option<String>,
+    /// The request budget this connection spends from, as it stands.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub budget: Option<BudgetStatus>,
     /// Ready: the credentials were verified with one cheap call. RateLimited (only while
     /// it lasts): Bitbucket answered 429 and every request with this credential waits
     /// until the time in its message. InUse (only while it is being deleted): Webhooks

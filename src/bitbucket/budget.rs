@@ -13,8 +13,14 @@ use governor::{Quota, RateLimiter};
 /// A token bucket sized so that no rolling hour exceeds the budget, and a pause after
 /// Bitbucket itself said "too many" (429): until it ends no request goes out.
 pub struct Budget {
-    limiter: RateLimiter<NotKeyed, InMemoryState, DefaultClock, StateInformationMiddleware>,
-    per_hour: u32,
+    /// The bucket and the requests per hour it allows; replaced when the allowance drops
+    /// (a connection sharing the credential asks for less, or Bitbucket reports less).
+    limiter: Mutex<(u32, Arc<Limiter>)>,
+    /// What Bitbucket reported of its own limits, per resource group (Cloud's
+    /// `X-RateLimit-*` headers on access-token requests).
+    reported: Mutex<std::collections::BTreeMap<String, Reported>>,
+    /// The requests per hour the connections ask for (the smallest of them).
+    asked: std::sync::atomic::AtomicU32,
     pause: Mutex<Pause>,
     /// Called when a pause starts (the connection reconciler then shows it).
     on_pause: Mutex<Option<Arc<dyn Fn() + Send + Sync>>>,
@@ -22,6 +28,20 @@ pub struct Budget {
     /// when it starts and when it answers again.
     outage: Mutex<Outage>,
     on_outage: Mutex<Option<OutageHook>>,
+}
+
+type Limiter = RateLimiter<NotKeyed, InMemoryState, DefaultClock, StateInformationMiddleware>;
+
+/// One resource group's limit as Bitbucket reported it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Reported {
+    /// Cloud's `X-RateLimit-Resource` ("api" for the scaled group); "" when not named.
+    pub resource: String,
+    /// `X-RateLimit-Limit`: requests per hour Bitbucket allows this credential.
+    pub limit: u32,
+    /// `X-RateLimit-NearLimit`: less than a fifth of the allowance remains.
+    pub near_limit: bool,
+    pub at: jiff::Timestamp,
 }
 
 /// Told when Bitbucket starts failing and when it answers again.
@@ -60,26 +80,31 @@ const MAX_PAUSE: Duration = Duration::from_secs(3600);
 
 impl std::fmt::Debug for Budget {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Budget({}/h)", self.per_hour)
+        write!(f, "Budget({}/h)", self.limit())
     }
 }
 
+/// GCRA allows `burst` at once plus one cell per period; over any hour that is
+/// `burst + 3600s / period`, so the period is chosen to make the sum `per_hour`.
+fn limiter(per_hour: u32) -> Limiter {
+    let burst = (per_hour / 10).max(1);
+    let refills = per_hour.saturating_sub(burst).max(1);
+    let period = Duration::from_secs_f64(3600.0 / f64::from(refills))
+        // With one request per hour the bucket must not refill within the hour.
+        + if per_hour == 1 { Duration::from_secs(1) } else { Duration::ZERO };
+    let quota = Quota::with_period(period)
+        .unwrap_or_else(|| Quota::per_hour(NonZeroU32::MIN))
+        .allow_burst(NonZeroU32::new(burst).unwrap_or(NonZeroU32::MIN));
+    RateLimiter::direct(quota).with_middleware::<StateInformationMiddleware>()
+}
+
 impl Budget {
-    /// GCRA allows `burst` at once plus one cell per period; over any hour that is
-    /// `burst + 3600s / period`, so the period is chosen to make the sum `per_hour`.
     pub fn per_hour(per_hour: u32) -> Budget {
         let per_hour = per_hour.max(1);
-        let burst = (per_hour / 10).max(1);
-        let refills = per_hour.saturating_sub(burst).max(1);
-        let period = Duration::from_secs_f64(3600.0 / f64::from(refills))
-            // With one request per hour the bucket must not refill within the hour.
-            + if per_hour == 1 { Duration::from_secs(1) } else { Duration::ZERO };
-        let quota = Quota::with_period(period)
-            .unwrap_or_else(|| Quota::per_hour(NonZeroU32::MIN))
-            .allow_burst(NonZeroU32::new(burst).unwrap_or(NonZeroU32::MIN));
         Budget {
-            limiter: RateLimiter::direct(quota).with_middleware::<StateInformationMiddleware>(),
-            per_hour,
+            limiter: Mutex::new((per_hour, Arc::new(limiter(per_hour)))),
+            reported: Mutex::default(),
+            asked: std::sync::atomic::AtomicU32::new(per_hour),
             pause: Mutex::default(),
             on_pause: Mutex::default(),
             outage: Mutex::default(),
@@ -93,15 +118,82 @@ impl Budget {
         if let Some(until) = self.paused_until() {
             return Err(until.0.saturating_duration_since(Instant::now()));
         }
-        self.limiter
+        let limiter = self
+            .limiter
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .1
+            .clone();
+        limiter
             .check()
             .map(|snapshot| snapshot.remaining_burst_capacity())
             .map_err(|not_until| not_until.wait_time_from(DefaultClock::default().now()))
     }
 
-    /// The configured requests per hour.
+    /// The requests per hour this budget allows.
     pub fn limit(&self) -> u32 {
-        self.per_hour
+        self.limiter.lock().unwrap_or_else(|p| p.into_inner()).0
+    }
+
+    /// Allows `asked` requests per hour, or less where Bitbucket reported less: the
+    /// bucket is rebuilt (starting with its burst) only when that changes. One credential
+    /// has one allowance at Bitbucket, so the registry asks for the smallest `rateLimit`
+    /// among the connections using it.
+    pub fn set_allowance(&self, asked: u32) {
+        let asked = asked.max(1);
+        self.asked
+            .store(asked, std::sync::atomic::Ordering::Relaxed);
+        self.apply_allowance();
+    }
+
+    fn apply_allowance(&self) {
+        let asked = self.asked.load(std::sync::atomic::Ordering::Relaxed);
+        let reported = self
+            .reported
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .map(|r| r.limit)
+            .min();
+        let per_hour = reported.map_or(asked, |r| r.min(asked)).max(1);
+        let mut current = self.limiter.lock().unwrap_or_else(|p| p.into_inner());
+        if per_hour != current.0 {
+            *current = (per_hour, Arc::new(limiter(per_hour)));
+        }
+    }
+
+    /// Bitbucket reported a limit for a resource group (Cloud's `X-RateLimit-*`
+    /// headers): kept for the connection's status, and the budget allows no more than
+    /// the smallest reported.
+    pub fn reported_limit(&self, resource: Option<&str>, limit: u32, near_limit: bool) {
+        let resource = resource.unwrap_or_default().to_owned();
+        let changed = {
+            let mut reported = self.reported.lock().unwrap_or_else(|p| p.into_inner());
+            let changed = reported.get(&resource).is_none_or(|r| r.limit != limit);
+            reported.insert(
+                resource.clone(),
+                Reported {
+                    resource,
+                    limit,
+                    near_limit,
+                    at: jiff::Timestamp::now(),
+                },
+            );
+            changed
+        };
+        if changed {
+            self.apply_allowance();
+        }
+    }
+
+    /// What Bitbucket last reported, per resource group.
+    pub fn reported(&self) -> Vec<Reported> {
+        self.reported
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .cloned()
+            .collect()
     }
 
     fn pause(&self) -> std::sync::MutexGuard<'_, Pause> {
@@ -298,6 +390,35 @@ mod tests {
             [Health::Answering, Health::Failing, Health::Answering]
         );
         assert!(budget.failing_since().is_none());
+    }
+
+    #[test]
+    fn the_allowance_is_the_ask_or_less_where_bitbucket_reports_less() {
+        let budget = Budget::per_hour(900);
+        budget.set_allowance(500);
+        assert_eq!(budget.limit(), 500);
+        budget.reported_limit(Some("api"), 2500, false);
+        assert_eq!(budget.limit(), 500, "a larger report does not raise it");
+        budget.reported_limit(Some("api"), 100, true);
+        assert_eq!(budget.limit(), 100);
+        budget.set_allowance(5000);
+        assert_eq!(budget.limit(), 100, "Bitbucket's report still stands");
+        let reported = budget.reported();
+        assert_eq!(reported.len(), 1);
+        assert_eq!((reported[0].limit, reported[0].near_limit), (100, true));
+        for _ in 0..10 {
+            assert!(budget.try_acquire().is_ok());
+        }
+        assert!(
+            budget.try_acquire().is_err(),
+            "the new bucket's burst is a tenth"
+        );
+        budget.reported_limit(Some("api"), 3000, false);
+        assert_eq!(
+            budget.limit(),
+            3000,
+            "the report changed: the ask (5000) or less"
+        );
     }
 
     #[test]

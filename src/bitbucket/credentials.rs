@@ -70,6 +70,23 @@ impl Credentials {
         format!("{:016x}", hasher.finish())
     }
 
+    /// Whose allowance Bitbucket counts this credential's requests against: the user for
+    /// Basic (Cloud counts app passwords and API tokens per user, Data Center per user),
+    /// the token itself for Bearer (Cloud counts each access token on its own; an OAuth
+    /// token stands for its consumer, which the operator cannot see). Atlassian's "API
+    /// request limits". Never printed.
+    pub fn counted_as(&self) -> String {
+        match self {
+            Credentials::Bearer(_) => self.fingerprint(),
+            Credentials::Basic { username, .. } => {
+                use std::hash::{Hash, Hasher};
+                let mut hasher = std::collections::hash_map::DefaultHasher::new();
+                ("user", username.to_lowercase()).hash(&mut hasher);
+                format!("{:016x}", hasher.finish())
+            }
+        }
+    }
+
     pub(crate) fn apply(&self, request: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
         match self {
             Credentials::Bearer(token) => request.bearer_auth(token.expose_secret()),

@@ -320,6 +320,7 @@ impl Transport {
             self.budget.answered();
         }
         let headers = response.headers().clone();
+        learn_limit(&self.budget, &headers);
         let body = read_capped(response).await.map_err(|error| Failure {
             maybe_processed: true,
             error,
@@ -505,6 +506,28 @@ pub fn classify(flavor: Flavor, status: StatusCode, headers: &HeaderMap, body: &
             message: format!("{}: {message}", status.as_u16()),
         },
     }
+}
+
+/// Cloud's rate-limit headers (on access-token requests to the scaled `/2.0/repositories/*`
+/// group): `X-RateLimit-Limit` (requests per hour), `X-RateLimit-Resource` and
+/// `X-RateLimit-NearLimit` (under a fifth left). Atlassian's "Introducing scaled rate
+/// limits" and its support answers; no header says how many remain. Garbled values are
+/// ignored.
+fn learn_limit(budget: &super::Budget, headers: &reqwest::header::HeaderMap) {
+    let text = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::trim)
+    };
+    let Some(limit) = text("X-RateLimit-Limit").and_then(|v| v.parse::<u32>().ok()) else {
+        return;
+    };
+    if limit == 0 {
+        return;
+    }
+    let near = text("X-RateLimit-NearLimit").is_some_and(|v| v.eq_ignore_ascii_case("true"));
+    budget.reported_limit(text("X-RateLimit-Resource"), limit, near);
 }
 
 #[cfg(test)]

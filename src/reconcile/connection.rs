@@ -14,8 +14,8 @@ use serde_json::json;
 use super::conditions::{self, Outcome, Status};
 use super::{Context, Error, Invalid, Refusal, SecretProblem, finalizer};
 use crate::api::{
-    BitbucketConnection, ClusterBitbucketConnection, ConnectionKind, ConnectionSpec,
-    ConnectionStatus, FIELD_MANAGER, Reason, VerifiedBy,
+    BitbucketConnection, BudgetStatus, ClusterBitbucketConnection, ConnectionKind, ConnectionSpec,
+    ConnectionStatus, FIELD_MANAGER, Reason, ReportedLimit, VerifiedBy,
 };
 use crate::bitbucket::{self, Budget, ConnectionConfig, Credentials, TlsOptions, WebhookBackend};
 
@@ -145,6 +145,8 @@ pub struct Registry {
     budgets: Mutex<HashMap<String, Arc<Budget>>>,
     /// Connection key -> the key of the budget it uses.
     budget_of: Mutex<HashMap<String, String>>,
+    /// Connection key -> the requests per hour it asks for (its rateLimit).
+    asks: Mutex<HashMap<String, u32>>,
     /// Budget keys whose pause just started, or whose Bitbucket started failing or
     /// answers again, for the connection controllers.
     paused: tokio::sync::broadcast::Sender<String>,
@@ -212,6 +214,7 @@ impl Registry {
             entries: Mutex::default(),
             budgets: Mutex::default(),
             budget_of: Mutex::default(),
+            asks: Mutex::default(),
             paused: tokio::sync::broadcast::channel(64).0,
             answering: tokio::sync::broadcast::channel(64).0,
             waiting: Mutex::default(),
@@ -435,14 +438,18 @@ impl Registry {
             &data,
         )
         .map_err(SecretProblem::Credentials)?;
+        // One allowance per whom Bitbucket counts (a user, or an access token) on a
+        // server, whatever each connection's rateLimit: the smallest of them stands.
         let limit = view.requests_per_hour();
         let budget_key = format!(
-            "{}|{}|{limit}",
+            "{}|{}",
             view.spec
                 .base_url
                 .as_deref()
-                .unwrap_or(bitbucket::CLOUD_API),
-            credentials.fingerprint()
+                .unwrap_or(bitbucket::CLOUD_API)
+                .trim_end_matches('/')
+                .to_ascii_lowercase(),
+            credentials.counted_as()
         );
         let budget = self
             .budgets
@@ -471,7 +478,12 @@ impl Registry {
         self.budget_of
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .insert(view.key(), budget_key);
+            .insert(view.key(), budget_key.clone());
+        self.asks
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(view.key(), limit);
+        budget.set_allowance(self.smallest_ask(&budget_key).unwrap_or(limit));
         let tls = TlsOptions {
             ca_bundle_pem: ca,
             insecure_skip_verify: view
@@ -520,6 +532,54 @@ impl Registry {
     /// Budget keys, as their pause after a Bitbucket 429 starts.
     pub fn pauses(&self) -> tokio::sync::broadcast::Receiver<String> {
         self.paused.subscribe()
+    }
+
+    /// The smallest rateLimit among the connections on a budget.
+    fn smallest_ask(&self, budget_key: &str) -> Option<u32> {
+        let on = self.connections_on(budget_key);
+        let asks = self.asks.lock().unwrap_or_else(|p| p.into_inner());
+        on.iter().filter_map(|c| asks.get(c)).min().copied()
+    }
+
+    /// A connection is gone: its rateLimit no longer counts toward its budget's.
+    pub fn forget(&self, view: &View) {
+        let key = view.key();
+        self.asks
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&key);
+        let budget_key = self
+            .budget_of
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&key);
+        if let Some(budget_key) = budget_key
+            && let Some(budget) = self
+                .budgets
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .get(&budget_key)
+                .cloned()
+            && let Some(smallest) = self.smallest_ask(&budget_key)
+        {
+            budget.set_allowance(smallest);
+        }
+    }
+
+    /// What a connection's budget allows and what Bitbucket reported, for its status.
+    pub fn allowance(&self, view: &View) -> Option<(u32, usize, Vec<bitbucket::budget::Reported>)> {
+        let budget_key = self
+            .budget_of
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&view.key())
+            .cloned()?;
+        let budget = self.budget_of_connection(&view.key())?;
+        Some((
+            budget.limit(),
+            self.connections_on(&budget_key).len(),
+            budget.reported(),
+        ))
     }
 
     /// The connection keys (`View::key`) that use a budget.
@@ -674,6 +734,7 @@ async fn verify(view: &View, ctx: &Context) -> (ConnectionStatus, Option<Error>)
         },
         verified_by: proof.as_ref().map(|p| p.by),
         verified_repository: proof.and_then(|p| p.repository),
+        budget: None,
         conditions: vec![ready],
     };
     (status, error)
@@ -821,7 +882,23 @@ where
     // namespace or an Argo CD app is, in no fixed order).
     finalizer::claim(&api, obj, None).await?;
     let started = std::time::Instant::now();
-    let (status, error) = verify(&view, &ctx).await;
+    let (mut status, error) = verify(&view, &ctx).await;
+    status.budget = ctx
+        .connections
+        .allowance(&view)
+        .map(|(per_hour, shared_by, reported)| BudgetStatus {
+            requests_per_hour: i64::from(per_hour),
+            shared_by: i64::try_from(shared_by).unwrap_or(i64::MAX),
+            reported: reported
+                .into_iter()
+                .map(|r| ReportedLimit {
+                    resource: r.resource,
+                    limit: i64::from(r.limit),
+                    near_limit: r.near_limit,
+                    time: Time(r.at),
+                })
+                .collect(),
+        });
     ctx.metrics.reconciled(
         &K::kind(&()),
         started.elapsed(),
@@ -962,6 +1039,7 @@ where
         // Webhooks finish their cleanup within seconds; look again soon.
         return Ok(Action::requeue(std::time::Duration::from_secs(2)));
     }
+    ctx.connections.forget(view);
     finalizer::release(api, obj).await?;
     Ok(Action::await_change())
 }
