@@ -126,7 +126,12 @@ impl Claims {
             .filter(|(c, _)| c == connection)
             .map(|(_, r)| r.clone())
             .collect();
-        found.sort_by_key(|r| r.to_ascii_lowercase());
+        // Deterministic whatever the map's order: case-insensitively, then as written.
+        found.sort_by(|a, b| {
+            a.to_ascii_lowercase()
+                .cmp(&b.to_ascii_lowercase())
+                .then_with(|| a.cmp(b))
+        });
         found.dedup_by(|a, b| a.eq_ignore_ascii_case(b));
         found
     }
