@@ -131,7 +131,7 @@ async fn a_cloud_token_whose_identity_call_answers_a_plain_401_is_proven_by_use(
             "repo-token",
             "acme-api-token",
             "repositoryAccessToken",
-            &["webhook", "repository"],
+            &["webhook", "pullrequest"],
         )
         .await
         .expect("token");
