@@ -213,60 +213,108 @@ async fn a_refused_basic_credential_on_cloud_names_the_retired_app_passwords() {
 
 #[tokio::test]
 async fn a_missing_event_scope_stalls_the_webhook_until_the_secret_changes() {
-    let w = World::new("event-scope", Flavor::Cloud).await;
-    w.ctl
-        .repository("Cloud", &w.repository, &["push-only", "full"], &[])
-        .await
-        .expect("admins");
-    for (token, scopes) in [
-        ("push-only", &["webhook", "repository"][..]),
-        ("full", &["webhook", "pullrequest"][..]),
-    ] {
+    // Through a namespaced connection, then through a cluster connection (its Secret in
+    // the operator's namespace).
+    for cluster in [false, true] {
+        let w = World::new(
+            if cluster {
+                "event-scope-cluster"
+            } else {
+                "event-scope"
+            },
+            Flavor::Cloud,
+        )
+        .await;
         w.ctl
-            .scoped_token(token, "acme-api-token", "repositoryAccessToken", scopes)
+            .repository("Cloud", &w.repository, &["push-only", "full"], &[])
             .await
-            .expect("token");
-    }
-    // repo:push and pullrequest:created with a token that lacks `pullrequest`.
-    w.apply(&through(
-        &w,
-        "narrow",
-        "push-only",
-        "ci",
-        "https://ci.example.com/hook",
-    ))
-    .expect("apply");
-    let stalled = w.wait_condition("ci", "Stalled", "True", "Forbidden").await;
-    let message = support::synced_message(stalled);
-    assert!(
-        message.contains("required pullrequest"),
-        "the condition names the scope: {message}"
-    );
-    assert!(w.hooks().await.is_empty(), "nothing was created");
-    // Retried slowly while nothing changes: no more than a create per resync.
-    w.ctl.reset_requests().await.expect("reset");
-    tokio::time::sleep(support::RESYNC * 2).await;
-    let creates = w.ctl.count("POST", "/hooks").await.expect("count");
-    assert!(
-        creates <= 3,
-        "{creates} creates in two resyncs while stalled"
-    );
+            .expect("admins");
+        for (token, scopes) in [
+            ("push-only", &["webhook", "repository"][..]),
+            ("full", &["webhook", "pullrequest"][..]),
+        ] {
+            w.ctl
+                .scoped_token(token, "acme-api-token", "repositoryAccessToken", scopes)
+                .await
+                .expect("token");
+        }
+        // repo:push and pullrequest:created with a token that lacks `pullrequest`.
+        let secret = format!("narrow-{}", w.ns);
+        let secret_yaml = |token: &str| {
+            format!(
+                "apiVersion: v1\nkind: Secret\nmetadata: {{name: {secret}}}\nstringData: {{token: {token}}}\n"
+            )
+        };
+        let webhook = w.webhook_yaml("ci", "https://ci.example.com/hook", "");
+        if cluster {
+            w.plane
+                .kubectl_ok(["label", "namespace", &w.ns, &format!("scope-test={}", w.ns)])
+                .expect("label");
+            w.plane
+                .kubectl_stdin(
+                    ["apply", "-n", support::OPERATOR_NAMESPACE, "-f", "-"],
+                    &secret_yaml("push-only"),
+                )
+                .expect("secret");
+            w.apply(&format!(
+                "apiVersion: bitbucket.hooks.dev/v1alpha1\nkind: ClusterBitbucketConnection\nmetadata: {{name: {secret}}}\n\
+                 spec:\n  flavor: Cloud\n  baseURL: {}\n  auth: {{type: Bearer, secretRef: {{name: {secret}}}}}\n  \
+                 allowedNamespaces: {{matchLabels: {{scope-test: {}}}}}\n---\n{}",
+                w.base_url(),
+                w.ns,
+                webhook.replace(
+                    "connectionRef: {name: bitbucket}",
+                    &format!("connectionRef: {{kind: ClusterBitbucketConnection, name: {secret}}}"),
+                )
+            ))
+            .expect("apply");
+        } else {
+            w.apply(&format!(
+                "{}---\n\
+                 apiVersion: bitbucket.hooks.dev/v1alpha1\nkind: BitbucketConnection\nmetadata: {{name: narrow}}\n\
+                 spec:\n  flavor: Cloud\n  baseURL: {}\n  auth: {{type: Bearer, secretRef: {{name: {secret}}}}}\n---\n{}",
+                secret_yaml("push-only"),
+                w.base_url(),
+                webhook.replace("connectionRef: {name: bitbucket}", "connectionRef: {name: narrow}")
+            ))
+            .expect("apply");
+        }
+        let stalled = w.wait_condition("ci", "Stalled", "True", "Forbidden").await;
+        let message = support::synced_message(stalled);
+        assert!(
+            message.contains("required pullrequest"),
+            "the condition names the scope: {message}"
+        );
+        assert!(w.hooks().await.is_empty(), "nothing was created");
+        // Retried slowly while nothing changes: no more than a create per resync.
+        w.ctl.reset_requests().await.expect("reset");
+        tokio::time::sleep(support::RESYNC * 2).await;
+        let creates = w.ctl.count("POST", "/hooks").await.expect("count");
+        assert!(
+            creates <= 3,
+            "{creates} creates in two resyncs while stalled"
+        );
 
-    // A token with the scope in the Secret: retried at once, not at the next resync.
-    let changed = Instant::now();
-    w.apply(
-        "apiVersion: v1\nkind: Secret\nmetadata: {name: narrow-token}\nstringData: {token: full}\n",
-    )
-    .expect("secret");
-    w.wait_ready("ci").await;
-    let took = changed.elapsed();
-    assert_eq!(w.hooks().await.len(), 1);
-    eprintln!("Ready {took:?} after the Secret changed");
-    assert!(
-        took < support::RESYNC / 2,
-        "Ready {took:?} after the Secret changed (resync {:?})",
-        support::RESYNC
-    );
+        // A token with the scope in the Secret: retried at once, not at the next resync.
+        let changed = Instant::now();
+        let namespace = if cluster {
+            support::OPERATOR_NAMESPACE
+        } else {
+            w.ns.as_str()
+        };
+        w.plane
+            .kubectl_stdin(["apply", "-n", namespace, "-f", "-"], &secret_yaml("full"))
+            .expect("secret");
+        w.wait_ready("ci").await;
+        let took = changed.elapsed();
+        assert_eq!(w.hooks().await.len(), 1);
+        eprintln!("cluster {cluster}: Ready {took:?} after the Secret changed");
+        assert!(
+            took < support::RESYNC / 2,
+            "cluster {cluster}: Ready {took:?} after the Secret changed (resync {:?})",
+            support::RESYNC
+        );
+    }
 }
 
 #[tokio::test]

@@ -155,17 +155,32 @@ pub struct Registry {
     answering: tokio::sync::broadcast::Sender<String>,
     /// Connection key -> the Webhooks (namespace, name) whose last reconcile found its
     /// Bitbucket failing.
-    waiting: Mutex<HashMap<String, std::collections::HashSet<(String, String)>>>,
+    waiting: Parked,
     /// Whether namespaced connections may reach private addresses (an admin's flag).
     namespaced_private_targets: bool,
     /// Connection key -> when its Webhooks last asked for it to be proven again.
     proving: Mutex<HashMap<String, std::time::Instant>>,
+    /// Connection key -> the Webhooks (namespace, name) Bitbucket refused for the
+    /// credential (a missing scope or permission): retried when its client is rebuilt
+    /// (its Secret or spec changed), not at their next resync.
+    stalled: Parked,
 }
 
 impl Default for Registry {
     fn default() -> Self {
         Registry::new(false)
     }
+}
+
+/// Webhooks (namespace, name) kept per connection until something retries them.
+type Parked = Mutex<HashMap<String, std::collections::HashSet<(String, String)>>>;
+
+fn park(map: &Parked, connection: String, namespace: String, name: String) {
+    map.lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .entry(connection)
+        .or_default()
+        .insert((namespace, name));
 }
 
 /// Reads one key of a Secret as text.
@@ -220,7 +235,34 @@ impl Registry {
             waiting: Mutex::default(),
             namespaced_private_targets,
             proving: Mutex::default(),
+            stalled: Mutex::default(),
         }
+    }
+
+    /// A Webhook Bitbucket refused for what the connection's credential is or holds.
+    pub fn stall(&self, connection: String, namespace: String, name: String) {
+        park(&self.stalled, connection, namespace, name);
+    }
+
+    /// The connection's client was rebuilt (its credential or spec changed): the
+    /// Webhooks it stalled are retried now, through the path that retries Webhooks when
+    /// Bitbucket answers again.
+    fn release_stalled(&self, connection: &str, budget_key: &str) {
+        let Some(stalled) = self
+            .stalled
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(connection)
+        else {
+            return;
+        };
+        self.waiting
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(connection.to_owned())
+            .or_default()
+            .extend(stalled);
+        let _ = self.answering.send(budget_key.to_owned());
     }
 
     /// Has the controller verify an Unverified connection again (at most every
@@ -266,12 +308,7 @@ impl Registry {
             .budget_of_connection(&connection)
             .is_none_or(|budget| budget.failing());
         if failing {
-            self.waiting
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .entry(connection)
-                .or_default()
-                .insert((namespace, name));
+            park(&self.waiting, connection, namespace, name);
         }
         failing
     }
@@ -279,11 +316,13 @@ impl Registry {
     /// A Webhook no longer waits (it succeeded, or is gone).
     pub fn stop_waiting(&self, namespace: &str, name: &str) {
         let key = (namespace.to_owned(), name.to_owned());
-        let mut waiting = self.waiting.lock().unwrap_or_else(|p| p.into_inner());
-        for set in waiting.values_mut() {
-            set.remove(&key);
+        for map in [&self.waiting, &self.stalled] {
+            let mut map = map.lock().unwrap_or_else(|p| p.into_inner());
+            for set in map.values_mut() {
+                set.remove(&key);
+            }
+            map.retain(|_, set| !set.is_empty());
         }
-        waiting.retain(|_, set| !set.is_empty());
     }
 
     /// The Webhooks waiting on the connections that use `budget_key` and in a namespace
@@ -419,15 +458,16 @@ impl Registry {
             ca = Some(pem.into_bytes());
         }
         let key = view.key();
-        if let Some(entry) = self
+        let rebuilt = match self
             .entries
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .get(&key)
-            && entry.fingerprint == fingerprint
         {
-            return Ok(entry.backend.clone());
-        }
+            Some(entry) if entry.fingerprint == fingerprint => return Ok(entry.backend.clone()),
+            Some(_) => true,
+            None => false,
+        };
         // Checked as the client is built: a name that resolves elsewhere later is not
         // caught (the probe pins its address; this does not).
         self.check_base_url(view).await?;
@@ -509,12 +549,15 @@ impl Registry {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .insert(
-                key,
+                key.clone(),
                 Entry {
                     fingerprint,
                     backend: backend.clone(),
                 },
             );
+        if rebuilt {
+            self.release_stalled(&key, &budget_key);
+        }
         Ok(backend)
     }
 

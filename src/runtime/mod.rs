@@ -85,14 +85,6 @@ fn connection_changed<K: ConnectionLike>(obj: &K) -> u64 {
     hasher.finish()
 }
 
-/// Whether a Webhook's Ready condition is True.
-fn ready(w: &Webhook) -> bool {
-    w.status
-        .as_ref()
-        .and_then(|s| s.conditions.iter().find(|c| c.type_ == "Ready"))
-        .is_some_and(|c| c.status == "True")
-}
-
 /// Connection events that concern Webhooks: a relevant change ([`connection_changed`])
 /// or a deletion.
 fn connection_events<K>(
@@ -302,7 +294,6 @@ where
         webhooks.clone(),
         shared,
     );
-    let credentials_of = connections.clone();
     ctx.connection_cache = Some(connections);
     ctx.secret_versions = Some(secret_versions);
     if scope.cluster_connections {
@@ -350,32 +341,17 @@ where
         )
         .watches_stream(secrets, move |secret| {
             let (namespace, name) = (secret.namespace(), secret.name_any());
-            // A connection's credential changed: its Webhooks that are not Ready (a
-            // missing scope or permission stalls them) are retried now, not at resync.
-            let credential_of: Vec<String> = credentials_of
-                .state()
-                .iter()
-                .filter(|c| {
-                    c.namespace() == namespace && secret_names(&c.spec.connection).contains(&name)
-                })
-                .map(|c| c.name_any())
-                .collect();
             by_secret
                 .state()
                 .into_iter()
                 .filter(|g| {
                     g.0.as_ref().is_ok_and(|w| {
                         w.namespace() == namespace
-                            && (w
-                                .spec
+                            && w.spec
                                 .settings
                                 .secret_ref
                                 .as_ref()
                                 .is_some_and(|r| r.name == name)
-                                || (w.spec.connection_ref.kind
-                                    == ConnectionKind::BitbucketConnection
-                                    && credential_of.contains(&w.spec.connection_ref.name)
-                                    && !ready(w)))
                     })
                 })
                 .map(|g| ObjectRef::from_obj(g.as_ref()))

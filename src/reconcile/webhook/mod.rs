@@ -158,6 +158,16 @@ fn retry_after_failure(ctx: &Context, w: &Webhook, key: &str, error: &Error) -> 
     ) {
         return backoff;
     }
+    let (connection, namespace) = connection_of(w);
+    if ctx.connections.wait(connection, namespace, w.name_any()) {
+        backoff
+    } else {
+        backoff.min(Duration::from_millis(rand::random_range(500..=1500)))
+    }
+}
+
+/// The key of the Webhook's connection, and the Webhook's namespace.
+fn connection_of(w: &Webhook) -> (String, String) {
     let namespace = w.namespace().unwrap_or_default();
     let reference = &w.spec.connection_ref;
     let connection = super::connection::key_of(
@@ -165,11 +175,20 @@ fn retry_after_failure(ctx: &Context, w: &Webhook, key: &str, error: &Error) -> 
         (reference.kind == ConnectionKind::BitbucketConnection).then_some(namespace.as_str()),
         &reference.name,
     );
-    if ctx.connections.wait(connection, namespace, w.name_any()) {
-        backoff
-    } else {
-        backoff.min(Duration::from_millis(rand::random_range(500..=1500)))
-    }
+    (connection, namespace)
+}
+
+/// Bitbucket refused the credential or what it holds: a new credential may fix it.
+fn refused_credential(e: &Error) -> bool {
+    use crate::bitbucket::Error as Bitbucket;
+    matches!(
+        e,
+        Error::Bitbucket(
+            Bitbucket::Unauthorized { .. }
+                | Bitbucket::Forbidden { .. }
+                | Bitbucket::MissingScope { .. }
+        )
+    )
 }
 
 /// Requeue after an error that escaped the status (cleanup, Kubernetes API failures).
@@ -390,9 +409,16 @@ fn next(
             Action::requeue(next.max(Duration::from_millis(500)))
         }
         Err(e) if e.transient() => Action::requeue(retry_after_failure(ctx, w, &key, e)),
-        // Needs a change somewhere (watched), or a person in Bitbucket: look again at the
+        // Needs a change somewhere (watched; a credential refused is retried when the
+        // connection's client is rebuilt), or a person in Bitbucket: look again at the
         // next resync.
-        Err(_) => Action::requeue(slot.max(Duration::from_secs(1))),
+        Err(e) => {
+            if refused_credential(e) {
+                let (connection, namespace) = connection_of(w);
+                ctx.connections.stall(connection, namespace, w.name_any());
+            }
+            Action::requeue(slot.max(Duration::from_secs(1)))
+        }
     }
 }
 
