@@ -1,5 +1,6 @@
-//! One request budget per connection: at most `requestsPerHour` Bitbucket requests in any
-//! rolling hour, shared by every Webhook of the connection, retries included.
+//! One request budget per credential on a server (as Bitbucket counts: a user, or an
+//! access token): at most its allowance of Bitbucket requests in any rolling hour, shared
+//! by every connection and Webhook using it, retries included.
 
 use std::num::NonZeroU32;
 use std::sync::{Arc, Mutex};
