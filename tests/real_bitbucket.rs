@@ -198,10 +198,15 @@ async fn a_refused_basic_credential_on_cloud_names_the_retired_app_passwords() {
         "apiVersion: v1\nkind: Secret\nmetadata: {{name: basic-auth}}\n\
          stringData: {{username: dev@example.com, password: an-old-app-password}}\n---\n\
          apiVersion: bitbucket.hooks.dev/v1alpha1\nkind: BitbucketConnection\nmetadata: {{name: basic}}\n\
-         spec:\n  flavor: Cloud\n  baseURL: {}\n  auth: {{type: Basic, secretRef: {{name: basic-auth}}}}\n---\n{webhook}",
+         spec:\n  flavor: Cloud\n  baseURL: {}\n  auth: {{type: Basic, secretRef: {{name: basic-auth}}}}\n",
         w.base_url()
     ))
     .expect("apply");
+    // No Webhook yet: not proven either way, and the message already names the likely cause.
+    let (reason, message) = w.wait_connection("basic", "Ready", "True").await;
+    assert_eq!(reason, "Unverified", "{message}");
+    assert!(message.contains("app passwords"), "{message}");
+    w.apply(&webhook).expect("webhook");
     let (reason, message) = w.wait_connection("basic", "Ready", "False").await;
     assert_eq!(reason, "Unauthorized", "{message}");
     assert!(

@@ -852,28 +852,35 @@ async fn prove(view: &View, ctx: &Context, backend: &dyn WebhookBackend) -> Resu
     } else {
         "the repositories its Webhooks name were not found"
     };
+    let hint = if basic_on_cloud(view) && matches!(refused, bitbucket::Error::Unauthorized { .. }) {
+        format!(" If it is an app password: {APP_PASSWORDS}.")
+    } else {
+        String::new()
+    };
     Ok(Proof {
         by: VerifiedBy::Unverified,
         repository: None,
         reason: Reason::Unverified,
         message: format!(
-            "Bitbucket refused {call} ({refused}), which repository and project access tokens may not call, and {why}: the credential is used as it is, and the first Webhook's requests prove it or say why not"
+            "Bitbucket refused {call} ({refused}), which repository and project access tokens may not call, and {why}: the credential is used as it is, and the first Webhook's requests prove it or say why not.{hint}"
         ),
     })
 }
 
 /// A Basic credential refused by Cloud is most likely an app password: Atlassian stopped
 /// their creation on 2025-09-09 and turned the last ones off on 2026-07-28.
+const APP_PASSWORDS: &str = "Cloud app passwords stopped working on 2026-07-28: use an Atlassian API token (username: the account's email) or an access token (auth.type Bearer)";
+
+fn basic_on_cloud(view: &View) -> bool {
+    view.spec.flavor == crate::api::Flavor::Cloud
+        && view.spec.auth.type_ == crate::api::AuthType::Basic
+}
+
 fn app_password_hint(view: &View, e: Error) -> Error {
     match e {
-        Error::Bitbucket(bitbucket::Error::Unauthorized { message })
-            if view.spec.flavor == crate::api::Flavor::Cloud
-                && view.spec.auth.type_ == crate::api::AuthType::Basic =>
-        {
+        Error::Bitbucket(bitbucket::Error::Unauthorized { message }) if basic_on_cloud(view) => {
             bitbucket::Error::Unauthorized {
-                message: format!(
-                    "{message}. Cloud app passwords stopped working on 2026-07-28: use an Atlassian API token (username: the account's email) or an access token (auth.type Bearer)"
-                ),
+                message: format!("{message}. {APP_PASSWORDS}"),
             }
             .into()
         }
