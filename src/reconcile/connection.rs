@@ -889,7 +889,7 @@ fn app_password_hint(view: &View, e: Error) -> Error {
 }
 
 /// A 401 or 403: the credential was refused (bad, or lacking what this call needs).
-fn refusal(e: &bitbucket::Error) -> bool {
+pub fn refusal(e: &bitbucket::Error) -> bool {
     matches!(
         e,
         bitbucket::Error::Unauthorized { .. }

@@ -180,15 +180,7 @@ fn connection_of(w: &Webhook) -> (String, String) {
 
 /// Bitbucket refused the credential or what it holds: a new credential may fix it.
 fn refused_credential(e: &Error) -> bool {
-    use crate::bitbucket::Error as Bitbucket;
-    matches!(
-        e,
-        Error::Bitbucket(
-            Bitbucket::Unauthorized { .. }
-                | Bitbucket::Forbidden { .. }
-                | Bitbucket::MissingScope { .. }
-        )
-    )
+    matches!(e, Error::Bitbucket(b) if super::connection::refusal(b))
 }
 
 /// Requeue after an error that escaped the status (cleanup, Kubernetes API failures).
