@@ -67,11 +67,44 @@ fn fast_retries() -> RetryPolicy {
 }
 
 impl Setup {
-    fn client_with(&self, token: &str, budget: Budget) -> Arc<dyn WebhookBackend> {
+    /// A client of this setup's flavor and simulator with these credentials.
+    fn connect_as(
+        &self,
+        credentials: Credentials,
+        budget: Arc<Budget>,
+        retry: RetryPolicy,
+    ) -> Arc<dyn WebhookBackend> {
         let base = match self.flavor {
             Flavor::Cloud => format!("{}/2.0", self.sim.base_url()),
             _ => self.sim.base_url(),
         };
+        connect(ConnectionConfig {
+            flavor: self.flavor,
+            base_url: Some(base),
+            credentials,
+            tls: TlsOptions::default(),
+            budget,
+            retry,
+            observer: None,
+        })
+        .expect("client")
+    }
+
+    /// A Cloud API token's client (Basic: the account's email and the token).
+    fn api_token_client(
+        &self,
+        email: &str,
+        token: &str,
+        retry: RetryPolicy,
+    ) -> Arc<dyn WebhookBackend> {
+        let credentials = Credentials::Basic {
+            username: email.into(),
+            password: token.to_owned().into(),
+        };
+        self.connect_as(credentials, Arc::new(Budget::per_hour(1000)), retry)
+    }
+
+    fn client_with(&self, token: &str, budget: Budget) -> Arc<dyn WebhookBackend> {
         // Cloud and Post Webhooks with Bearer tokens, Data Center with Basic.
         let credentials = match self.flavor {
             Flavor::DataCenter => Credentials::Basic {
@@ -84,16 +117,7 @@ impl Setup {
             },
             _ => Credentials::Bearer(token.to_owned().into()),
         };
-        connect(ConnectionConfig {
-            flavor: self.flavor,
-            base_url: Some(base),
-            credentials,
-            tls: TlsOptions::default(),
-            budget: Arc::new(budget),
-            retry: fast_retries(),
-            observer: None,
-        })
-        .expect("client")
+        self.connect_as(credentials, Arc::new(budget), fast_retries())
     }
 
     fn client(&self, token: &str) -> Arc<dyn WebhookBackend> {
@@ -863,19 +887,7 @@ async fn cloud_credentials_of_every_kind() {
                 .await
                 .expect("token");
             let client = if kind == "apiToken" {
-                connect(ConnectionConfig {
-                    flavor: Flavor::Cloud,
-                    base_url: Some(format!("{}/2.0", s.sim.base_url())),
-                    credentials: Credentials::Basic {
-                        username: "acme-bot".into(),
-                        password: token.to_owned().into(),
-                    },
-                    tls: TlsOptions::default(),
-                    budget: Arc::new(Budget::per_hour(1000)),
-                    retry: fast_retries(),
-                    observer: None,
-                })
-                .expect("client")
+                s.api_token_client("acme-bot", token, fast_retries())
             } else {
                 s.client(token)
             };
@@ -989,19 +1001,7 @@ async fn cloud_hooks_need_the_scope_of_each_event_family() {
         )
         .await
         .expect("token");
-    let api = connect(ConnectionConfig {
-        flavor: Flavor::Cloud,
-        base_url: Some(format!("{}/2.0", s.sim.base_url())),
-        credentials: Credentials::Basic {
-            username: "acme-bot".into(),
-            password: "api-token".to_owned().into(),
-        },
-        tls: TlsOptions::default(),
-        budget: Arc::new(Budget::per_hour(1000)),
-        retry: fast_retries(),
-        observer: None,
-    })
-    .expect("client");
+    let api = s.api_token_client("acme-bot", "api-token", fast_retries());
     for (enforced, wanted) in [(false, None), (true, Some("read:pullrequest:bitbucket"))] {
         s.ctl
             .variants(json!({ "cloudApiTokenEventScopes": enforced }))
@@ -1443,21 +1443,25 @@ async fn post_webhooks_v1_has_no_project_configurations() {
     assert!(err.to_string().contains("older than 3.5.5"), "{err}");
 }
 
+/// A Post Webhooks setup serving `variants`, and the client of a project admin.
+async fn post_webhooks_owner(variants: Value) -> (Setup, Arc<dyn WebhookBackend>) {
+    const OWNER: &str = "owner-token";
+    let s = setup(Flavor::PostWebhooks).await;
+    s.ctl.token(OWNER, "alice").await.expect("token");
+    s.ctl
+        .owner_admins("PostWebhooks", &s.repository.to_string(), &[OWNER])
+        .await
+        .expect("owner admin");
+    s.ctl.variants(variants).await.expect("variant");
+    let client = s.client(OWNER);
+    (s, client)
+}
+
 #[tokio::test]
 async fn post_webhooks_project_listings_answer_the_project_s_own_in_both_variants() {
-    const OWNER: &str = "owner-token";
     for variant in ["own", "withRepositories"] {
-        let s = setup(Flavor::PostWebhooks).await;
-        s.ctl.token(OWNER, "alice").await.expect("token");
-        s.ctl
-            .owner_admins("PostWebhooks", &s.repository.to_string(), &[OWNER])
-            .await
-            .expect("owner admin");
-        s.ctl
-            .variants(json!({ "postWebhooksProjectListing": variant }))
-            .await
-            .expect("variant");
-        let client = s.client(OWNER);
+        let (s, client) =
+            post_webhooks_owner(json!({ "postWebhooksProjectListing": variant })).await;
         let project = owner_place(Flavor::PostWebhooks);
         client
             .create_hook(&s.repo, &s.spec("https://ci.example.com/repository"))
@@ -1478,19 +1482,9 @@ async fn post_webhooks_project_listings_answer_the_project_s_own_in_both_variant
 
 #[tokio::test]
 async fn post_webhooks_repository_listings_leave_out_the_project_s_configurations() {
-    const OWNER: &str = "owner-token";
     for variant in ["own", "withProject"] {
-        let s = setup(Flavor::PostWebhooks).await;
-        s.ctl.token(OWNER, "alice").await.expect("token");
-        s.ctl
-            .owner_admins("PostWebhooks", &s.repository.to_string(), &[OWNER])
-            .await
-            .expect("owner admin");
-        s.ctl
-            .variants(json!({ "postWebhooksRepositoryListing": variant }))
-            .await
-            .expect("variant");
-        let client = s.client(OWNER);
+        let (s, client) =
+            post_webhooks_owner(json!({ "postWebhooksRepositoryListing": variant })).await;
         // The same URL at both levels: the repository's listing must not offer the
         // project's configuration for adoption.
         let url = "https://ci.example.com/same";
@@ -1577,22 +1571,11 @@ async fn cloud_counts_user_credentials_per_user_and_access_tokens_each_on_its_ow
         .await
         .expect("limit");
     let basic = |token: &str| {
-        connect(ConnectionConfig {
-            flavor: Flavor::Cloud,
-            base_url: Some(format!("{}/2.0", s.sim.base_url())),
-            credentials: Credentials::Basic {
-                username: "dev@example.com".into(),
-                password: token.to_owned().into(),
-            },
-            tls: TlsOptions::default(),
-            budget: Arc::new(Budget::per_hour(1000)),
-            retry: RetryPolicy {
-                max_retries: 0,
-                ..fast_retries()
-            },
-            observer: None,
-        })
-        .expect("client")
+        let no_retries = RetryPolicy {
+            max_retries: 0,
+            ..fast_retries()
+        };
+        s.api_token_client("dev@example.com", token, no_retries)
     };
     // Two API tokens of one user: one allowance of 3.
     let (one, two) = (basic("api-1"), basic("api-2"));
@@ -1603,16 +1586,11 @@ async fn cloud_counts_user_credentials_per_user_and_access_tokens_each_on_its_ow
     assert!(matches!(err, Error::RateLimited { .. }), "{err:?}");
     // Two access tokens: each has its own, and learns it from Cloud's headers.
     let budget = Arc::new(Budget::per_hour(1000));
-    let rat = connect(ConnectionConfig {
-        flavor: Flavor::Cloud,
-        base_url: Some(format!("{}/2.0", s.sim.base_url())),
-        credentials: Credentials::Bearer("rat-1".to_owned().into()),
-        tls: TlsOptions::default(),
-        budget: budget.clone(),
-        retry: fast_retries(),
-        observer: None,
-    })
-    .expect("client");
+    let rat = s.connect_as(
+        Credentials::Bearer("rat-1".to_owned().into()),
+        budget.clone(),
+        fast_retries(),
+    );
     rat.list_hooks(&s.repo).await.expect("rat-1");
     assert_eq!(budget.limit(), 3, "learned from X-RateLimit-Limit");
     let reported = budget.reported();

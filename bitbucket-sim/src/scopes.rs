@@ -16,7 +16,7 @@ use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
 use crate::http::{Caller, authenticate};
-use crate::state::{State, TokenKind};
+use crate::state::{State, Token, TokenKind};
 
 /// What a Cloud call does, for its scope.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -87,16 +87,20 @@ fn event_scope(kind: TokenKind, family: &'static str, api_tokens_too: bool) -> O
     }
 }
 
+/// The caller's registered credential and its kind, if it has one (unknown or absent
+/// credentials, and those registered without a kind, have none).
+pub fn caller_token<'a>(state: &'a State, headers: &HeaderMap) -> Option<(&'a Token, TokenKind)> {
+    let Caller::Known(principal) = authenticate(state, headers) else {
+        return None;
+    };
+    let token = state.tokens.get(&principal.token)?;
+    Some((token, token.kind?))
+}
+
 /// Refuses a hook's create or update as Cloud does when the credential lacks the scope
 /// of an event family it subscribes to (every missing one is named).
 pub fn check_events(state: &State, headers: &HeaderMap, events: &[String]) -> Result<(), Response> {
-    let Caller::Known(principal) = authenticate(state, headers) else {
-        return Ok(());
-    };
-    let Some(token) = state.tokens.get(&principal.token) else {
-        return Ok(());
-    };
-    let Some(kind) = token.kind else {
+    let Some((token, kind)) = caller_token(state, headers) else {
         return Ok(());
     };
     let mut missing: Vec<String> = events
@@ -131,13 +135,7 @@ fn refusal(state: &State, required: Vec<String>, granted: &[String]) -> Response
 /// absent credentials, and credentials registered without a kind, pass (they are judged
 /// elsewhere, or not modelled).
 pub fn check(state: &State, headers: &HeaderMap, need: Need) -> Result<(), Response> {
-    let Caller::Known(principal) = authenticate(state, headers) else {
-        return Ok(());
-    };
-    let Some(token) = state.tokens.get(&principal.token) else {
-        return Ok(());
-    };
-    let Some(kind) = token.kind else {
+    let Some((token, kind)) = caller_token(state, headers) else {
         return Ok(());
     };
     let scope = required(kind, need);

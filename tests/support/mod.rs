@@ -368,28 +368,20 @@ impl World {
     /// The condition of a type of the BitbucketConnection `name`, once it has this status:
     /// (reason, message).
     pub async fn wait_connection(&self, name: &str, type_: &str, status: &str) -> (String, String) {
-        let api: Api<bitbucket_webhook_operator::api::BitbucketConnection> =
-            Api::namespaced(self.client.clone(), &self.ns);
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            let found = api
-                .get_opt(name)
-                .await
-                .ok()
-                .flatten()
-                .and_then(|c| c.status)
-                .and_then(|s| s.conditions.into_iter().find(|c| c.type_ == type_));
-            if let Some(c) = &found
-                && c.status == status
-            {
-                return (c.reason.clone(), c.message.clone());
-            }
-            assert!(
-                Instant::now() < deadline,
-                "{name}: no {type_}={status}; last {found:?}"
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        let found = self
+            .wait_connection_status(name, &format!("{type_}={status}"), |s| {
+                s.conditions
+                    .iter()
+                    .find(|c| c.type_ == type_)
+                    .is_some_and(|c| c.status == status)
+            })
+            .await;
+        let c = found
+            .conditions
+            .into_iter()
+            .find(|c| c.type_ == type_)
+            .expect("the condition just seen");
+        (c.reason, c.message)
     }
 
     /// The status of the BitbucketConnection `name` once `check` holds for it.
