@@ -5,8 +5,10 @@ pub mod bitbucket;
 pub mod check;
 pub mod export;
 pub mod health;
+pub mod identity;
 pub mod metrics;
 pub mod reconcile;
 pub mod runtime;
+pub mod slots;
 #[cfg(feature = "otel")]
 pub mod telemetry;

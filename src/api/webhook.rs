@@ -154,7 +154,20 @@ pub struct ProbeSpec {
 }
 
 /// The level a hook lives at.
-#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, Default, JsonSchema)]
+#[derive(
+    Serialize,
+    Deserialize,
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    Default,
+    JsonSchema,
+)]
 pub enum Scope {
     #[default]
     Repository,
@@ -178,7 +191,20 @@ pub struct ConnectionRef {
 }
 
 /// Which kind of connection object a Webhook references.
-#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, Default, JsonSchema)]
+#[derive(
+    Serialize,
+    Deserialize,
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    Default,
+    JsonSchema,
+)]
 pub enum ConnectionKind {
     #[default]
     BitbucketConnection,

@@ -102,7 +102,7 @@ pub struct Inputs<'a> {
     /// a poll was due; None: use the last poll's verdict.
     pub stats: Option<&'a DeliveryStats>,
     /// The repository's slot group: the next poll falls on its slot.
-    pub group: &'a str,
+    pub group: &'a crate::identity::ConnectionPlace,
     /// Probe now regardless of the schedule (the spec changed).
     pub now: bool,
     /// The `test-requested` annotation.
@@ -136,13 +136,7 @@ pub async fn assess(inputs: Inputs<'_>) -> Assessment {
             (Some(stats), _) => {
                 record_statistics(&mut delivery, stats);
                 let verdict = classify::from_statistics(stats);
-                let next = crate::reconcile::schedule::until_next_slot(
-                    std::time::SystemTime::now()
-                        .duration_since(std::time::UNIX_EPOCH)
-                        .unwrap_or_default(),
-                    inputs.poll_every,
-                    inputs.group,
-                );
+                let next = crate::slots::until_slot(inputs.poll_every, inputs.group);
                 inputs.schedule.polled(inputs.key, &verdict, next);
                 soonest(next);
                 verdicts.push(verdict);

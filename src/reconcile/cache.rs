@@ -8,12 +8,25 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::bitbucket::{RemoteHook, Result};
+use crate::identity::ConnectionPlace;
 
 type Slot = Arc<tokio::sync::Mutex<Option<(Instant, Vec<RemoteHook>)>>>;
 
+/// Which listing of a place: the one its own Webhooks act on, or the copy the Webhooks
+/// of the repositories under it read (a project's or workspace's hooks, which they
+/// inherit). Kept apart because a refused read is kept in the copy as "nothing known",
+/// which must not stand in for the listing an owner-level Webhook acts on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+enum Copy {
+    Own,
+    Inherited,
+}
+
+const BOTH: [Copy; 2] = [Copy::Own, Copy::Inherited];
+
 pub struct RepoLists {
     ttl: Duration,
-    slots: Mutex<HashMap<String, Slot>>,
+    slots: Mutex<HashMap<(Copy, ConnectionPlace), Slot>>,
 }
 
 impl RepoLists {
@@ -24,11 +37,11 @@ impl RepoLists {
         }
     }
 
-    fn slot(&self, key: &str) -> Slot {
+    fn slot(&self, copy: Copy, key: &ConnectionPlace) -> Slot {
         self.slots
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .entry(key.to_owned())
+            .entry((copy, key.clone()))
             .or_default()
             .clone()
     }
@@ -37,7 +50,7 @@ impl RepoLists {
     /// fetch), else a new one from `fetch`, with its age (zero when just fetched).
     pub async fn get<F, Fut>(
         &self,
-        key: &str,
+        key: &ConnectionPlace,
         max_age: Duration,
         fetch: F,
     ) -> Result<(Vec<RemoteHook>, Duration)>
@@ -45,7 +58,35 @@ impl RepoLists {
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<Vec<RemoteHook>>>,
     {
-        let slot = self.slot(key);
+        self.get_copy(Copy::Own, key, max_age, fetch).await
+    }
+
+    /// The same for the copy read by the repositories under the place `key` names.
+    pub async fn get_inherited<F, Fut>(
+        &self,
+        key: &ConnectionPlace,
+        fetch: F,
+    ) -> Result<(Vec<RemoteHook>, Duration)>
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<Vec<RemoteHook>>>,
+    {
+        self.get_copy(Copy::Inherited, key, Duration::MAX, fetch)
+            .await
+    }
+
+    async fn get_copy<F, Fut>(
+        &self,
+        copy: Copy,
+        key: &ConnectionPlace,
+        max_age: Duration,
+        fetch: F,
+    ) -> Result<(Vec<RemoteHook>, Duration)>
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<Vec<RemoteHook>>>,
+    {
+        let slot = self.slot(copy, key);
         let mut entry = slot.lock().await;
         if let Some((at, hooks)) = entry.as_ref()
             && at.elapsed() < self.ttl.min(max_age)
@@ -66,10 +107,10 @@ impl RepoLists {
 
     /// Records a hook the operator created or updated (an update keeps the statistics
     /// the listing had: they describe deliveries, which an update does not change), in
-    /// the listing of `key` and in its [`inherited_key`] copy.
-    pub async fn upsert(&self, key: &str, hook: RemoteHook) {
-        for key in [key.to_owned(), inherited_key(key)] {
-            let slot = self.slot(&key);
+    /// both listings of `key`.
+    pub async fn upsert(&self, key: &ConnectionPlace, hook: RemoteHook) {
+        for copy in BOTH {
+            let slot = self.slot(copy, key);
             let mut entry = slot.lock().await;
             if let Some((_, hooks)) = entry.as_mut() {
                 let mut hook = hook.clone();
@@ -84,15 +125,15 @@ impl RepoLists {
 
     /// Drops the listing of `key`: what Bitbucket has is no longer known (a write whose
     /// answer was lost).
-    pub async fn forget(&self, key: &str) {
-        let slot = self.slot(key);
+    pub async fn forget(&self, key: &ConnectionPlace) {
+        let slot = self.slot(Copy::Own, key);
         *slot.lock().await = None;
     }
 
     /// Records a hook the operator deleted (in both listings, as `upsert`).
-    pub async fn remove(&self, key: &str, id: &str) {
-        for key in [key.to_owned(), inherited_key(key)] {
-            let slot = self.slot(&key);
+    pub async fn remove(&self, key: &ConnectionPlace, id: &str) {
+        for copy in BOTH {
+            let slot = self.slot(copy, key);
             let mut entry = slot.lock().await;
             if let Some((_, hooks)) = entry.as_mut() {
                 hooks.retain(|h| h.id != id);
@@ -105,19 +146,14 @@ impl RepoLists {
     /// server (a Webhook moved to another namespace), or another server with the same
     /// repository names, where an integer id can mean another hook, so they are read
     /// again rather than edited.
-    pub async fn deleted(&self, key: &str, id: &str) {
+    pub async fn deleted(&self, key: &ConnectionPlace, id: &str) {
         self.remove(key, id).await;
-        let Some((_, place)) = key.split_once('|') else {
-            return;
-        };
-        let suffix = format!("|{place}");
-        let own = [key.to_owned(), inherited_key(key)];
         let others: Vec<Slot> = self
             .slots
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .iter()
-            .filter(|(k, _)| k.ends_with(&suffix) && !own.contains(k))
+            .filter(|((_, k), _)| k.place == key.place && k.connection != key.connection)
             .map(|(_, slot)| slot.clone())
             .collect();
         for slot in others {
@@ -126,17 +162,22 @@ impl RepoLists {
     }
 }
 
-/// The key of a second listing of the same place, read by the Webhooks of the
-/// repositories under it (a project's or workspace's hooks, which they inherit). Kept
-/// apart because a refused read is kept there as "nothing known", which must not stand
-/// in for the listing an owner-level Webhook acts on.
-pub fn inherited_key(key: &str) -> String {
-    format!("inherited|{key}")
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::api::{ConnectionKind, Scope};
+    use crate::identity::{ConnectionId, PlaceKey};
+
+    fn key(namespace: &str, connection: &str, repository: &str) -> ConnectionPlace {
+        ConnectionPlace::new(
+            ConnectionId::new(
+                ConnectionKind::BitbucketConnection,
+                Some(namespace),
+                connection,
+            ),
+            PlaceKey::new(Scope::Repository, repository),
+        )
+    }
 
     fn hook(id: &str) -> RemoteHook {
         RemoteHook {
@@ -149,26 +190,27 @@ mod tests {
     #[tokio::test]
     async fn one_list_serves_until_the_ttl_and_tracks_own_writes() {
         let lists = RepoLists::new(Duration::from_secs(60));
+        let k = &key("ns", "bitbucket", "acme/api");
         let calls = std::sync::atomic::AtomicU32::new(0);
         let fetch = || async {
             calls.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             Ok(vec![hook("1")])
         };
         assert_eq!(
-            lists.get("k", Duration::MAX, fetch).await.expect("list").1,
+            lists.get(k, Duration::MAX, fetch).await.expect("list").1,
             Duration::ZERO
         );
-        let (hooks, age) = lists.get("k", Duration::MAX, fetch).await.expect("list");
+        let (hooks, age) = lists.get(k, Duration::MAX, fetch).await.expect("list");
         assert!(age > Duration::ZERO, "served from the cache");
         assert_eq!(hooks.len(), 1);
-        lists.upsert("k", hook("2")).await;
-        lists.remove("k", "1").await;
-        let (hooks, _) = lists.get("k", Duration::MAX, fetch).await.expect("list");
+        lists.upsert(k, hook("2")).await;
+        lists.remove(k, "1").await;
+        let (hooks, _) = lists.get(k, Duration::MAX, fetch).await.expect("list");
         assert_eq!(
             hooks.iter().map(|h| h.id.as_str()).collect::<Vec<_>>(),
             ["2"]
         );
-        lists.get("k", Duration::ZERO, fetch).await.expect("fresh");
+        lists.get(k, Duration::ZERO, fetch).await.expect("fresh");
         assert_eq!(calls.load(std::sync::atomic::Ordering::Relaxed), 2);
     }
 
@@ -179,30 +221,27 @@ mod tests {
             move || async move { Ok(ids.iter().map(|id| hook(id)).collect::<Vec<_>>()) }
         };
         let ids = |hooks: Vec<RemoteHook>| hooks.into_iter().map(|h| h.id).collect::<Vec<_>>();
-        for key in [
-            "ns-a/bitbucket|plat/api",
-            "ns-b/bitbucket|plat/api",
-            "ns-c/other|plat/web",
-        ] {
+        let (a, b, c) = (
+            key("ns-a", "bitbucket", "plat/api"),
+            key("ns-b", "bitbucket", "PLAT/api"),
+            key("ns-c", "other", "plat/web"),
+        );
+        for key in [&a, &b, &c] {
             lists
                 .get(key, Duration::MAX, listed(&["2", "3"]))
                 .await
                 .expect("list");
         }
-        lists.deleted("ns-a/bitbucket|plat/api", "2").await;
+        lists.deleted(&a, "2").await;
         let (own, _) = lists
-            .get("ns-a/bitbucket|plat/api", Duration::MAX, listed(&["9"]))
+            .get(&a, Duration::MAX, listed(&["9"]))
             .await
             .expect("list");
         assert_eq!(ids(own), ["3"], "its own listing, edited");
         // The same place through another connection (maybe another server, where "2" is
         // another hook): read again, not edited.
         let (other, age) = lists
-            .get(
-                "ns-b/bitbucket|plat/api",
-                Duration::MAX,
-                listed(&["2", "3"]),
-            )
+            .get(&b, Duration::MAX, listed(&["2", "3"]))
             .await
             .expect("list");
         assert_eq!(
@@ -210,7 +249,7 @@ mod tests {
             (vec!["2".to_owned(), "3".to_owned()], Duration::ZERO)
         );
         let (untouched, age) = lists
-            .get("ns-c/other|plat/web", Duration::MAX, listed(&["9"]))
+            .get(&c, Duration::MAX, listed(&["9"]))
             .await
             .expect("list");
         assert!(

@@ -9,11 +9,11 @@ use std::sync::Mutex;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::ResourceExt;
 
-use crate::api::{ConnectionKind, Scope, Webhook};
+use crate::api::{Scope, Webhook};
+use crate::identity::{ConnectionId, HookAddress};
 
-/// What a claim is on: the connection (kind, namespace for namespaced kinds, name), the
-/// repository (case-insensitive) and the URL.
-pub type ClaimKey = (ConnectionKind, Option<String>, String, String, String);
+/// What a claim is on: a hook through a connection.
+type ClaimKey = (ConnectionId, HookAddress);
 
 /// Who claims: oldest first (creation time, then namespace and name break ties).
 type Claimant = (Option<Time>, String, String);
@@ -30,28 +30,15 @@ struct Inner {
     by_key: HashMap<ClaimKey, BTreeMap<Claimant, String>>,
     /// uid -> (connection, the Webhook's namespace) for every Webhook that exists, being
     /// deleted or not: a connection in use stays until their cleanup is done.
-    users: HashMap<String, (Connection, String)>,
+    users: HashMap<String, (ConnectionId, String)>,
     /// uid -> (connection, repository as written) for live repository-scope Webhooks: the
     /// repositories a connection serves, one of which can prove its credential.
-    repositories: HashMap<String, (Connection, String)>,
+    repositories: HashMap<String, (ConnectionId, String)>,
 }
 
-/// A connection: kind, namespace (namespaced kinds), name.
-pub type Connection = (ConnectionKind, Option<String>, String);
-
 /// The claim of a Webhook.
-pub fn key_of(w: &Webhook) -> ClaimKey {
-    let namespace = match w.spec.connection_ref.kind {
-        ConnectionKind::BitbucketConnection => w.namespace(),
-        ConnectionKind::ClusterBitbucketConnection => None,
-    };
-    (
-        w.spec.connection_ref.kind,
-        namespace,
-        w.spec.connection_ref.name.clone(),
-        w.spec.repository.to_ascii_lowercase(),
-        w.spec.settings.url.clone(),
-    )
+fn key_of(w: &Webhook) -> ClaimKey {
+    (ConnectionId::of(w), HookAddress::of(w))
 }
 
 fn claimant(w: &Webhook) -> Claimant {
@@ -72,23 +59,18 @@ impl Claims {
     pub fn upsert(&self, w: &Webhook) {
         let Some(uid) = w.uid() else { return };
         self.remove_uid(&uid);
-        let (kind, namespace, name, ..) = key_of(w);
         self.lock().users.insert(
             uid.clone(),
-            ((kind, namespace, name), w.namespace().unwrap_or_default()),
+            (ConnectionId::of(w), w.namespace().unwrap_or_default()),
         );
         if w.metadata.deletion_timestamp.is_some() {
             return;
         }
         let (key, who) = (key_of(w), claimant(w));
         if w.spec.scope == Scope::Repository {
-            self.lock().repositories.insert(
-                uid.clone(),
-                (
-                    (key.0, key.1.clone(), key.2.clone()),
-                    w.spec.repository.clone(),
-                ),
-            );
+            self.lock()
+                .repositories
+                .insert(uid.clone(), (key.0.clone(), w.spec.repository.clone()));
         }
         let mut inner = self.lock();
         inner
@@ -108,7 +90,7 @@ impl Claims {
     }
 
     /// The Webhooks ("namespace/name" is not kept: their number) that use a connection.
-    pub fn users(&self, connection: &Connection) -> usize {
+    pub fn users(&self, connection: &ConnectionId) -> usize {
         self.lock()
             .users
             .values()
@@ -118,7 +100,7 @@ impl Claims {
 
     /// The repositories live repository-scope Webhooks on `connection` name, sorted,
     /// each once (compared as Bitbucket compares them, case-insensitively).
-    pub fn repositories(&self, connection: &Connection) -> Vec<String> {
+    pub fn repositories(&self, connection: &ConnectionId) -> Vec<String> {
         let mut found: Vec<String> = self
             .lock()
             .repositories
@@ -168,20 +150,17 @@ impl Claims {
     /// (their connection, namespace and "namespace/name"), oldest first: another
     /// connection may reach the same Bitbucket, as when a Webhook moves to a namespace
     /// with its own connection to the same server.
-    pub fn elsewhere(&self, w: &Webhook) -> Vec<(Connection, String, String)> {
-        let (kind, namespace, name, repository, url) = key_of(w);
-        let mine = (kind, namespace, name);
+    pub fn elsewhere(&self, w: &Webhook) -> Vec<(ConnectionId, String, String)> {
+        let (mine, address) = key_of(w);
         let inner = self.lock();
-        let mut found: Vec<(Claimant, Connection)> = inner
+        let mut found: Vec<(Claimant, ConnectionId)> = inner
             .by_key
             .iter()
-            .filter(|((k, ns, n, r, u), _)| {
-                *r == repository && *u == url && (*k, ns, n) != (mine.0, &mine.1, &mine.2)
-            })
-            .flat_map(|((k, ns, n, ..), claimants)| {
+            .filter(|((connection, a), _)| *a == address && *connection != mine)
+            .flat_map(|((connection, _), claimants)| {
                 claimants
                     .keys()
-                    .map(move |who| (who.clone(), (*k, ns.clone(), n.clone())))
+                    .map(move |who| (who.clone(), connection.clone()))
             })
             .collect();
         found.sort_by(|a, b| a.0.cmp(&b.0));
@@ -207,7 +186,7 @@ impl Claims {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::api::WebhookSpec;
+    use crate::api::{ConnectionKind, WebhookSpec};
 
     fn webhook(ns: &str, name: &str, uid: &str, created: &str, kind: ConnectionKind) -> Webhook {
         let spec: WebhookSpec = serde_json::from_value(serde_json::json!({
@@ -243,7 +222,7 @@ mod tests {
         assert_eq!(
             found,
             vec![(
-                (namespaced, Some("team-b".to_owned()), "shared".to_owned()),
+                ConnectionId::new(namespaced, Some("team-b"), "shared"),
                 "team-b".to_owned(),
                 "team-b/ci".to_owned()
             )]
@@ -268,12 +247,12 @@ mod tests {
         claims.upsert(&deleting);
         assert_eq!(claims.holder(&second), None);
         assert_eq!(
-            claims.users(&(cluster, None, "shared".to_owned())),
+            claims.users(&ConnectionId::new(cluster, None, "shared")),
             2,
             "a Webhook being deleted still uses its connection"
         );
         claims.upsert(&first);
-        let connection = (cluster, None, "shared".to_owned());
+        let connection = ConnectionId::new(cluster, None, "shared");
         assert_eq!(claims.users(&connection), 2);
         claims.forget_namespace(Some("team-a"));
         assert_eq!(claims.holder(&second), None);
@@ -284,7 +263,7 @@ mod tests {
     fn a_connection_serves_each_repository_once_and_not_those_being_deleted() {
         let claims = Claims::default();
         let cluster = ConnectionKind::ClusterBitbucketConnection;
-        let connection = (cluster, None, "shared".to_owned());
+        let connection = ConnectionId::new(cluster, None, "shared");
         let first = webhook("team-a", "ci", "1", "2026-01-01T00:00:00Z", cluster);
         let mut second = webhook("team-b", "ci", "2", "2026-01-02T00:00:00Z", cluster);
         second.spec.repository = "acme/API".into();

@@ -31,6 +31,31 @@ impl Status {
             Status::Unknown => "Unknown",
         }
     }
+
+    /// A condition's status as written ("True", "False", anything else: Unknown).
+    pub fn of(condition: &Condition) -> Status {
+        match condition.status.as_str() {
+            "True" => Status::True,
+            "False" => Status::False,
+            _ => Status::Unknown,
+        }
+    }
+}
+
+/// The status of the condition of a type, if present.
+pub fn status(conditions: &[Condition], type_: &str) -> Option<Status> {
+    find(conditions, type_).map(Status::of)
+}
+
+/// Whether the condition of a type is present and True.
+pub fn holds(conditions: &[Condition], type_: &str) -> bool {
+    status(conditions, type_) == Some(Status::True)
+}
+
+/// The reason of a condition as a [`Reason`] (one written by an older version may not
+/// parse: None).
+pub fn reason(condition: &Condition) -> Option<Reason> {
+    condition.reason.parse().ok()
 }
 
 /// What a condition says, before it is dated.

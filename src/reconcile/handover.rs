@@ -11,6 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::api::Webhook;
+use crate::identity::HookAddress;
 
 /// How many idle locks and remembered deletions are kept before old ones are dropped.
 const KEPT: usize = 4096;
@@ -20,17 +21,8 @@ const REMEMBERED: Duration = Duration::from_secs(3600);
 
 #[derive(Default)]
 pub struct Handover {
-    locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    locks: Mutex<HashMap<HookAddress, Arc<tokio::sync::Mutex<()>>>>,
     deleted: Mutex<HashMap<String, Instant>>,
-}
-
-/// The hook a Webhook stands for, whatever object it is: repository (or owner) and URL.
-fn hook_key(w: &Webhook) -> String {
-    format!(
-        "{}|{}",
-        w.spec.repository.to_ascii_lowercase(),
-        w.spec.settings.url
-    )
 }
 
 impl Handover {
@@ -43,7 +35,7 @@ impl Handover {
                 // Held by nobody but this map.
                 locks.retain(|_, l| Arc::strong_count(l) > 1);
             }
-            locks.entry(hook_key(w)).or_default().clone()
+            locks.entry(HookAddress::of(w)).or_default().clone()
         };
         lock.lock_owned().await
     }

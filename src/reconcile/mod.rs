@@ -1,5 +1,5 @@
 //! Reconcilers: each is a pipeline dereference -> validate -> plan -> apply -> status,
-//! with the pure parts ([`plan`], [`conditions`], [`schedule`]) apart from the I/O.
+//! with the pure parts ([`plan`], [`conditions`]) apart from the I/O.
 
 pub mod cache;
 pub mod claims;
@@ -9,7 +9,7 @@ mod error;
 pub mod finalizer;
 pub mod handover;
 pub mod plan;
-pub mod schedule;
+pub mod publish;
 pub mod secrets;
 pub mod webhook;
 pub mod webhookset;
@@ -144,7 +144,11 @@ pub struct Shared {
 impl Shared {
     pub fn new(config: &Config, metrics: Arc<crate::metrics::Metrics>) -> Shared {
         Shared {
-            connections: Arc::new(connection::Registry::new(config.namespaced_private_targets)),
+            connections: Arc::new(connection::Registry::new(
+                config.namespaced_private_targets,
+                config.retry.clone(),
+                metrics.clone(),
+            )),
             lists: Arc::new(cache::RepoLists::new(config.list_ttl)),
             health: Arc::default(),
             claims: Arc::default(),
@@ -188,15 +192,13 @@ impl Context {
         }
     }
 
-    /// A Secret by value (None: it does not exist), read again only when it changed.
-    pub async fn secret(
-        &self,
-        namespace: &str,
-        name: &str,
-    ) -> Result<Option<Arc<k8s_openapi::api::core::v1::Secret>>, kube::Error> {
-        self.secrets
-            .get(&self.client, self.secret_versions.as_ref(), namespace, name)
-            .await
+    /// What this context reads Secrets through.
+    pub fn secret_reader(&self) -> secrets::SecretReader {
+        secrets::SecretReader {
+            client: self.client.clone(),
+            versions: self.secret_versions.clone(),
+            copies: self.secrets.clone(),
+        }
     }
 
     /// Records a failure of `key` and returns how long to wait: 5s doubling to 5 minutes,

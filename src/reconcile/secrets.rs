@@ -68,3 +68,68 @@ impl SecretCache {
         self.copies.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
+
+/// What a reconcile reads Secrets through: the API server, the watch of their versions
+/// (None: always read), and the process's copies.
+#[derive(Clone)]
+pub struct SecretReader {
+    pub client: kube::Client,
+    pub versions: Option<Versions>,
+    pub copies: Arc<SecretCache>,
+}
+
+impl SecretReader {
+    /// A Secret by value (None: it does not exist), read again only when it changed.
+    pub async fn get(
+        &self,
+        namespace: &str,
+        name: &str,
+    ) -> Result<Option<Arc<Secret>>, kube::Error> {
+        self.copies
+            .get(&self.client, self.versions.as_ref(), namespace, name)
+            .await
+    }
+
+    /// One key of a Secret as text, with the Secret's version ("uid/resourceVersion").
+    pub async fn value(
+        &self,
+        namespace: &str,
+        name: &str,
+        key: &str,
+    ) -> Result<(String, String), super::Error> {
+        let secret =
+            self.get(namespace, name)
+                .await?
+                .ok_or_else(|| super::Error::SecretNotFound {
+                    namespace: namespace.to_owned(),
+                    name: name.to_owned(),
+                })?;
+        let version = format!(
+            "{}/{}",
+            secret.uid().unwrap_or_default(),
+            secret.resource_version().unwrap_or_default()
+        );
+        let problem = |make: fn(String, String, String) -> super::SecretProblem| {
+            super::Error::from(make(namespace.to_owned(), name.to_owned(), key.to_owned()))
+        };
+        let value = secret
+            .data
+            .as_ref()
+            .and_then(|data| data.get(key))
+            .ok_or_else(|| {
+                problem(|namespace, name, key| super::SecretProblem::MissingKey {
+                    namespace,
+                    name,
+                    key,
+                })
+            })?;
+        let text = String::from_utf8(value.0.clone()).map_err(|_| {
+            problem(|namespace, name, key| super::SecretProblem::NotText {
+                namespace,
+                name,
+                key,
+            })
+        })?;
+        Ok((text, version))
+    }
+}

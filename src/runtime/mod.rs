@@ -21,7 +21,8 @@ use crate::api::{
     TEST_REQUESTED_ANNOTATION, WEBHOOKSET_LABEL, Webhook, WebhookSet,
 };
 use crate::metrics::Metrics;
-use crate::reconcile::{self, Config, Context, Shared, connection, webhook, webhookset};
+use crate::reconcile::connection::{self, retries};
+use crate::reconcile::{self, Config, Context, Shared, webhook, webhookset};
 use std::sync::atomic::AtomicBool;
 
 /// What makes an object worth a reconcile: its spec (generation), the annotations that
@@ -376,17 +377,8 @@ where
     }
     // Webhooks that found Bitbucket failing are retried when it answers again (through
     // the budget, which paces them), instead of each sleeping out its own backoff.
-    let registry = ctx.connections.clone();
-    let watched = scope.namespace.clone();
-    let answering = budget_keys(registry.answering()).flat_map(move |budget| {
-        let ours = |namespace: &str| watched.as_deref().is_none_or(|w| w == namespace);
-        let refs: Vec<ObjectRef<DeserializeGuard<Webhook>>> = registry
-            .take_waiting(&budget, ours)
-            .into_iter()
-            .map(|(namespace, name)| ObjectRef::new(&name).within(&namespace))
-            .collect();
-        futures::stream::iter(refs)
-    });
+    let answering = retries::due(ctx.connections.clone(), scope.namespace.clone())
+        .map(|(namespace, name)| ObjectRef::new(&name).within(&namespace));
     let webhook_controller = webhook_controller
         .reconcile_on(answering)
         .with_config(controller::Config::default().concurrency(config.concurrency))
@@ -416,22 +408,6 @@ where
         futures::join!(webhook_controller, namespaced, sets);
     };
     (ctx, work)
-}
-
-/// The budget keys a registry channel announces, as a stream (a lagging receiver skips
-/// what it missed: the next announcement serves).
-fn budget_keys(
-    rx: tokio::sync::broadcast::Receiver<String>,
-) -> impl futures::Stream<Item = String> + Send + 'static {
-    futures::stream::unfold(rx, |mut rx| async move {
-        loop {
-            match rx.recv().await {
-                Ok(budget) => return Some((budget, rx)),
-                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
-                Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
-            }
-        }
-    })
 }
 
 /// The WebhookSet controller: sets, and the Webhooks they made (watched apart from the
@@ -497,21 +473,15 @@ where
     )
     .backoff(watch_backoff())
     .touched_objects();
-    let kind = format!("{}/", K::kind(&()));
-    let pauses = budget_keys(registry.pauses()).flat_map(move |budget| {
-        // Connection keys are "Kind/namespace/name" (View::key).
+    let pauses = retries::announced(registry.budgets.pauses()).flat_map(move |budget| {
         let refs: Vec<ObjectRef<K>> = registry
+            .budgets
             .connections_on(&budget)
-            .iter()
-            .filter_map(|key| key.strip_prefix(&kind))
-            .filter_map(|rest| rest.split_once('/'))
-            .map(|(namespace, name)| {
-                let r = ObjectRef::new(name);
-                if namespace.is_empty() {
-                    r
-                } else {
-                    r.within(namespace)
-                }
+            .into_iter()
+            .filter(|c| format!("{:?}", c.kind) == K::kind(&()))
+            .map(|c| match &c.namespace {
+                Some(namespace) => ObjectRef::new(&c.name).within(namespace),
+                None => ObjectRef::new(&c.name),
             })
             .collect();
         futures::stream::iter(refs)
@@ -590,9 +560,7 @@ fn error_policy<K: Resource<DynamicType = ()>>(
     error: &reconcile::Error,
     ctx: Arc<Context>,
 ) -> kube::runtime::controller::Action {
-    let key = reconcile::object_key(obj.as_ref());
-    tracing::warn!(object = %key, reason = %error.reason(), error = %error, "reconcile failed");
-    kube::runtime::controller::Action::requeue(reconcile::requeue_after(&ctx, &key, error))
+    reconcile::publish::error_policy(obj.as_ref(), error, &ctx)
 }
 
 /// Changes the log filter of the running process.

@@ -5,11 +5,11 @@ use kube::runtime::controller::Action;
 
 use super::execute::{self, Victim};
 use super::list_key;
-use super::status::Note;
 use crate::api::{
     ConnectionRef, DeletionPolicy, FORCE_ORPHAN_ANNOTATION, ManagementPolicy,
     PENDING_CREATE_ANNOTATION, Reason, Webhook,
 };
+use crate::reconcile::publish::{self, Note};
 use crate::reconcile::{Context, Error};
 
 /// What deleting a Webhook does to its hook.
@@ -104,17 +104,13 @@ pub async fn cleanup(w: &Webhook, ctx: &Context) -> Result<Action, Error> {
                 let message = format!(
                     "cannot delete the hook: {e}; retrying with backoff. Annotate {FORCE_ORPHAN_ANNOTATION}=true to release the Webhook and leave the hook"
                 );
-                super::publish(
-                    ctx,
-                    w,
-                    Note::warning(Reason::DeleteFailed, "Delete", message),
-                )
-                .await;
+                let note = Note::warning(Reason::DeleteFailed, "Delete", message);
+                publish::events(&ctx.recorder, w, [note]).await;
                 return Err(e);
             }
         },
     };
-    super::publish(ctx, w, note).await;
+    publish::events(&ctx.recorder, w, [note]).await;
     Ok(Action::await_change())
 }
 
@@ -127,8 +123,11 @@ async fn holder_elsewhere(w: &Webhook, ctx: &Context) -> Option<String> {
         return None;
     }
     let mine = super::dereference::connection(w, ctx).await.ok()?.server();
-    for ((kind, _, name), namespace, holder) in candidates {
-        let reference = ConnectionRef { kind, name };
+    for (connection, namespace, holder) in candidates {
+        let reference = ConnectionRef {
+            kind: connection.kind,
+            name: connection.name,
+        };
         let theirs = super::dereference::connection_for(&namespace, &reference, None, ctx).await;
         if theirs.is_ok_and(|view| view.server() == mine) {
             return Some(holder);
@@ -140,7 +139,7 @@ async fn holder_elsewhere(w: &Webhook, ctx: &Context) -> Option<String> {
 /// Finds a client for the deletion, even when the credential's Secret went first.
 async fn delete(w: &Webhook, victim: Victim, ctx: &Context) -> Result<String, Error> {
     let view = super::dereference::connection(w, ctx).await?;
-    let backend = match ctx.connections.backend(ctx, &view).await {
+    let backend = match ctx.connections.backend(&ctx.secret_reader(), &view).await {
         Ok(backend) => backend,
         // Deleted together with its credential, in no fixed order: the last client built
         // for the connection still holds it.

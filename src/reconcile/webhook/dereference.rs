@@ -11,13 +11,13 @@ use kube::core::{Selector, SelectorExt};
 use kube::runtime::reflector::ObjectRef;
 use kube::{Api, Resource, ResourceExt};
 
-use super::status::Note;
 use crate::api::{
     BitbucketConnection, ClusterBitbucketConnection, ConnectionKind, ConnectionRef, FIELD_MANAGER,
     GENERATED_LABEL, Reason, Webhook,
 };
-use crate::reconcile::connection::{View, secret_value};
+use crate::reconcile::connection::View;
 use crate::reconcile::plan::DesiredSecret;
+use crate::reconcile::publish::Note;
 use crate::reconcile::{Context, Error, Invalid, Refusal, SecretProblem};
 
 /// The connection a Webhook references, if it may use it.
@@ -144,7 +144,13 @@ pub async fn signing_secret(
         return Ok(None);
     };
     let namespace = w.namespace().unwrap_or_default();
-    if reference.generate && ctx.secret(&namespace, &reference.name).await?.is_none() {
+    if reference.generate
+        && ctx
+            .secret_reader()
+            .get(&namespace, &reference.name)
+            .await?
+            .is_none()
+    {
         let api = Api::<Secret>::namespaced(ctx.client.clone(), &namespace);
         generate(w, &api, &reference.name, &reference.key).await?;
         notes.push(Note::normal(
@@ -156,7 +162,10 @@ pub async fn signing_secret(
             ),
         ));
     }
-    let (value, version) = secret_value(ctx, &namespace, &reference.name, &reference.key).await?;
+    let (value, version) = ctx
+        .secret_reader()
+        .value(&namespace, &reference.name, &reference.key)
+        .await?;
     let value = value.trim().to_owned();
     if value.is_empty() {
         return Err(SecretProblem::Empty {

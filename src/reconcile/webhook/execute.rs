@@ -8,6 +8,7 @@ use super::Done;
 use super::observe::{Observation, Target};
 use crate::api::Webhook;
 use crate::bitbucket::{self, Deleted, HookSpec, SecretChange, WebhookBackend};
+use crate::identity::ConnectionPlace;
 use crate::reconcile::plan::{Desired, Field, Plan};
 use crate::reconcile::{Context, Error, finalizer};
 
@@ -83,7 +84,7 @@ async fn create(
     target: &Target<'_>,
     desired: &Desired,
     api: &Api<Webhook>,
-    key: &str,
+    key: &ConnectionPlace,
     ctx: &Context,
 ) -> Result<String, Error> {
     finalizer::claim(api, target.w, Some(&desired.url)).await?;
@@ -139,7 +140,7 @@ pub async fn delete(
     backend: &dyn WebhookBackend,
     place: &bitbucket::Place,
     victim: Victim,
-    key: &str,
+    key: &ConnectionPlace,
     ctx: &Context,
 ) -> Result<String, Error> {
     let id = match victim {

@@ -2,18 +2,15 @@
 //! has: Bitbucket delivers each event of the repository to that URL twice.
 //!
 //! The owner's hooks are listed at most once per listing TTL for all its repositories'
-//! Webhooks (under [`inherited_key`]; the operator's own writes at the owner's level are
+//! Webhooks (the inherited copy of its listing; the operator's own writes at the owner's level are
 //! applied to it as to every listing). A credential that may not read them
 //! (a repository access token, REPO_ADMIN only) learns nothing and warns of nothing.
-
-use std::time::Duration;
 
 use super::list_key;
 use super::observe::Target;
 use crate::api::Flavor;
 use crate::bitbucket::{Error, Place, RemoteHook};
 use crate::reconcile::Context;
-use crate::reconcile::cache::inherited_key;
 
 /// The place above a repository whose hooks it inherits, if the flavor has one.
 fn owner_of(place: &Place, flavor: Flavor) -> Option<Place> {
@@ -44,11 +41,11 @@ pub fn describe(owner: &Place, hooks: &[RemoteHook], url: &str) -> Option<String
 /// inherits a hook with the same URL.
 pub async fn duplicate(target: &Target<'_>, url: &str, ctx: &Context) -> Option<String> {
     let owner = owner_of(target.place, target.view.spec.flavor)?;
-    let key = inherited_key(&list_key(target.view, &owner));
+    let key = list_key(target.view, &owner);
     let backend = target.backend.clone();
     let listed = ctx
         .lists
-        .get(&key, Duration::MAX, || async {
+        .get_inherited(&key, || async {
             match backend.list_hooks(&owner).await {
                 // Not the credential's to read (or no such level on this server): nothing
                 // is known, and asking again before the TTL would say the same.

@@ -17,15 +17,12 @@ mod status;
 mod validate;
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use kube::api::{Patch, PatchParams};
 use kube::core::DeserializeGuard;
 use kube::runtime::controller::Action;
-use kube::runtime::events::Event;
 use kube::{Api, Resource, ResourceExt};
-use serde_json::json;
 
 use self::observe::Target;
 pub use self::priority::trust;
@@ -33,15 +30,16 @@ use self::status::Note;
 pub use self::validate::backend_of;
 use super::connection::View;
 use super::plan::{Desired, Field};
-use super::schedule::until_next_slot;
-use super::{Context, Error, conditions, finalizer, object_key};
+use super::{Context, Error, conditions, finalizer, object_key, publish};
 use crate::api::{
-    ConnectionKind, DeliveryHealth, DeliveryStatus, FIELD_MANAGER, Flavor,
-    PENDING_CREATE_ANNOTATION, TEST_REQUESTED_ANNOTATION, Webhook, WebhookStatus,
+    DeliveryHealth, DeliveryStatus, Flavor, PENDING_CREATE_ANNOTATION, TEST_REQUESTED_ANNOTATION,
+    Webhook, WebhookStatus,
 };
 use crate::bitbucket::{DeliveryStats, Place, WebhookBackend};
 use crate::health::{Assessment, Inputs};
+use crate::identity::{ConnectionId, ConnectionPlace, PlaceKey};
 use crate::metrics::WebhookState;
+use crate::slots;
 
 /// What the reconciler would refuse in a Webhook's spec for a flavor, checked offline
 /// (the `check` command).
@@ -158,24 +156,16 @@ fn retry_after_failure(ctx: &Context, w: &Webhook, key: &str, error: &Error) -> 
     ) {
         return backoff;
     }
-    let (connection, namespace) = connection_of(w);
-    if ctx.connections.wait(connection, namespace, w.name_any()) {
+    if ctx.connections.wait(&ConnectionId::of(w), name_of(w)) {
         backoff
     } else {
         backoff.min(Duration::from_millis(rand::random_range(500..=1500)))
     }
 }
 
-/// The key of the Webhook's connection, and the Webhook's namespace.
-fn connection_of(w: &Webhook) -> (String, String) {
-    let namespace = w.namespace().unwrap_or_default();
-    let reference = &w.spec.connection_ref;
-    let connection = super::connection::key_of(
-        reference.kind,
-        (reference.kind == ConnectionKind::BitbucketConnection).then_some(namespace.as_str()),
-        &reference.name,
-    );
-    (connection, namespace)
+/// The Webhook's namespace and name.
+fn name_of(w: &Webhook) -> (String, String) {
+    (w.namespace().unwrap_or_default(), w.name_any())
 }
 
 /// Bitbucket refused the credential or what it holds: a new credential may fix it.
@@ -189,24 +179,12 @@ pub fn error_policy(
     error: &Error,
     ctx: Arc<Context>,
 ) -> Action {
-    let key = guard_key(&guard);
-    tracing::warn!(webhook = %key, reason = %error.reason(), error = %error, "reconcile failed");
     match &guard.0 {
-        Ok(w) => Action::requeue(retry_after_failure(&ctx, w, &key, error)),
-        Err(_) => Action::requeue(super::requeue_after(&ctx, &key, error)),
-    }
-}
-
-async fn publish(ctx: &Context, w: &Webhook, note: Note) {
-    let event = Event {
-        type_: note.type_(),
-        reason: note.reason.as_str().to_owned(),
-        note: Some(note.message),
-        action: note.action.to_owned(),
-        secondary: None,
-    };
-    if let Err(e) = ctx.recorder.publish(&event, &w.object_ref(&())).await {
-        tracing::warn!(error = %e, "cannot publish an event");
+        Ok(w) => {
+            publish::log_failure(w, error);
+            Action::requeue(retry_after_failure(&ctx, w, &object_key(w), error))
+        }
+        Err(_) => publish::error_policy(guard.as_ref(), error, &ctx),
     }
 }
 
@@ -254,7 +232,7 @@ async fn apply(w: &Webhook, api: &Api<Webhook>, ctx: &Context) -> Result<Action,
     let now = jiff::Timestamp::now();
     let status = status::new_status(w, report, health.as_ref(), Time(now));
     if status::worth_writing(w.status.as_ref(), &status, ctx.config.status_refresh, now) {
-        write_status(api, w, &status).await?;
+        publish::status(api, &w.name_any(), &status).await?;
     }
     // The mark goes once the id is in status: set by this reconcile's create (this copy of
     // the object predates it) or by an earlier one.
@@ -270,27 +248,9 @@ async fn apply(w: &Webhook, api: &Api<Webhook>, ctx: &Context) -> Result<Action,
         finalizer::clear_mark(api, w).await?;
     }
     notes.extend(status::events(w, report, &status, health.as_ref()));
-    for note in notes {
-        publish(ctx, w, note).await;
-    }
+    publish::events(&ctx.recorder, w, notes).await;
     record(ctx, w, report, &status, started.elapsed());
     Ok(next(w, report, health.as_ref(), ctx))
-}
-
-#[tracing::instrument(skip_all)]
-async fn write_status(
-    api: &Api<Webhook>,
-    w: &Webhook,
-    status: &WebhookStatus,
-) -> Result<(), Error> {
-    let patch = json!({ "apiVersion": "bitbucket.hooks.dev/v1alpha1", "kind": "Webhook", "status": status });
-    api.patch_status(
-        &w.name_any(),
-        &PatchParams::apply(FIELD_MANAGER).force(),
-        &Patch::Apply(&patch),
-    )
-    .await?;
-    Ok(())
 }
 
 /// The steps up to Bitbucket and back.
@@ -308,7 +268,7 @@ async fn sync(
     validate::conflict(w, &ctx.claims)?;
     // Not while another Webhook of this hook (one moved away) is deleting it.
     let _turn = ctx.handover.turn(w).await;
-    let backend = ctx.connections.backend(ctx, &view).await?;
+    let backend = ctx.connections.backend(&ctx.secret_reader(), &view).await?;
     let secret = dereference::signing_secret(w, ctx, notes).await?;
     let desired = desired(w, valid.events, secret);
     let target = Target {
@@ -390,13 +350,12 @@ fn next(
     let key = object_key(w);
     let slot = match report {
         Ok(_) => until_slot(w, ctx),
-        Err(_) => until_next_slot(now_since_epoch(), ctx.config.resync_period, &key),
+        Err(_) => slots::until_slot(ctx.config.resync_period, &key),
     };
     match report {
         Ok(_) => {
             ctx.succeeded(&key);
-            ctx.connections
-                .stop_waiting(&w.namespace().unwrap_or_default(), &w.name_any());
+            ctx.connections.stop_waiting(&name_of(w));
             let next = health.and_then(|h| h.next).map_or(slot, |n| n.min(slot));
             Action::requeue(next.max(Duration::from_millis(500)))
         }
@@ -406,47 +365,22 @@ fn next(
         // next resync.
         Err(e) => {
             if refused_credential(e) {
-                let (connection, namespace) = connection_of(w);
-                ctx.connections.stall(connection, namespace, w.name_any());
+                ctx.connections.stall(&ConnectionId::of(w), name_of(w));
             }
             Action::requeue(slot.max(Duration::from_secs(1)))
         }
     }
 }
 
-fn now_since_epoch() -> Duration {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default()
-}
-
-/// Until the next resync slot of the Webhook's repository (project, workspace).
+/// Until the next resync slot of the Webhook's repository (project, workspace): the
+/// Webhooks of one place through one connection share resync and health slots.
 fn until_slot(w: &Webhook, ctx: &Context) -> Duration {
-    until_next_slot(
-        now_since_epoch(),
-        ctx.config.resync_period,
-        &resync_group(w),
-    )
+    slots::until_slot(ctx.config.resync_period, &ConnectionPlace::of(w))
 }
 
-/// How long ago the current slot of `group` began.
-fn since_slot(period: Duration, group: &str) -> Duration {
-    period.saturating_sub(until_next_slot(now_since_epoch(), period, group))
-}
-
-/// The Webhooks of one repository (project, workspace) through one connection share
-/// resync and health slots.
-fn resync_group(w: &Webhook) -> String {
-    format!(
-        "{:?}|{}|{}",
-        w.spec.connection_ref.kind, w.spec.connection_ref.name, w.spec.repository
-    )
-}
-
-/// The listing cache's key: one connection's view of one place ("project prj" has a
-/// space no repository name has, so the keys never meet).
-fn list_key(view: &View, place: &Place) -> String {
-    format!("{}|{}", view.key(), place.to_string().to_ascii_lowercase())
+/// The listing cache's key: one connection's view of one place.
+fn list_key(view: &View, place: &Place) -> ConnectionPlace {
+    ConnectionPlace::new(view.id.clone(), PlaceKey::from(place))
 }
 
 /// Metrics of one reconcile: its outcome and the Webhook's health and readiness.
@@ -480,11 +414,7 @@ fn gauges(ctx: &Context, w: &Webhook, status: &WebhookStatus) {
     let ready = conditions::find(&status.conditions, conditions::READY)
         .map_or("Unknown", |c| c.status.as_str());
     let namespace = w.namespace().unwrap_or_default();
-    let connection = super::connection::metric_name(
-        (w.spec.connection_ref.kind == ConnectionKind::BitbucketConnection)
-            .then_some(namespace.as_str()),
-        &w.spec.connection_ref.name,
-    );
+    let connection = ConnectionId::of(w).metric_label();
     ctx.metrics.webhook(
         &w.uid().unwrap_or_default(),
         Some(WebhookState {
@@ -518,7 +448,7 @@ async fn assess(w: &Webhook, synced: &Synced, ctx: &Context) -> Option<Assessmen
             probe: synced.probe.as_ref(),
             allow_private_targets: synced.allow_private_targets,
             stats: synced.stats.as_ref(),
-            group: &resync_group(w),
+            group: &ConnectionPlace::of(w),
             now: previous.and_then(|s| s.observed_generation) != w.metadata.generation,
             test_requested: w
                 .annotations()

@@ -6,9 +6,10 @@ use std::time::Duration;
 
 use kube::ResourceExt;
 
-use super::{list_key, resync_group, since_slot};
+use super::list_key;
 use crate::api::{Flavor, PENDING_CREATE_ANNOTATION, Webhook};
 use crate::bitbucket::{DeliveryStats, Place, RemoteHook, WebhookBackend};
+use crate::identity::ConnectionPlace;
 use crate::reconcile::connection::View;
 use crate::reconcile::plan::{Desired, Observed, Plan, Policies, plan};
 use crate::reconcile::{Context, Error};
@@ -23,7 +24,7 @@ pub struct Observation {
     /// Data Center: a health poll was due, so the listing's statistics are current.
     pub polled: bool,
     /// The listing cache's key for this connection and repository.
-    pub key: String,
+    pub key: ConnectionPlace,
 }
 
 impl Observation {
@@ -68,7 +69,7 @@ pub async fn observe(
     // A listing made since the slot began serves the poll: however late the repository's
     // Webhooks come round (a busy API server), one listing per repository per slot.
     let max_age = if polled {
-        since_slot(ctx.config.health_period, &resync_group(w))
+        crate::slots::since_slot(ctx.config.health_period, &ConnectionPlace::of(w))
     } else {
         Duration::MAX
     };
@@ -109,7 +110,7 @@ pub async fn observe(
 /// The repository's hooks and the listing's age, from the cache when young enough.
 async fn list(
     target: &Target<'_>,
-    key: &str,
+    key: &ConnectionPlace,
     max_age: Duration,
     ctx: &Context,
 ) -> Result<(Vec<RemoteHook>, Duration), Error> {
@@ -120,7 +121,7 @@ async fn list(
 pub async fn listing(
     backend: &dyn WebhookBackend,
     place: &Place,
-    key: &str,
+    key: &ConnectionPlace,
     max_age: Duration,
     ctx: &Context,
 ) -> Result<(Vec<RemoteHook>, Duration), Error> {

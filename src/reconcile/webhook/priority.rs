@@ -33,8 +33,7 @@ pub fn current(w: &Webhook) -> bool {
         && status.webhook_id.is_some()
         && !w.annotations().contains_key(PENDING_CREATE_ANNOTATION)
         && test_answered
-        && conditions::find(&status.conditions, conditions::SYNCED)
-            .is_some_and(|c| c.status == "True")
+        && conditions::holds(&status.conditions, conditions::SYNCED)
 }
 
 /// Whether a current status was written within `period` before `now`.

@@ -2,7 +2,6 @@
 //! Events that tell about it.
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use kube::runtime::events::EventType;
 
 use super::{Done, Report};
 use crate::api::{
@@ -13,42 +12,7 @@ use crate::reconcile::Error;
 use crate::reconcile::conditions::{self, Outcome, Status};
 use crate::reconcile::plan::Field;
 
-/// An Event to publish about the Webhook.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Note {
-    pub warning: bool,
-    pub reason: Reason,
-    pub action: &'static str,
-    pub message: String,
-}
-
-impl Note {
-    pub fn normal(reason: Reason, action: &'static str, message: String) -> Note {
-        Note {
-            warning: false,
-            reason,
-            action,
-            message,
-        }
-    }
-
-    pub fn warning(reason: Reason, action: &'static str, message: String) -> Note {
-        Note {
-            warning: true,
-            reason,
-            action,
-            message,
-        }
-    }
-
-    pub fn type_(&self) -> EventType {
-        if self.warning {
-            EventType::Warning
-        } else {
-            EventType::Normal
-        }
-    }
-}
+pub use crate::reconcile::publish::Note;
 
 /// `Synced`: whether the hook on Bitbucket matches the spec.
 pub fn synced(result: Result<&Report, &Error>, w: &Webhook) -> Outcome {
@@ -119,9 +83,9 @@ pub fn synced(result: Result<&Report, &Error>, w: &Webhook) -> Outcome {
 fn standing_action(w: &Webhook, id: &str) -> Option<(Reason, String)> {
     let status = w.status.as_ref()?;
     let c = conditions::find(&status.conditions, conditions::SYNCED)?;
-    let reason: Reason = c.reason.parse().ok()?;
+    let reason = conditions::reason(c)?;
     let same_hook = status.webhook_id.as_deref() == Some(id);
-    (c.status == "True"
+    (Status::of(c) == Status::True
         && same_hook
         && c.observed_generation == w.metadata.generation
         && matches!(reason, Reason::Created | Reason::Adopted | Reason::Updated))
@@ -288,14 +252,14 @@ pub fn events(
     };
     let after = |type_| conditions::find(&status.conditions, type_);
     let note = |c: &k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition, action| Note {
-        warning: c.status == "False",
+        warning: Status::of(c) == Status::False,
         // Written from a Reason a moment ago, so it parses.
-        reason: c.reason.parse().unwrap_or(Reason::NotSynced),
+        reason: conditions::reason(c).unwrap_or(Reason::NotSynced),
         action,
         message: c.message.clone(),
     };
     if let Some(a) = after(conditions::DELIVERING)
-        && a.status != "Unknown"
+        && Status::of(a) != Status::Unknown
         && before(conditions::DELIVERING)
             .is_none_or(|b| b.status != a.status || b.reason != a.reason)
     {
@@ -312,7 +276,8 @@ pub fn events(
         // A new status, or a new failure; not the quiet step from "Created" to "InSync".
         let changed = before(conditions::SYNCED).is_none_or(|b| {
             b.status != a.status
-                || (a.status == "False" && (b.reason != a.reason || b.message != a.message))
+                || (Status::of(a) == Status::False
+                    && (b.reason != a.reason || b.message != a.message))
         });
         if acted || changed {
             notes.push(note(a, "Sync"));

@@ -136,7 +136,7 @@ async fn selection(set: &WebhookSet, sctx: &SetContext) -> Result<Selection, Err
             .into());
         }
     };
-    let backend = ctx.connections.backend(ctx, &view).await?;
+    let backend = ctx.connections.backend(&ctx.secret_reader(), &view).await?;
     let listed = backend
         .list_repositories(&owner, project.as_deref())
         .await
@@ -453,9 +453,7 @@ async fn write_status(
 }
 
 pub fn error_policy(set: Arc<WebhookSet>, error: &Error, sctx: Arc<SetContext>) -> Action {
-    let key = super::object_key(set.as_ref());
-    tracing::warn!(webhookset = %key, reason = %error.reason(), error = %error, "reconcile failed");
-    Action::requeue(super::requeue_after(&sctx.ctx, &key, error))
+    super::publish::error_policy(set.as_ref(), error, &sctx.ctx)
 }
 
 #[cfg(test)]

@@ -134,12 +134,7 @@ pub fn creation_window(per_hour: u32) -> usize {
 fn progressing(w: &Webhook) -> bool {
     let status = w.status.as_ref();
     let current = status.and_then(|s| s.observed_generation) == w.metadata.generation;
-    let holds = |type_| {
-        current
-            && status
-                .and_then(|s| conditions::find(&s.conditions, type_))
-                .is_some_and(|c| c.status == "True")
-    };
+    let holds = |type_| current && status.is_some_and(|s| conditions::holds(&s.conditions, type_));
     !holds(conditions::READY) && !holds(conditions::STALLED)
 }
 
@@ -269,10 +264,9 @@ pub fn tally(wanted: &[Webhook], children: &[&Webhook]) -> Tally {
     for want in wanted {
         let have = existing.get(&want.name_any());
         let status = have.and_then(|w| w.status.as_ref());
-        let condition = |type_| status.and_then(|s| conditions::find(&s.conditions, type_));
         let current = have
             .is_some_and(|w| status.and_then(|s| s.observed_generation) == w.metadata.generation);
-        if current && condition(conditions::READY).is_some_and(|c| c.status == "True") {
+        if current && status.is_some_and(|s| conditions::holds(&s.conditions, conditions::READY)) {
             tally.ready += 1;
         } else {
             not_ready.insert(want.spec.repository.clone());
