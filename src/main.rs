@@ -318,16 +318,14 @@ fn export_credentials(
     }
 }
 
-fn export(args: ExportArgs) -> Result<(), String> {
+/// What to export, from the flags.
+fn export_source(
+    args: &ExportArgs,
+    flavor: bitbucket_webhook_operator::api::Flavor,
+) -> Result<bitbucket_webhook_operator::export::Source, String> {
     use bitbucket_webhook_operator::api::Flavor;
     use bitbucket_webhook_operator::bitbucket::RepoRef;
-    use bitbucket_webhook_operator::export::{Request, Source, Target};
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let flavor = match args.flavor.as_str() {
-        "Cloud" => Flavor::Cloud,
-        "DataCenter" => Flavor::DataCenter,
-        _ => Flavor::PostWebhooks,
-    };
+    use bitbucket_webhook_operator::export::Source;
     let source = match (&args.workspace, &args.project, flavor) {
         (None, None, _) if !args.repositories.is_empty() => Source::Repositories(
             args.repositories
@@ -357,6 +355,19 @@ fn export(args: ExportArgs) -> Result<(), String> {
             return Err("say what to export: --repository OWNER/SLUG (repeatable), --workspace (Cloud) or --project".to_owned());
         }
     };
+    Ok(source)
+}
+
+fn export(args: ExportArgs) -> Result<(), String> {
+    use bitbucket_webhook_operator::api::Flavor;
+    use bitbucket_webhook_operator::export::{Request, Target};
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let flavor = match args.flavor.as_str() {
+        "Cloud" => Flavor::Cloud,
+        "DataCenter" => Flavor::DataCenter,
+        _ => Flavor::PostWebhooks,
+    };
+    let source = export_source(&args, flavor)?;
     let tls = bitbucket_webhook_operator::bitbucket::TlsOptions {
         ca_bundle_pem: match &args.ca_file {
             Some(path) => Some(
@@ -407,15 +418,21 @@ fn export(args: ExportArgs) -> Result<(), String> {
     }
 }
 
-fn run(args: RunArgs) -> Result<(), String> {
-    // reqwest, kube (and the OTLP exporter) use rustls; exactly one crypto provider must
-    // be installed, before any client is built.
-    let _ = rustls::crypto::ring::default_provider().install_default();
+/// What the logging setup leaves to the rest of the run: the handle that changes the log
+/// filter, and (otel builds) the trace exporter to flush at the end.
+struct Logging {
+    log_level: bitbucket_webhook_operator::runtime::LogLevelControl,
+    #[cfg(feature = "otel")]
+    provider: Option<opentelemetry_sdk::trace::SdkTracerProvider>,
+}
+
+/// Installs the log subscriber: the filter (behind a reload handle, so PUT
+/// /debug/log-level can change it), the format, and the OTLP layer when asked.
+fn init_logging(args: &RunArgs) -> Result<Logging, String> {
     use tracing_subscriber::layer::SubscriberExt;
     use tracing_subscriber::util::SubscriberInitExt;
     let filter = tracing_subscriber::EnvFilter::try_new(&args.log_level)
         .map_err(|e| format!("--log-level {:?}: {e}", args.log_level))?;
-    // The filter sits behind a reload handle so PUT /debug/log-level can change it.
     let (filter, reload) = tracing_subscriber::reload::Layer::new(filter);
     #[cfg(feature = "otel")]
     let (otel, provider) = if args.otel {
@@ -432,121 +449,139 @@ fn run(args: RunArgs) -> Result<(), String> {
     };
     let registry = tracing_subscriber::registry().with(filter).with(otel);
     if args.log_format == "json" {
-        registry
-            .with(
-                tracing_subscriber::fmt::layer()
-                    .json()
-                    .with_writer(std::io::stderr),
-            )
-            .init();
+        let format = tracing_subscriber::fmt::layer().json();
+        registry.with(format.with_writer(std::io::stderr)).init();
     } else {
         registry
             .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))
             .init();
     }
-    let log_level: bitbucket_webhook_operator::runtime::LogLevelControl =
-        std::sync::Arc::new(move |level: &str| {
+    Ok(Logging {
+        log_level: std::sync::Arc::new(move |level: &str| {
             let filter = tracing_subscriber::EnvFilter::try_new(level)
                 .map_err(|e| format!("{level:?} is not a log filter: {e}"))?;
             reload
                 .reload(filter)
                 .map_err(|e| format!("cannot change the log filter: {e}"))
-        });
+        }),
+        #[cfg(feature = "otel")]
+        provider,
+    })
+}
+
+/// The operator's settings from its flags.
+fn operator_config(args: &RunArgs) -> Config {
+    Config {
+        resync_period: args.resync_period,
+        list_ttl: args.resync_period.mul_f64(0.9),
+        health_period: args.health_period,
+        status_refresh: args.status_refresh_period,
+        retry: bitbucket_webhook_operator::bitbucket::RetryPolicy {
+            rate_limit_pause: args.rate_limit_pause,
+            ..Default::default()
+        },
+        namespaces: args.namespaces.clone(),
+        selector: args.selector.clone(),
+        cluster_connections: args.cluster_connections,
+        leader_election: (!args.leader_election_lease.is_empty()).then(|| {
+            bitbucket_webhook_operator::reconcile::LeaderElection {
+                namespace: args
+                    .leader_election_namespace
+                    .clone()
+                    .unwrap_or_else(|| args.cluster_secret_namespace.clone()),
+                lease: args.leader_election_lease.clone(),
+                identity: std::env::var("POD_NAME")
+                    .unwrap_or_else(|_| format!("{}-{}", hostname(), std::process::id())),
+                duration_seconds: args.leader_election_duration.max(2),
+            }
+        }),
+        cluster_secret_namespace: args.cluster_secret_namespace.clone(),
+        namespaced_private_targets: args.namespaced_private_targets,
+        concurrency: args.concurrency,
+        periodic_concurrency: usize::from(args.periodic_concurrency),
+    }
+}
+
+fn run(args: RunArgs) -> Result<(), String> {
+    // reqwest, kube (and the OTLP exporter) use rustls; exactly one crypto provider must
+    // be installed, before any client is built.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let logging = init_logging(&args)?;
     let runtime = tokio::runtime::Runtime::new()
         .map_err(|e| format!("cannot start the async runtime: {e}"))?;
     runtime.block_on(async {
-        let client = kube::Client::try_default().await.map_err(|e| {
-            format!("cannot reach Kubernetes (kubeconfig or in-cluster config): {e}")
-        })?;
-        let config = Config {
-            resync_period: args.resync_period,
-            list_ttl: args.resync_period.mul_f64(0.9),
-            health_period: args.health_period,
-            status_refresh: args.status_refresh_period,
-            retry: bitbucket_webhook_operator::bitbucket::RetryPolicy {
-                rate_limit_pause: args.rate_limit_pause,
-                ..Default::default()
-            },
-            namespaces: args.namespaces,
-            selector: args.selector,
-            cluster_connections: args.cluster_connections,
-            leader_election: (!args.leader_election_lease.is_empty()).then(|| {
-                bitbucket_webhook_operator::reconcile::LeaderElection {
-                    namespace: args
-                        .leader_election_namespace
-                        .clone()
-                        .unwrap_or_else(|| args.cluster_secret_namespace.clone()),
-                    lease: args.leader_election_lease.clone(),
-                    identity: std::env::var("POD_NAME").unwrap_or_else(|_| {
-                        format!("{}-{}", hostname(), std::process::id())
-                    }),
-                    duration_seconds: args.leader_election_duration.max(2),
-                }
-            }),
-            cluster_secret_namespace: args.cluster_secret_namespace,
-            namespaced_private_targets: args.namespaced_private_targets,
-            concurrency: args.concurrency,
-            periodic_concurrency: usize::from(args.periodic_concurrency),
-        };
-        let listener = tokio::net::TcpListener::bind(args.metrics_bind_address)
-            .await
-            .map_err(|e| format!("cannot listen on {}: {e}", args.metrics_bind_address))?;
-        let (stop, stopped) = tokio::sync::watch::channel(false);
-        tokio::spawn(async move {
-            shutdown_signal().await;
-            let _ = stop.send(true);
-        });
-        let until_stopped = move || {
-            let mut rx = stopped.clone();
-            async move {
-                let _ = rx.wait_for(|s| *s).await;
-            }
-        };
-        let metrics = std::sync::Arc::new(bitbucket_webhook_operator::metrics::Metrics::with_per_webhook(
-            args.per_webhook_metrics,
-        ));
-        let ready = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let server = tokio::spawn(bitbucket_webhook_operator::runtime::serve(
-            listener,
-            metrics.clone(),
-            ready.clone(),
-            args.enable_debug_endpoints.then_some(log_level),
-            until_stopped(),
-        ));
-        tracing::info!(resync = ?config.resync_period, address = %args.metrics_bind_address, "bitbucket-webhook-operator starting");
-        let run = bitbucket_webhook_operator::runtime::run_elected(
-            client,
-            config,
-            metrics,
-            ready,
-            until_stopped(),
-        );
-        // Controllers finish their in-flight reconciles after the signal; a busy operator
-        // gets shutdown_timeout for that, then exits anyway (in time for the kubelet).
-        let deadline = {
-            let stopped = until_stopped();
-            let timeout = args.shutdown_timeout;
-            async move {
-                stopped.await;
-                tokio::time::sleep(timeout).await;
-            }
-        };
-        let result = tokio::select! {
-            result = run => result,
-            () = deadline => {
-                tracing::warn!(timeout = ?args.shutdown_timeout, "in-flight reconciles did not finish in time; exiting");
-                Ok(())
-            }
-        };
-        server.abort();
-        tracing::info!("stopped");
+        let result = operate(args, logging.log_level).await;
         #[cfg(feature = "otel")]
-        if let Some(provider) = &provider {
+        if let Some(provider) = &logging.provider {
             // Send what is still batched before the process ends.
             let _ = provider.shutdown();
         }
         result
     })
+}
+
+/// Serves metrics and probes and runs the controllers until SIGTERM or Ctrl-C.
+async fn operate(
+    args: RunArgs,
+    log_level: bitbucket_webhook_operator::runtime::LogLevelControl,
+) -> Result<(), String> {
+    let client = kube::Client::try_default()
+        .await
+        .map_err(|e| format!("cannot reach Kubernetes (kubeconfig or in-cluster config): {e}"))?;
+    let config = operator_config(&args);
+    let listener = tokio::net::TcpListener::bind(args.metrics_bind_address)
+        .await
+        .map_err(|e| format!("cannot listen on {}: {e}", args.metrics_bind_address))?;
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        let _ = stop.send(true);
+    });
+    let until_stopped = move || {
+        let mut rx = stopped.clone();
+        async move {
+            let _ = rx.wait_for(|s| *s).await;
+        }
+    };
+    let metrics = std::sync::Arc::new(
+        bitbucket_webhook_operator::metrics::Metrics::with_per_webhook(args.per_webhook_metrics),
+    );
+    let ready = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let server = tokio::spawn(bitbucket_webhook_operator::runtime::serve(
+        listener,
+        metrics.clone(),
+        ready.clone(),
+        args.enable_debug_endpoints.then_some(log_level),
+        until_stopped(),
+    ));
+    tracing::info!(resync = ?config.resync_period, address = %args.metrics_bind_address, "bitbucket-webhook-operator starting");
+    let run = bitbucket_webhook_operator::runtime::run_elected(
+        client,
+        config,
+        metrics,
+        ready,
+        until_stopped(),
+    );
+    // Controllers finish their in-flight reconciles after the signal; a busy operator
+    // gets shutdown_timeout for that, then exits anyway (in time for the kubelet).
+    let deadline = {
+        let stopped = until_stopped();
+        let timeout = args.shutdown_timeout;
+        async move {
+            stopped.await;
+            tokio::time::sleep(timeout).await;
+        }
+    };
+    let result = tokio::select! {
+        result = run => result,
+        () = deadline => {
+            tracing::warn!(timeout = ?args.shutdown_timeout, "in-flight reconciles did not finish in time; exiting");
+            Ok(())
+        }
+    };
+    server.abort();
+    tracing::info!("stopped");
+    result
 }
 
 async fn shutdown_signal() {

@@ -120,6 +120,17 @@ pub enum Flavor {
     PostWebhooks,
 }
 
+impl Flavor {
+    /// The flavor's event catalogue.
+    pub fn events(self) -> bitbucket_events::Backend {
+        match self {
+            Flavor::Cloud => bitbucket_events::Backend::Cloud,
+            Flavor::DataCenter => bitbucket_events::Backend::DataCenter,
+            Flavor::PostWebhooks => bitbucket_events::Backend::PostWebhooks,
+        }
+    }
+}
+
 /// Credentials, read from a Secret.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]

@@ -14,7 +14,7 @@ use serde_json::Value;
 
 use crate::api::{AuthType, Flavor, Webhook, WebhookSet, all_crds};
 use crate::reconcile::Invalid;
-use crate::reconcile::webhook::{backend_of, check_events, check_spec};
+use crate::reconcile::{check_events, check_spec};
 
 const GROUP: &str = "bitbucket.hooks.dev";
 
@@ -388,7 +388,7 @@ fn events_of_no_flavor(events: &[String], path: &str) -> Vec<(String, String)> {
         let messages: Vec<String> = flavors
             .iter()
             .filter_map(|f| {
-                let backend = backend_of(*f);
+                let backend = f.events();
                 bitbucket_events::check_event(backend, event).message(event, backend)
             })
             .collect();

@@ -7,7 +7,6 @@ use serde_json::{Value, json};
 
 use crate::api::{Flavor, Scope};
 use crate::bitbucket::{Place, RemoteHook, SecretState};
-use crate::reconcile::webhook::backend_of;
 
 /// Where the manifests point, as the user names it on the command line.
 #[derive(Clone, Debug)]
@@ -145,7 +144,7 @@ fn manifest(target: &Target, place: &Place, hook: &RemoteHook, name: &str) -> (V
     let mut events = hook.events.clone();
     events.sort();
     events.dedup();
-    let backend = backend_of(target.flavor);
+    let backend = target.flavor.events();
     let unknown: Vec<String> = events
         .iter()
         .filter_map(|e| bitbucket_events::check_event(backend, e).message(e, backend))

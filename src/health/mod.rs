@@ -47,12 +47,29 @@ fn remember(map: &Mutex<HashMap<String, (Instant, Verdict)>>, key: &str, verdict
 
 impl Schedule {
     /// Whether the Webhook's delivery statistics should be read now.
-    pub fn poll_due(&self, key: &str) -> bool {
+    fn poll_due(&self, key: &str) -> bool {
         self.polls
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .get(key)
             .is_none_or(|(due, _)| Instant::now() >= *due)
+    }
+
+    /// How old the place's listing may be for this reconcile of Webhook `key` (group:
+    /// its connection and place), or None when no statistics poll is due. Data Center's
+    /// statistics come with the listing, so a due poll needs one made since the group's
+    /// poll slot began (or a fresh one when `now`: the spec changed); however late the
+    /// place's Webhooks come round, one listing per place per slot serves them all.
+    pub fn statistics_due(
+        &self,
+        flavor: Flavor,
+        key: &str,
+        group: &crate::identity::ConnectionPlace,
+        every: Duration,
+        now: bool,
+    ) -> Option<Duration> {
+        let due = flavor == Flavor::DataCenter && (now || self.poll_due(key));
+        due.then(|| crate::slots::since_slot(every, group))
     }
 
     /// The verdict of the last poll and the time to the next, if one is not due.

@@ -119,14 +119,16 @@ pub fn ready(synced: &Outcome) -> Outcome {
 /// Whether the Synced outcome is terminal (Stalled) or still in progress (Reconciling),
 /// as (type, outcome); None when synced or when policy only reports.
 pub fn progress(synced: &Outcome) -> Option<(&'static str, Outcome)> {
+    progress_of(synced, synced.reason.is_terminal())
+}
+
+/// The same where the object itself knows whether a person must act (`terminal`): a
+/// WebhookSet whose Webhooks are not Ready is stalled only when none of them progresses.
+pub fn progress_of(synced: &Outcome, terminal: bool) -> Option<(&'static str, Outcome)> {
     if synced.status == Status::True || synced.reason.is_reported() {
         return None;
     }
-    let kind = if synced.reason.is_terminal() {
-        STALLED
-    } else {
-        RECONCILING
-    };
+    let kind = if terminal { STALLED } else { RECONCILING };
     Some((
         kind,
         Outcome::new(Status::True, synced.reason, synced.message.clone()),

@@ -23,6 +23,7 @@ use kube::runtime::events::Recorder;
 use kube::runtime::reflector::{ObjectRef, Store};
 
 pub use error::{Error, Invalid, Refusal, SecretProblem};
+pub use webhook::{check_events, check_spec};
 
 use crate::api::Webhook;
 use crate::bitbucket::RetryPolicy;

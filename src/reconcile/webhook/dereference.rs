@@ -133,35 +133,37 @@ fn admits(
     Ok(())
 }
 
-/// The signing secret, generating its Secret when asked to (and saying so in `notes`).
+/// Generates the signing Secret when the Webhook asks for one and it does not exist, and
+/// says so.
 #[tracing::instrument(skip_all)]
-pub async fn signing_secret(
-    w: &Webhook,
-    ctx: &Context,
-    notes: &mut Vec<Note>,
-) -> Result<Option<DesiredSecret>, Error> {
+pub async fn generated_secret(w: &Webhook, ctx: &Context) -> Result<Option<Note>, Error> {
+    let Some(reference) = w.spec.settings.secret_ref.as_ref().filter(|r| r.generate) else {
+        return Ok(None);
+    };
+    let namespace = w.namespace().unwrap_or_default();
+    let secrets = ctx.secret_reader();
+    if secrets.get(&namespace, &reference.name).await?.is_some() {
+        return Ok(None);
+    }
+    let api = Api::<Secret>::namespaced(ctx.client.clone(), &namespace);
+    generate(w, &api, &reference.name, &reference.key).await?;
+    Ok(Some(Note::normal(
+        Reason::SecretGenerated,
+        "GenerateSecret",
+        format!(
+            "created Secret {} with a random signing secret in key {}",
+            reference.name, reference.key
+        ),
+    )))
+}
+
+/// The signing secret.
+#[tracing::instrument(skip_all)]
+pub async fn signing_secret(w: &Webhook, ctx: &Context) -> Result<Option<DesiredSecret>, Error> {
     let Some(reference) = &w.spec.settings.secret_ref else {
         return Ok(None);
     };
     let namespace = w.namespace().unwrap_or_default();
-    if reference.generate
-        && ctx
-            .secret_reader()
-            .get(&namespace, &reference.name)
-            .await?
-            .is_none()
-    {
-        let api = Api::<Secret>::namespaced(ctx.client.clone(), &namespace);
-        generate(w, &api, &reference.name, &reference.key).await?;
-        notes.push(Note::normal(
-            Reason::SecretGenerated,
-            "GenerateSecret",
-            format!(
-                "created Secret {} with a random signing secret in key {}",
-                reference.name, reference.key
-            ),
-        ));
-    }
     let (value, version) = ctx
         .secret_reader()
         .value(&namespace, &reference.name, &reference.key)

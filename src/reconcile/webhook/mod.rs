@@ -26,8 +26,6 @@ use kube::{Api, Resource, ResourceExt};
 
 use self::observe::Target;
 pub use self::priority::trust;
-use self::status::Note;
-pub use self::validate::backend_of;
 use super::connection::View;
 use super::plan::{Desired, Field};
 use super::{Context, Error, conditions, finalizer, object_key, publish};
@@ -218,9 +216,12 @@ async fn apply(w: &Webhook, api: &Api<Webhook>, ctx: &Context) -> Result<Action,
         None
     };
     let started = std::time::Instant::now();
-    let mut notes = Vec::new();
-    let result = match sync(w, api, ctx, &mut notes).await {
-        // Not the status's to say: the caller reads the Webhook again.
+    let (result, mut notes) = match dereference::generated_secret(w, ctx).await {
+        Ok(generated) => (sync(w, api, ctx).await, Vec::from_iter(generated)),
+        Err(e) => (Err(e), Vec::new()),
+    };
+    // Not the status's to say: the caller reads the Webhook again.
+    let result = match result {
         Err(e @ Error::Stale { .. }) => return Err(e),
         other => other,
     };
@@ -254,12 +255,7 @@ async fn apply(w: &Webhook, api: &Api<Webhook>, ctx: &Context) -> Result<Action,
 }
 
 /// The steps up to Bitbucket and back.
-async fn sync(
-    w: &Webhook,
-    api: &Api<Webhook>,
-    ctx: &Context,
-    notes: &mut Vec<Note>,
-) -> Result<Synced, Error> {
+async fn sync(w: &Webhook, api: &Api<Webhook>, ctx: &Context) -> Result<Synced, Error> {
     let view = dereference::connection(w, ctx).await?;
     view.readiness()?;
     ctx.connections.ask_to_prove(&view);
@@ -269,7 +265,7 @@ async fn sync(
     // Not while another Webhook of this hook (one moved away) is deleting it.
     let _turn = ctx.handover.turn(w).await;
     let backend = ctx.connections.backend(&ctx.secret_reader(), &view).await?;
-    let secret = dereference::signing_secret(w, ctx, notes).await?;
+    let secret = dereference::signing_secret(w, ctx).await?;
     let desired = desired(w, valid.events, secret);
     let target = Target {
         w,

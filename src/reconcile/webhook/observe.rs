@@ -7,7 +7,7 @@ use std::time::Duration;
 use kube::ResourceExt;
 
 use super::list_key;
-use crate::api::{Flavor, PENDING_CREATE_ANNOTATION, Webhook};
+use crate::api::{PENDING_CREATE_ANNOTATION, Webhook};
 use crate::bitbucket::{DeliveryStats, Place, RemoteHook, WebhookBackend};
 use crate::identity::ConnectionPlace;
 use crate::reconcile::connection::View;
@@ -61,18 +61,17 @@ pub async fn observe(
     let status = w.status.clone().unwrap_or_default();
     let spec_changed = status.observed_generation != w.metadata.generation;
     let pending = w.annotations().contains_key(PENDING_CREATE_ANNOTATION);
-    // Data Center's statistics come with the repository's listing: when this Webhook's
-    // health poll is due, the listing must be recent, and then it serves the drift check
-    // too. The repository's Webhooks share the poll slot, so one listing serves them all.
-    let polled = target.view.spec.flavor == Flavor::DataCenter
-        && (spec_changed || ctx.health.poll_due(&w.uid().unwrap_or_default()));
-    // A listing made since the slot began serves the poll: however late the repository's
-    // Webhooks come round (a busy API server), one listing per repository per slot.
-    let max_age = if polled {
-        crate::slots::since_slot(ctx.config.health_period, &ConnectionPlace::of(w))
-    } else {
-        Duration::MAX
-    };
+    // When health wants statistics, the listing must be recent, and then it serves the
+    // drift check too.
+    let poll = ctx.health.statistics_due(
+        target.view.spec.flavor,
+        &w.uid().unwrap_or_default(),
+        &ConnectionPlace::of(w),
+        ctx.config.health_period,
+        spec_changed,
+    );
+    let polled = poll.is_some();
+    let max_age = poll.unwrap_or(Duration::MAX);
     let key = list_key(target.view, target.place);
     let decide = |hooks: &[RemoteHook]| {
         let observed = Observed {

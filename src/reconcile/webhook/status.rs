@@ -12,7 +12,7 @@ use crate::reconcile::Error;
 use crate::reconcile::conditions::{self, Outcome, Status};
 use crate::reconcile::plan::Field;
 
-pub use crate::reconcile::publish::Note;
+use crate::reconcile::publish::Note;
 
 /// `Synced`: whether the hook on Bitbucket matches the spec.
 pub fn synced(result: Result<&Report, &Error>, w: &Webhook) -> Outcome {

@@ -57,7 +57,7 @@ pub fn place(w: &Webhook, flavor: Flavor) -> Result<Place, Invalid> {
 
 /// Events per flavor, sorted and unique; a name of another flavor gets a hint.
 pub fn events(flavor: Flavor, events: Option<&Vec<String>>) -> Result<Vec<String>, Invalid> {
-    let backend = backend_of(flavor);
+    let backend = flavor.events();
     let mut events = match events {
         Some(e) => e.clone(),
         None => bitbucket_events::default_events(backend),
@@ -72,14 +72,6 @@ pub fn events(flavor: Flavor, events: Option<&Vec<String>>) -> Result<Vec<String
     events.sort();
     events.dedup();
     Ok(events)
-}
-
-pub fn backend_of(flavor: Flavor) -> bitbucket_events::Backend {
-    match flavor {
-        Flavor::Cloud => bitbucket_events::Backend::Cloud,
-        Flavor::DataCenter => bitbucket_events::Backend::DataCenter,
-        Flavor::PostWebhooks => bitbucket_events::Backend::PostWebhooks,
-    }
 }
 
 /// Two Webhooks claiming one repository and URL through one connection (in any watched

@@ -13,16 +13,15 @@ use std::time::{Duration, Instant};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
 use kube::runtime::controller::Action;
-use kube::runtime::events::{Event, EventType};
 use kube::runtime::reflector::Store;
-use kube::{Api, Resource, ResourceExt};
-use serde_json::json;
+use kube::{Api, ResourceExt};
 
 use self::plan::{Step, Tally};
 use super::conditions::{self, Outcome, Status};
+use super::publish::{self, Note};
 use super::webhook::dereference;
 use super::{Context, Error, Invalid};
-use crate::api::{FIELD_MANAGER, Flavor, Reason, Webhook, WebhookSet, WebhookSetStatus};
+use crate::api::{Flavor, Reason, Webhook, WebhookSet, WebhookSetStatus};
 use crate::bitbucket::RepoRef;
 
 const DEFAULT_DISCOVERY: Duration = Duration::from_secs(600);
@@ -204,7 +203,7 @@ pub async fn reconcile(set: Arc<WebhookSet>, sctx: Arc<SetContext>) -> Result<Ac
             let window = plan::creation_window(creation_budget(&set, ctx).await);
             let (steps, waiting) = plan::steps(&wanted, &children, window);
             let (created, deleted) = execute(&set, ctx, steps).await?;
-            announce(ctx, &set, created, deleted).await;
+            publish::events(&ctx.recorder, set.as_ref(), notes(created, deleted)).await;
             let tally = Tally {
                 waiting,
                 ..plan::tally(&wanted, &children)
@@ -253,7 +252,17 @@ pub async fn reconcile(set: Arc<WebhookSet>, sctx: Arc<SetContext>) -> Result<Ac
         }
         _ => previous,
     };
-    write_status(&set, ctx, &outcome, &tally, discovered).await?;
+    let status = new_status(
+        &set,
+        &outcome,
+        &tally,
+        discovered,
+        Time(jiff::Timestamp::now()),
+    );
+    if set.status.as_ref() != Some(&status) {
+        let api: Api<WebhookSet> = Api::namespaced(ctx.client.clone(), &namespace);
+        publish::status(&api, &set.name_any(), &status).await?;
+    }
     if result.is_ok() {
         ctx.succeeded(&super::object_key(set.as_ref()));
     }
@@ -354,75 +363,44 @@ async fn execute(
     Ok((created, deleted))
 }
 
-async fn announce(ctx: &Context, set: &WebhookSet, created: usize, deleted: usize) {
-    for (count, action, note) in [
-        (created, "Create", "created {} Webhooks"),
-        (
-            deleted,
-            "Delete",
-            "deleted {} Webhooks (their repositories left the selection)",
-        ),
-    ] {
-        if count == 0 {
-            continue;
-        }
-        let event = Event {
-            type_: EventType::Normal,
-            reason: if action == "Create" {
-                "Created"
-            } else {
-                "Deleted"
-            }
-            .to_owned(),
-            note: Some(note.replace("{}", &count.to_string())),
-            action: action.to_owned(),
-            secondary: None,
-        };
-        if let Err(e) = ctx.recorder.publish(&event, &set.object_ref(&())).await {
-            tracing::warn!(error = %e, "cannot publish an event");
-        }
+/// What a reconcile's steps did, as Events.
+fn notes(created: usize, deleted: usize) -> Vec<Note> {
+    let mut notes = Vec::new();
+    if created > 0 {
+        let message = format!("created {created} Webhooks");
+        notes.push(Note::normal(Reason::Created, "Create", message));
     }
+    if deleted > 0 {
+        let message = format!("deleted {deleted} Webhooks (their repositories left the selection)");
+        notes.push(Note::normal(Reason::Deleted, "Delete", message));
+    }
+    notes
 }
 
-/// Writes the status when it says something new.
-async fn write_status(
+/// The set's status (pure): Ready from its Webhooks, and kstatus' Stalled or Reconciling.
+fn new_status(
     set: &WebhookSet,
-    ctx: &Context,
     outcome: &Outcome,
     tally: &Tally,
     discovered: Option<Time>,
-) -> Result<(), Error> {
+    now: Time,
+) -> WebhookSetStatus {
     let previous = set.status.clone().unwrap_or_default();
-    let now = Time(jiff::Timestamp::now());
     let generation = set.metadata.generation;
-    let mut conditions = vec![conditions::condition(
-        &previous.conditions,
-        conditions::READY,
-        outcome,
-        generation,
-        &now,
-    )];
-    if outcome.status != Status::True {
-        let stalled = if outcome.reason == Reason::WebhooksNotReady {
-            tally.progressing == 0
-        } else {
-            outcome.reason.is_terminal()
-        };
-        let type_ = if stalled {
-            conditions::STALLED
-        } else {
-            conditions::RECONCILING
-        };
-        conditions.push(conditions::condition(
-            &previous.conditions,
-            type_,
-            &Outcome::new(Status::True, outcome.reason, outcome.message.clone()),
-            generation,
-            &now,
-        ));
+    let condition = |type_, o: &Outcome| {
+        conditions::condition(&previous.conditions, type_, o, generation, &now)
+    };
+    let mut conditions = vec![condition(conditions::READY, outcome)];
+    // Webhooks not Ready stall the set only when none of them is still progressing.
+    let terminal = match outcome.reason {
+        Reason::WebhooksNotReady => tally.progressing == 0,
+        reason => reason.is_terminal(),
+    };
+    if let Some((type_, progress)) = conditions::progress_of(outcome, terminal) {
+        conditions.push(condition(type_, &progress));
     }
     let count = |n: usize| i32::try_from(n).unwrap_or(i32::MAX);
-    let status = WebhookSetStatus {
+    WebhookSetStatus {
         observed_generation: generation,
         selected: count(tally.selected),
         ready: count(tally.ready),
@@ -431,25 +409,7 @@ async fn write_status(
         not_ready: tally.not_ready.clone(),
         last_discovery_time: discovered,
         conditions,
-    };
-    if status == previous {
-        return Ok(());
     }
-    let api: Api<WebhookSet> =
-        Api::namespaced(ctx.client.clone(), &set.namespace().unwrap_or_default());
-    // Conditions absent now are removed: the whole status is applied by one manager.
-    let patch = json!({
-        "apiVersion": WebhookSet::api_version(&()),
-        "kind": WebhookSet::kind(&()),
-        "status": status,
-    });
-    api.patch_status(
-        &set.name_any(),
-        &PatchParams::apply(FIELD_MANAGER).force(),
-        &Patch::Apply(&patch),
-    )
-    .await?;
-    Ok(())
 }
 
 pub fn error_policy(set: Arc<WebhookSet>, error: &Error, sctx: Arc<SetContext>) -> Action {
@@ -500,5 +460,58 @@ mod tests {
             o.message,
             "8 of 30 Webhooks are Ready; not yet: acme/a, acme/b, ..."
         );
+    }
+
+    #[test]
+    fn the_set_stalls_on_terminal_reasons_and_on_webhooks_none_of_which_progress() {
+        let set: WebhookSet = serde_json::from_value(serde_json::json!({
+            "apiVersion": "bitbucket.hooks.dev/v1alpha1",
+            "kind": "WebhookSet",
+            "metadata": { "name": "ci", "namespace": "team", "generation": 3 },
+            "spec": {
+                "connectionRef": { "name": "bitbucket" },
+                "repositories": ["acme/api"],
+                "template": { "url": "https://ci.example.com/hook" },
+            },
+        }))
+        .expect("set");
+        let not_ready = Outcome::new(Status::False, Reason::WebhooksNotReady, "1 of 2");
+        let table = [
+            (Outcome::new(Status::True, Reason::Ready, "all"), 0, None),
+            (not_ready.clone(), 1, Some(conditions::RECONCILING)),
+            (not_ready, 0, Some(conditions::STALLED)),
+            (
+                Outcome::new(Status::False, Reason::InvalidSpec, "bad"),
+                1,
+                Some(conditions::STALLED),
+            ),
+            (
+                Outcome::new(Status::False, Reason::BitbucketUnavailable, "503"),
+                0,
+                Some(conditions::RECONCILING),
+            ),
+        ];
+        for (outcome, progressing, expected) in table {
+            let tally = Tally {
+                progressing,
+                ..Tally::default()
+            };
+            let now = Time(jiff::Timestamp::UNIX_EPOCH);
+            let status = new_status(&set, &outcome, &tally, None, now);
+            let types: Vec<&str> = status.conditions.iter().map(|c| c.type_.as_str()).collect();
+            let mut want = vec![conditions::READY];
+            want.extend(expected);
+            assert_eq!(
+                types, want,
+                "{} with {progressing} progressing",
+                outcome.reason
+            );
+            assert!(
+                status
+                    .conditions
+                    .iter()
+                    .all(|c| c.observed_generation == Some(3))
+            );
+        }
     }
 }
