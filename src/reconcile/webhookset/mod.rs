@@ -471,7 +471,7 @@ mod tests {
             "spec": {
                 "connectionRef": { "name": "bitbucket" },
                 "repositories": ["acme/api"],
-                "template": { "url": "https://ci.example.com/hook" },
+                "template": { "spec": { "url": "https://ci.example.com/hook" } },
             },
         }))
         .expect("set");
