@@ -131,6 +131,40 @@ impl Default for Metrics {
     }
 }
 
+/// Registers `metric` under `name` and returns it (a handle to the registered series).
+fn registered<M>(registry: &mut Registry, name: &str, help: &str, metric: M) -> M
+where
+    M: prometheus_client::registry::Metric + Clone,
+{
+    registry.register(name, help, metric.clone());
+    metric
+}
+
+/// Registers a new metric of a default-constructed kind.
+fn add<M>(registry: &mut Registry, name: &str, help: &str) -> M
+where
+    M: prometheus_client::registry::Metric + Clone + Default,
+{
+    registered(registry, name, help, M::default())
+}
+
+/// Every value present, also at zero, so alerts and dashboards see them.
+fn zeroed(by_health: &Family<HealthLabels, Gauge>, by_condition: &Family<ConditionLabels, Gauge>) {
+    for health in ["Healthy", "Degraded", "Failing", "Unknown"] {
+        let labels = HealthLabels {
+            health: health.to_owned(),
+        };
+        by_health.get_or_create(&labels).set(0);
+    }
+    for status in ["True", "False", "Unknown"] {
+        let labels = ConditionLabels {
+            condition: "Ready".to_owned(),
+            status: status.to_owned(),
+        };
+        by_condition.get_or_create(&labels).set(0);
+    }
+}
+
 impl Metrics {
     /// Every metric, per-Webhook series included.
     pub fn new() -> Metrics {
@@ -141,90 +175,58 @@ impl Metrics {
     /// per Webhook (2 series each; off for very large installations).
     pub fn with_per_webhook(per_webhook: bool) -> Metrics {
         let mut registry = Registry::with_prefix("bbwo");
-        let reconciles = Family::<ReconcileLabels, Counter>::default();
-        registry.register(
-            "reconciles",
-            "Reconciles by kind and result (ok, error)",
-            reconciles.clone(),
-        );
-        let reconcile_errors = Family::<ErrorLabels, Counter>::default();
-        registry.register(
+        let r = &mut registry;
+        let reconciles = add(r, "reconciles", "Reconciles by kind and result (ok, error)");
+        let reconcile_errors = add(
+            r,
             "reconcile_errors",
             "Failed reconciles by kind and reason (the condition reason)",
-            reconcile_errors.clone(),
         );
-        let reconcile_duration =
-            Family::<KindLabels, Histogram, fn() -> Histogram>::new_with_constructor(
-                duration_histogram,
-            );
-        registry.register(
+        let reconcile_duration = registered(
+            r,
             "reconcile_duration_seconds",
             "Time one reconcile took, Bitbucket calls included",
-            reconcile_duration.clone(),
+            Family::<KindLabels, Histogram, fn() -> Histogram>::new_with_constructor(
+                duration_histogram,
+            ),
         );
-        let requests = Family::<RequestLabels, Counter>::default();
-        registry.register(
+        let requests = add(
+            r,
             "bitbucket_requests",
             "Requests sent to Bitbucket by connection, method and HTTP status (\"error\": no answer)",
-            requests.clone(),
         );
-        let budget_remaining = Family::<ConnectionLabels, Gauge>::default();
-        registry.register(
+        let budget_remaining = add(
+            r,
             "bitbucket_budget_remaining",
             "Requests the connection may still send at once before its hourly budget makes it wait",
-            budget_remaining.clone(),
         );
-        let webhooks_by_health = Family::<HealthLabels, Gauge>::default();
-        registry.register(
-            "webhooks",
-            "Webhooks by delivery health",
-            webhooks_by_health.clone(),
-        );
-        let webhooks_by_condition = Family::<ConditionLabels, Gauge>::default();
-        registry.register(
+        let webhooks_by_health: Family<HealthLabels, Gauge> =
+            add(r, "webhooks", "Webhooks by delivery health");
+        let webhooks_by_condition: Family<ConditionLabels, Gauge> = add(
+            r,
             "webhooks_by_condition",
             "Webhooks by the status of their Ready condition",
-            webhooks_by_condition.clone(),
         );
-        let delivery_failures = Counter::default();
-        registry.register(
+        let delivery_failures = add(
+            r,
             "delivery_failures_seen",
             "Failed or unanswered deliveries seen in Bitbucket's statistics",
-            delivery_failures.clone(),
         );
-        let (webhook_ready, webhook_health) = if per_webhook {
-            let ready = Family::<WebhookReadyLabels, Gauge>::default();
-            registry.register(
+        let webhook_ready = per_webhook.then(|| {
+            add(
+                r,
                 "webhook_ready",
                 "1 for each Webhook, labelled with the status of its Ready condition",
-                ready.clone(),
-            );
-            let health = Family::<WebhookHealthLabels, Gauge>::default();
-            registry.register(
+            )
+        });
+        let webhook_health = per_webhook.then(|| {
+            add(
+                r,
                 "webhook_health",
                 "1 for each Webhook, labelled with its delivery health",
-                health.clone(),
-            );
-            (Some(ready), Some(health))
-        } else {
-            (None, None)
-        };
-        // Every value present, also at zero, so alerts and dashboards see them.
-        for health in ["Healthy", "Degraded", "Failing", "Unknown"] {
-            webhooks_by_health
-                .get_or_create(&HealthLabels {
-                    health: health.to_owned(),
-                })
-                .set(0);
-        }
-        for status in ["True", "False", "Unknown"] {
-            webhooks_by_condition
-                .get_or_create(&ConditionLabels {
-                    condition: "Ready".to_owned(),
-                    status: status.to_owned(),
-                })
-                .set(0);
-        }
+            )
+        });
+        zeroed(&webhooks_by_health, &webhooks_by_condition);
         Metrics {
             registry,
             reconciles,

@@ -83,22 +83,7 @@ impl Doc {
 /// file. `flavor` is the flavor of connections not among them.
 pub fn check(files: &[(String, String)], flavor: Option<Flavor>) -> Report {
     let mut report = Report::default();
-    let mut docs = Vec::new();
-    for (file, text) in files {
-        match node::documents(text) {
-            Ok(nodes) => docs.extend(nodes.into_iter().map(|node| Doc {
-                file: file.clone(),
-                json: node.to_json(),
-                node,
-            })),
-            Err(e) => report.findings.push(Finding {
-                file: file.clone(),
-                line: line_in(&e),
-                object: String::new(),
-                message: format!("not YAML: {}", first_line(&e)),
-            }),
-        }
-    }
+    let docs = parse(files, &mut report);
     let crds: BTreeMap<String, Value> = all_crds()
         .into_iter()
         .filter_map(|crd| serde_json::to_value(&crd).ok())
@@ -129,18 +114,8 @@ pub fn check(files: &[(String, String)], flavor: Option<Flavor>) -> Report {
             push(&mut report, doc, found);
             continue;
         };
-        let served: Vec<&str> = crd["spec"]["versions"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(|v| v["name"].as_str())
-            .collect();
-        let version = doc.json["apiVersion"].as_str().unwrap_or_default();
-        if !served.iter().any(|v| version == format!("{GROUP}/{v}")) {
-            found.push((
-                "apiVersion".to_owned(),
-                format!("{version} is not served; use {GROUP}/{}", served.join(", ")),
-            ));
+        if let Some(unserved) = unserved(crd, doc) {
+            found.push(("apiVersion".to_owned(), unserved));
             push(&mut report, doc, found);
             continue;
         }
@@ -165,6 +140,40 @@ pub fn check(files: &[(String, String)], flavor: Option<Flavor>) -> Report {
         push(&mut report, doc, found);
     }
     report
+}
+
+/// The documents of every file; a file that is not YAML is a finding.
+fn parse(files: &[(String, String)], report: &mut Report) -> Vec<Doc> {
+    let mut docs = Vec::new();
+    for (file, text) in files {
+        match node::documents(text) {
+            Ok(nodes) => docs.extend(nodes.into_iter().map(|node| Doc {
+                file: file.clone(),
+                json: node.to_json(),
+                node,
+            })),
+            Err(e) => report.findings.push(Finding {
+                file: file.clone(),
+                line: line_in(&e),
+                object: String::new(),
+                message: format!("not YAML: {}", first_line(&e)),
+            }),
+        }
+    }
+    docs
+}
+
+/// What is wrong with the document's apiVersion, if the CRD does not serve it.
+fn unserved(crd: &Value, doc: &Doc) -> Option<String> {
+    let served: Vec<&str> = crd["spec"]["versions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|v| v["name"].as_str())
+        .collect();
+    let version = doc.json["apiVersion"].as_str().unwrap_or_default();
+    (!served.iter().any(|v| version == format!("{GROUP}/{v}")))
+        .then(|| format!("{version} is not served; use {GROUP}/{}", served.join(", ")))
 }
 
 fn push(report: &mut Report, doc: &Doc, found: Vec<(String, String)>) {

@@ -76,56 +76,66 @@ fn walk(schema: &Value, value: &Value, path: &str, out: &mut Vec<Problem>) {
     }
     match value {
         Value::String(s) => string(schema, s, path, &mut problem),
-        Value::Number(n) => {
-            let x = n.as_f64().unwrap_or_default();
-            if let Some(min) = schema["minimum"].as_f64()
-                && x < min
-            {
-                problem(format!(
-                    "Invalid value: {n}: {path} in body should be greater than or equal to {min}"
-                ));
-            }
-            if let Some(max) = schema["maximum"].as_f64()
-                && x > max
-            {
-                problem(format!(
-                    "Invalid value: {n}: {path} in body should be less than or equal to {max}"
-                ));
-            }
-        }
-        Value::Array(items) => {
-            if let Some(min) = schema["minItems"].as_u64()
-                && (items.len() as u64) < min
-            {
-                problem(format!(
-                    "Invalid value: {}: {path} in body should have at least {min} items",
-                    items.len()
-                ));
-            }
-            if let Some(max) = schema["maxItems"].as_u64()
-                && items.len() as u64 > max
-            {
-                problem(format!(
-                    "Too many: {}: must have at most {max} items",
-                    items.len()
-                ));
-            }
-            if schema["x-kubernetes-list-type"] == "set" {
-                for (i, item) in items.iter().enumerate() {
-                    if items[..i].contains(item) {
-                        out.push(Problem {
-                            path: format!("{path}[{i}]"),
-                            message: format!("Duplicate value: {item}"),
-                        });
-                    }
-                }
-            }
-            for (i, item) in items.iter().enumerate() {
-                walk(&schema["items"], item, &format!("{path}[{i}]"), out);
-            }
-        }
+        Value::Number(n) => number(schema, n, path, &mut problem),
+        Value::Array(items) => array(schema, items, path, out),
         Value::Object(fields) => object(schema, fields, path, out),
         Value::Bool(_) | Value::Null => {}
+    }
+}
+
+fn number(schema: &Value, n: &serde_json::Number, path: &str, problem: &mut impl FnMut(String)) {
+    let x = n.as_f64().unwrap_or_default();
+    if let Some(min) = schema["minimum"].as_f64()
+        && x < min
+    {
+        problem(format!(
+            "Invalid value: {n}: {path} in body should be greater than or equal to {min}"
+        ));
+    }
+    if let Some(max) = schema["maximum"].as_f64()
+        && x > max
+    {
+        problem(format!(
+            "Invalid value: {n}: {path} in body should be less than or equal to {max}"
+        ));
+    }
+}
+
+fn array(schema: &Value, items: &[Value], path: &str, out: &mut Vec<Problem>) {
+    let mut problem = |message: String| {
+        out.push(Problem {
+            path: path.to_owned(),
+            message,
+        })
+    };
+    if let Some(min) = schema["minItems"].as_u64()
+        && (items.len() as u64) < min
+    {
+        problem(format!(
+            "Invalid value: {}: {path} in body should have at least {min} items",
+            items.len()
+        ));
+    }
+    if let Some(max) = schema["maxItems"].as_u64()
+        && items.len() as u64 > max
+    {
+        problem(format!(
+            "Too many: {}: must have at most {max} items",
+            items.len()
+        ));
+    }
+    if schema["x-kubernetes-list-type"] == "set" {
+        for (i, item) in items.iter().enumerate() {
+            if items[..i].contains(item) {
+                out.push(Problem {
+                    path: format!("{path}[{i}]"),
+                    message: format!("Duplicate value: {item}"),
+                });
+            }
+        }
+    }
+    for (i, item) in items.iter().enumerate() {
+        walk(&schema["items"], item, &format!("{path}[{i}]"), out);
     }
 }
 

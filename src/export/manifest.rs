@@ -116,6 +116,37 @@ pub fn export(target: &Target, listed: &[(Place, Vec<RemoteHook>)]) -> Export {
     out
 }
 
+/// The hook's events for the manifest, sorted (None: it has none, and the manifest
+/// leaves them out), with notes on what the operator would refuse.
+fn events(
+    target: &Target,
+    hook: &RemoteHook,
+    about: &str,
+    notes: &mut Vec<String>,
+) -> Option<Value> {
+    let mut events = hook.events.clone();
+    events.sort();
+    events.dedup();
+    let backend = target.flavor.events();
+    let unknown: Vec<String> = events
+        .iter()
+        .filter_map(|e| bitbucket_events::check_event(backend, e).message(e, backend))
+        .collect();
+    if !unknown.is_empty() {
+        notes.push(format!(
+            "{about}: the operator would refuse its events ({}); fix events before applying",
+            unknown.join("; ")
+        ));
+    }
+    if events.is_empty() {
+        notes.push(format!(
+            "{about}: has no events; the manifest leaves events out, so the flavor's push event will be set"
+        ));
+        return None;
+    }
+    Some(json!(events))
+}
+
 /// One Webhook manifest and its notes.
 fn manifest(target: &Target, place: &Place, hook: &RemoteHook, name: &str) -> (Value, Vec<String>) {
     let mut notes = Vec::new();
@@ -141,26 +172,8 @@ fn manifest(target: &Target, place: &Place, hook: &RemoteHook, name: &str) -> (V
         spec["title"] = json!(hook.title);
     }
     spec["url"] = json!(hook.url);
-    let mut events = hook.events.clone();
-    events.sort();
-    events.dedup();
-    let backend = target.flavor.events();
-    let unknown: Vec<String> = events
-        .iter()
-        .filter_map(|e| bitbucket_events::check_event(backend, e).message(e, backend))
-        .collect();
-    if !unknown.is_empty() {
-        notes.push(format!(
-            "{about}: the operator would refuse its events ({}); fix events before applying",
-            unknown.join("; ")
-        ));
-    }
-    if events.is_empty() {
-        notes.push(format!(
-            "{about}: has no events; the manifest leaves events out, so the flavor's push event will be set"
-        ));
-    } else {
-        spec["events"] = json!(events);
+    if let Some(events) = events(target, hook, &about, &mut notes) {
+        spec["events"] = events;
     }
     if !hook.active {
         spec["active"] = json!(false);

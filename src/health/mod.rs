@@ -145,99 +145,20 @@ fn time(t: Timestamp) -> Time {
 pub async fn assess(inputs: Inputs<'_>) -> Assessment {
     let mut delivery = inputs.previous.cloned().unwrap_or_default();
     let mut verdicts = Vec::new();
-    let mut next: Option<Duration> = None;
-    let mut soonest = |d: Duration| next = Some(next.map_or(d, |n| n.min(d)));
-
+    let mut waits = Vec::new();
     if inputs.flavor == Flavor::DataCenter {
-        match (inputs.stats, inputs.schedule.last_poll(inputs.key)) {
-            (Some(stats), _) => {
-                record_statistics(&mut delivery, stats);
-                let verdict = classify::from_statistics(stats);
-                let next = crate::slots::until_slot(inputs.poll_every, inputs.group);
-                inputs.schedule.polled(inputs.key, &verdict, next);
-                soonest(next);
-                verdicts.push(verdict);
-            }
-            (None, Some((left, verdict))) => {
-                soonest(left);
-                verdicts.push(verdict);
-            }
-            // Came due between the listing and now: read at the next reconcile.
-            (None, None) => {
-                soonest(Duration::from_secs(1));
-                verdicts.push(Verdict {
-                    health: delivery.health,
-                    delivering: None,
-                    reason: crate::api::Reason::StatisticsPending,
-                    message: "the delivery statistics are read with the repository's next listing"
-                        .to_owned(),
-                });
-            }
-        }
+        let (verdict, wait) = statistics(&inputs, &mut delivery);
+        verdicts.push(verdict);
+        waits.push(wait);
     }
-
     if let Some(probe) = inputs.probe.filter(|p| p.enabled) {
-        let every = probe
-            .interval_seconds
-            .and_then(|s| u64::try_from(s).ok())
-            .map_or(DEFAULT_PROBE_INTERVAL, Duration::from_secs);
-        match recent(&inputs.schedule.probes, inputs.key, every).filter(|_| !inputs.now) {
-            Some((left, verdict)) => {
-                soonest(left);
-                verdicts.push(verdict);
-            }
-            None => {
-                let (outcome, latency) = probe::run(&probe::Probe {
-                    url: inputs.url,
-                    secret: inputs.secret,
-                    skip_cert_verification: inputs.skip_cert_verification,
-                    allow_private_targets: inputs.allow_private_targets,
-                })
-                .await;
-                let now = Timestamp::now();
-                let verdict = classify::from_probe(&outcome, now);
-                delivery.endpoint = Some(endpoint_status(&outcome, latency, &verdict, now));
-                remember(&inputs.schedule.probes, inputs.key, &verdict);
-                soonest(every);
-                verdicts.push(verdict);
-            }
-        }
+        let (verdict, wait) = probing(&inputs, probe, &mut delivery).await;
+        verdicts.push(verdict);
+        waits.push(wait);
     } else {
         delivery.endpoint = None;
     }
-
-    let mut test = None;
-    if let Some(request) = inputs.test_requested
-        && delivery
-            .last_test
-            .as_ref()
-            .is_none_or(|t| t.request != request)
-    {
-        let (status_code, message, ok) = match inputs
-            .backend
-            .test_delivery(
-                inputs.place,
-                inputs.hook_id,
-                inputs.url,
-                inputs.skip_cert_verification,
-            )
-            .await
-        {
-            Ok(result) => {
-                let ok = result.status.is_some_and(|s| (200..300).contains(&s));
-                (result.status.map(i32::from), result.message, ok)
-            }
-            Err(e) => (None, format!("the test could not be sent: {e}"), false),
-        };
-        delivery.last_test = Some(TestDeliveryStatus {
-            request: request.to_owned(),
-            status_code,
-            message: Some(message.clone()),
-            time: Some(time(Timestamp::now())),
-        });
-        test = Some((ok, format!("test delivery {request}: {message}")));
-    }
-
+    let test = test_delivery(&inputs, &mut delivery).await;
     let verdict = verdicts
         .into_iter()
         .reduce(classify::worse)
@@ -251,9 +172,102 @@ pub async fn assess(inputs: Inputs<'_>) -> Assessment {
     Assessment {
         delivery,
         verdict,
-        next,
+        next: waits.into_iter().min(),
         test,
     }
+}
+
+/// Data Center's statistics: this reconcile's reading, else the last one's verdict; and
+/// the time to the next poll (on the place's slot).
+fn statistics(inputs: &Inputs<'_>, delivery: &mut DeliveryStatus) -> (Verdict, Duration) {
+    match (inputs.stats, inputs.schedule.last_poll(inputs.key)) {
+        (Some(stats), _) => {
+            record_statistics(delivery, stats);
+            let verdict = classify::from_statistics(stats);
+            let next = crate::slots::until_slot(inputs.poll_every, inputs.group);
+            inputs.schedule.polled(inputs.key, &verdict, next);
+            (verdict, next)
+        }
+        (None, Some((left, verdict))) => (verdict, left),
+        // Came due between the listing and now: read at the next reconcile.
+        (None, None) => (
+            Verdict {
+                health: delivery.health,
+                delivering: None,
+                reason: crate::api::Reason::StatisticsPending,
+                message: "the delivery statistics are read with the repository's next listing"
+                    .to_owned(),
+            },
+            Duration::from_secs(1),
+        ),
+    }
+}
+
+/// The endpoint probe when due (or the spec changed), else its last verdict; and the
+/// time to the next.
+async fn probing(
+    inputs: &Inputs<'_>,
+    probe: &ProbeSpec,
+    delivery: &mut DeliveryStatus,
+) -> (Verdict, Duration) {
+    let every = probe
+        .interval_seconds
+        .and_then(|s| u64::try_from(s).ok())
+        .map_or(DEFAULT_PROBE_INTERVAL, Duration::from_secs);
+    if let Some(last) = recent(&inputs.schedule.probes, inputs.key, every).filter(|_| !inputs.now) {
+        return (last.1, last.0);
+    }
+    let (outcome, latency) = probe::run(&probe::Probe {
+        url: inputs.url,
+        secret: inputs.secret,
+        skip_cert_verification: inputs.skip_cert_verification,
+        allow_private_targets: inputs.allow_private_targets,
+    })
+    .await;
+    let now = Timestamp::now();
+    let verdict = classify::from_probe(&outcome, now);
+    delivery.endpoint = Some(endpoint_status(&outcome, latency, &verdict, now));
+    remember(&inputs.schedule.probes, inputs.key, &verdict);
+    (verdict, every)
+}
+
+/// A test delivery, once per new value of the `test-requested` annotation: (whether it
+/// was delivered, what to say).
+async fn test_delivery(
+    inputs: &Inputs<'_>,
+    delivery: &mut DeliveryStatus,
+) -> Option<(bool, String)> {
+    let request = inputs.test_requested?;
+    if delivery
+        .last_test
+        .as_ref()
+        .is_some_and(|t| t.request == request)
+    {
+        return None;
+    }
+    let sent = inputs
+        .backend
+        .test_delivery(
+            inputs.place,
+            inputs.hook_id,
+            inputs.url,
+            inputs.skip_cert_verification,
+        )
+        .await;
+    let (status_code, message, ok) = match sent {
+        Ok(result) => {
+            let ok = result.status.is_some_and(|s| (200..300).contains(&s));
+            (result.status.map(i32::from), result.message, ok)
+        }
+        Err(e) => (None, format!("the test could not be sent: {e}"), false),
+    };
+    delivery.last_test = Some(TestDeliveryStatus {
+        request: request.to_owned(),
+        status_code,
+        message: Some(message.clone()),
+        time: Some(time(Timestamp::now())),
+    });
+    Some((ok, format!("test delivery {request}: {message}")))
 }
 
 /// Copies Data Center's counts and last outcomes into the status.

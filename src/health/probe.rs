@@ -162,9 +162,17 @@ pub async fn run(probe: &Probe<'_>) -> (ProbeOutcome, Option<Duration>) {
         );
     }
     let started = Instant::now();
-    match request.body(body).send().await {
+    let sent = request.body(body).send().await;
+    outcome(sent, started.elapsed())
+}
+
+/// What a probe's answer (or its failure) says.
+fn outcome(
+    sent: Result<reqwest::Response, reqwest::Error>,
+    latency: Duration,
+) -> (ProbeOutcome, Option<Duration>) {
+    match sent {
         Ok(response) => {
-            let latency = started.elapsed();
             let certificate_expires = response
                 .extensions()
                 .get::<reqwest::tls::TlsInfo>()

@@ -23,7 +23,18 @@ use kube::runtime::events::Recorder;
 use kube::runtime::reflector::{ObjectRef, Store};
 
 pub use error::{Error, Invalid, Refusal, SecretProblem};
+// What the rest of the operator uses of the reconcilers: their entry points (for the
+// controllers' wiring) and the Webhook's offline checks (for `check`).
+pub use connection::retries;
+pub use connection::{
+    Registry, reconcile_cluster as reconcile_cluster_connection,
+    reconcile_namespaced as reconcile_connection,
+};
 pub use webhook::{check_events, check_spec};
+pub use webhook::{error_policy as webhook_error_policy, reconcile as reconcile_webhook};
+pub use webhookset::{
+    SetContext, error_policy as webhookset_error_policy, reconcile as reconcile_webhookset,
+};
 
 use crate::api::Webhook;
 use crate::bitbucket::RetryPolicy;

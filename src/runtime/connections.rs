@@ -15,7 +15,7 @@ use kube::{Api, Resource, ResourceExt};
 use super::watches::{NoWait, Scope, changed, watch_backoff};
 use crate::api::{BitbucketConnection, ClusterBitbucketConnection};
 use crate::reconcile::conditions;
-use crate::reconcile::connection::{Registry, retries};
+use crate::reconcile::{Registry, retries};
 
 /// A connection controller: the connection itself (spec changes), the Secrets it reads,
 /// and the start of a pause after a Bitbucket 429 (so its status shows `RateLimited`).

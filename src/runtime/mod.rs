@@ -22,8 +22,7 @@ use crate::api::{
     WebhookSet,
 };
 use crate::metrics::Metrics;
-use crate::reconcile::connection::{self, retries};
-use crate::reconcile::{self, Config, Context, Shared, webhook, webhookset};
+use crate::reconcile::{self, Config, Context, SetContext, Shared, retries};
 use std::sync::atomic::AtomicBool;
 
 /// Runs the controllers until `shutdown` resolves: for each watched namespace (or all) a
@@ -70,19 +69,7 @@ pub async fn run(
             selector: config.selector.clone(),
             cluster_connections: config.cluster_connections,
         };
-        let ready = ready.clone();
-        let synced = synced.clone();
-        let on_synced = move || {
-            if let Some(flag) = synced.get(index) {
-                flag.store(true, std::sync::atomic::Ordering::Relaxed);
-            }
-            if synced
-                .iter()
-                .all(|f| f.load(std::sync::atomic::Ordering::Relaxed))
-            {
-                ready.store(true, std::sync::atomic::Ordering::Relaxed);
-            }
-        };
+        let on_synced = synced_one(synced.clone(), index, ready.clone());
         let (ctx, work) = shard(
             &client,
             &config,
@@ -96,28 +83,58 @@ pub async fn run(
         shards.push(work);
     }
     let cluster = async {
-        let Some(ctx) = first.filter(|_| config.cluster_connections) else {
-            return;
-        };
-        let namespace = ctx.config.cluster_secret_namespace.clone();
-        let secrets = Scope {
-            namespace: Some(namespace.clone()),
-            selector: config.selector.clone(),
-            cluster_connections: true,
-        };
-        connections::controller::<ClusterBitbucketConnection>(
-            &client,
-            Api::all(client.clone()),
-            &secrets,
-            Some(namespace),
-            ctx.connections.clone(),
-        )
-        .graceful_shutdown_on(stopped())
-        .run(connection::reconcile_cluster, error_policy, ctx.clone())
-        .for_each(|_| async {})
-        .await;
+        if let Some(ctx) = first.filter(|_| config.cluster_connections) {
+            cluster_connections(&client, ctx, stopped()).await;
+        }
     };
     futures::join!(futures::future::join_all(shards), cluster);
+}
+
+/// Marks namespace `index`'s Webhook watch synced; the operator is ready once all are.
+fn synced_one(
+    synced: Arc<Vec<AtomicBool>>,
+    index: usize,
+    ready: Arc<AtomicBool>,
+) -> impl Fn() + Send + Sync + 'static {
+    use std::sync::atomic::Ordering::Relaxed;
+    move || {
+        if let Some(flag) = synced.get(index) {
+            flag.store(true, Relaxed);
+        }
+        if synced.iter().all(|f| f.load(Relaxed)) {
+            ready.store(true, Relaxed);
+        }
+    }
+}
+
+/// The one ClusterBitbucketConnection controller (its Secrets in the operator's
+/// namespace), on the first shard's context.
+async fn cluster_connections(
+    client: &kube::Client,
+    ctx: Arc<Context>,
+    stopped: impl Future<Output = ()> + Send + Sync + 'static,
+) {
+    let namespace = ctx.config.cluster_secret_namespace.clone();
+    let secrets = Scope {
+        namespace: Some(namespace.clone()),
+        selector: ctx.config.selector.clone(),
+        cluster_connections: true,
+    };
+    connections::controller::<ClusterBitbucketConnection>(
+        client,
+        Api::all(client.clone()),
+        &secrets,
+        Some(namespace),
+        ctx.connections.clone(),
+    )
+    .graceful_shutdown_on(stopped)
+    .run(
+        reconcile::reconcile_cluster_connection,
+        error_policy,
+        ctx.clone(),
+    )
+    .for_each(|_| async {})
+    .await;
 }
 
 /// The controllers of one namespace (or of all): Webhooks, BitbucketConnections and
@@ -170,7 +187,11 @@ where
             )
             .with_config(controller::Config::default().concurrency(config.concurrency))
             .graceful_shutdown_on(stopped())
-            .run(webhook::reconcile, webhook::error_policy, ctx.clone())
+            .run(
+                reconcile::reconcile_webhook,
+                reconcile::webhook_error_policy,
+                ctx.clone(),
+            )
             .for_each(|_| async {});
     let namespaced = connections::controller::<BitbucketConnection>(
         client,
@@ -180,15 +201,15 @@ where
         ctx.connections.clone(),
     )
     .graceful_shutdown_on(stopped())
-    .run(connection::reconcile_namespaced, error_policy, ctx.clone())
+    .run(reconcile::reconcile_connection, error_policy, ctx.clone())
     .for_each(|_| async {});
     let (set_children, set_children_writer) = reflector::store();
     let sets = set_controller(client, &scope, set_children_writer)
         .graceful_shutdown_on(stopped())
         .run(
-            webhookset::reconcile,
-            webhookset::error_policy,
-            Arc::new(webhookset::SetContext::new(ctx.clone(), set_children)),
+            reconcile::reconcile_webhookset,
+            reconcile::webhookset_error_policy,
+            Arc::new(SetContext::new(ctx.clone(), set_children)),
         )
         .for_each(|_| async {});
     let work = async move {

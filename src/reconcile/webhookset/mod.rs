@@ -118,23 +118,7 @@ async fn selection(set: &WebhookSet, sctx: &SetContext) -> Result<Selection, Err
     let namespace = set.namespace().unwrap_or_default();
     let view = dereference::connection_for(&namespace, &set.spec.connection_ref, None, ctx).await?;
     view.readiness()?;
-    let (owner, project) = match (view.spec.flavor, &selector.workspace, &selector.project) {
-        (Flavor::Cloud, Some(workspace), project) => (workspace.clone(), project.clone()),
-        (Flavor::Cloud, None, _) => {
-            return Err(Invalid::Selector(
-                "a Bitbucket Cloud connection lists a workspace: set selector.workspace".to_owned(),
-            )
-            .into());
-        }
-        (_, None, Some(project)) => (project.clone(), None),
-        (_, _, _) => {
-            return Err(Invalid::Selector(
-                "a Data Center connection lists a project: set selector.project, not selector.workspace"
-                    .to_owned(),
-            )
-            .into());
-        }
-    };
+    let (owner, project) = owner_to_list(view.spec.flavor, selector)?;
     let backend = ctx.connections.backend(&ctx.secret_reader(), &view).await?;
     let listed = backend
         .list_repositories(&owner, project.as_deref())
@@ -172,6 +156,25 @@ async fn selection(set: &WebhookSet, sctx: &SetContext) -> Result<Selection, Err
     })
 }
 
+/// What a selector lists: (workspace, project within it) on Cloud, (project, None) on
+/// Data Center.
+fn owner_to_list(
+    flavor: Flavor,
+    selector: &crate::api::RepositorySelector,
+) -> Result<(String, Option<String>), Invalid> {
+    match (flavor, &selector.workspace, &selector.project) {
+        (Flavor::Cloud, Some(workspace), project) => Ok((workspace.clone(), project.clone())),
+        (Flavor::Cloud, None, _) => Err(Invalid::Selector(
+            "a Bitbucket Cloud connection lists a workspace: set selector.workspace".to_owned(),
+        )),
+        (_, None, Some(project)) => Ok((project.clone(), None)),
+        (_, _, _) => Err(Invalid::Selector(
+            "a Data Center connection lists a project: set selector.project, not selector.workspace"
+                .to_owned(),
+        )),
+    }
+}
+
 /// Reconciles one WebhookSet.
 #[tracing::instrument(skip_all, fields(webhookset = %super::object_key(set.as_ref())))]
 pub async fn reconcile(set: Arc<WebhookSet>, sctx: Arc<SetContext>) -> Result<Action, Error> {
@@ -182,76 +185,20 @@ pub async fn reconcile(set: Arc<WebhookSet>, sctx: Arc<SetContext>) -> Result<Ac
     let ctx = &sctx.ctx;
     let started = std::time::Instant::now();
     let namespace = set.namespace().unwrap_or_default();
-    let uid = set.uid().unwrap_or_default();
-    let children: Vec<Arc<Webhook>> = sctx
-        .children
-        .state()
-        .into_iter()
-        .filter(|w| {
-            w.namespace().as_deref() == Some(namespace.as_str())
-                && w.owner_references().iter().any(|o| o.uid == uid)
-        })
-        .collect();
-    let children: Vec<&Webhook> = children.iter().map(AsRef::as_ref).collect();
     let result = selection(&set, &sctx).await;
     let (outcome, tally) = match &result {
-        Ok(Selection { repositories, .. }) => {
-            let wanted: Vec<Webhook> = repositories
-                .iter()
-                .filter_map(|r| plan::child(&set, r))
-                .collect();
-            let window = plan::creation_window(creation_budget(&set, ctx).await);
-            let (steps, waiting) = plan::steps(&wanted, &children, window);
-            let (created, deleted) = execute(&set, ctx, steps).await?;
-            publish::events(&ctx.recorder, set.as_ref(), notes(created, deleted)).await;
-            let tally = Tally {
-                waiting,
-                ..plan::tally(&wanted, &children)
-            };
-            (standing(&tally), tally)
-        }
-        Err(e) => {
-            // Keep the Webhooks there are: a failed listing removes nothing.
-            let previous = set.status.clone().unwrap_or_default();
-            let tally = Tally {
-                selected: usize::try_from(previous.selected).unwrap_or(0),
-                ready: usize::try_from(previous.ready).unwrap_or(0),
-                failing: usize::try_from(previous.failing).unwrap_or(0),
-                progressing: 0,
-                waiting: usize::try_from(previous.waiting).unwrap_or(0),
-                not_ready: previous.not_ready,
-            };
-            (
-                Outcome::new(Status::False, e.reason(), e.to_string()),
-                tally,
-            )
-        }
+        Ok(selected) => converge(&set, &sctx, &selected.repositories).await?,
+        Err(e) => (
+            Outcome::new(Status::False, e.reason(), e.to_string()),
+            kept(set.status.clone().unwrap_or_default()),
+        ),
     };
     ctx.metrics.reconciled(
         "WebhookSet",
         started.elapsed(),
         result.as_ref().err().map(Error::reason),
     );
-    let previous = set
-        .status
-        .as_ref()
-        .and_then(|s| s.last_discovery_time.clone());
-    // A new listing's time, in whole seconds as the API server keeps it (so an unchanged
-    // status compares equal); a listing served from memory keeps the time it had.
-    let discovered = match &result {
-        Ok(Selection {
-            next: Some(_),
-            listed,
-            ..
-        }) if *listed || previous.is_none() => {
-            let now = jiff::Timestamp::now();
-            jiff::Timestamp::from_second(now.as_second())
-                .ok()
-                .map(Time)
-                .or(previous)
-        }
-        _ => previous,
-    };
+    let discovered = discovery_time(&result, set.status.as_ref());
     let status = new_status(
         &set,
         &outcome,
@@ -275,6 +222,78 @@ pub async fn reconcile(set: Arc<WebhookSet>, sctx: Arc<SetContext>) -> Result<Ac
             Some(next) => Ok(Action::requeue(next.max(Duration::from_secs(1)))),
             None => Ok(Action::await_change()),
         },
+    }
+}
+
+/// The set's Webhooks (from the controller's watch of the set label).
+fn children_of(set: &WebhookSet, sctx: &SetContext) -> Vec<Arc<Webhook>> {
+    let namespace = set.namespace();
+    let uid = set.uid().unwrap_or_default();
+    sctx.children
+        .state()
+        .into_iter()
+        .filter(|w| w.namespace() == namespace && w.owner_references().iter().any(|o| o.uid == uid))
+        .collect()
+}
+
+/// Makes, mends and removes the set's Webhooks for the selected repositories, says so,
+/// and counts how they stand.
+async fn converge(
+    set: &WebhookSet,
+    sctx: &SetContext,
+    repositories: &[RepoRef],
+) -> Result<(Outcome, Tally), Error> {
+    let ctx = &sctx.ctx;
+    let children = children_of(set, sctx);
+    let children: Vec<&Webhook> = children.iter().map(AsRef::as_ref).collect();
+    let wanted: Vec<Webhook> = repositories
+        .iter()
+        .filter_map(|r| plan::child(set, r))
+        .collect();
+    let window = plan::creation_window(creation_budget(set, ctx).await);
+    let (steps, waiting) = plan::steps(&wanted, &children, window);
+    let (created, deleted) = execute(set, ctx, steps).await?;
+    publish::events(&ctx.recorder, set, notes(created, deleted)).await;
+    let tally = Tally {
+        waiting,
+        ..plan::tally(&wanted, &children)
+    };
+    Ok((standing(&tally), tally))
+}
+
+/// The counts the status had: a failed selection removes nothing and counts nothing anew.
+fn kept(previous: WebhookSetStatus) -> Tally {
+    let count = |n: i32| usize::try_from(n).unwrap_or(0);
+    Tally {
+        selected: count(previous.selected),
+        ready: count(previous.ready),
+        failing: count(previous.failing),
+        progressing: 0,
+        waiting: count(previous.waiting),
+        not_ready: previous.not_ready,
+    }
+}
+
+/// A new listing's time, in whole seconds as the API server keeps it (so an unchanged
+/// status compares equal); a listing served from memory keeps the time it had.
+fn discovery_time(
+    result: &Result<Selection, Error>,
+    status: Option<&WebhookSetStatus>,
+) -> Option<Time> {
+    let previous = status.and_then(|s| s.last_discovery_time.clone());
+    match result {
+        Ok(Selection {
+            next: Some(_),
+            listed,
+            ..
+        }) if *listed || previous.is_none() => {
+            let now = jiff::Timestamp::now();
+            jiff::Timestamp::from_second(now.as_second())
+                .ok()
+                .map(Time)
+                .or(previous)
+        }
+        _ => previous,
     }
 }
 
