@@ -26,6 +26,11 @@ struct Entry {
     backend: Arc<dyn WebhookBackend>,
 }
 
+/// Builds a client from a connection's settings: [`bitbucket::connect`], or a stand-in in
+/// the driver's tests.
+pub type Connector =
+    Arc<dyn Fn(ConnectionConfig) -> bitbucket::Result<Arc<dyn WebhookBackend>> + Send + Sync>;
+
 /// Clients per connection, and what they share.
 pub struct Registry {
     clients: Mutex<HashMap<ConnectionId, Entry>>,
@@ -37,6 +42,7 @@ pub struct Registry {
     namespaced_private_targets: bool,
     retry: RetryPolicy,
     metrics: Arc<Metrics>,
+    connector: Connector,
 }
 
 /// An Unverified connection is proven again at most this often on its Webhooks' asking.
@@ -56,7 +62,13 @@ impl Registry {
             namespaced_private_targets,
             retry,
             metrics,
+            connector: Arc::new(bitbucket::connect),
         }
+    }
+
+    /// The same registry building its clients with `connector`.
+    pub fn with_connector(self, connector: Connector) -> Self {
+        Registry { connector, ..self }
     }
 
     /// The client for a connection, building it if the connection or a Secret changed.
@@ -89,7 +101,7 @@ impl Registry {
         let budget = self
             .budgets
             .join(&view.id, &budget_key, view.requests_per_hour());
-        let backend = bitbucket::connect(ConnectionConfig {
+        let backend = (self.connector)(ConnectionConfig {
             flavor: view.spec.flavor,
             base_url: view.spec.base_url.clone(),
             credentials: material.credentials,

@@ -7,6 +7,8 @@
 
 mod cleanup;
 pub(crate) mod dereference;
+#[cfg(test)]
+mod driver_tests;
 mod execute;
 #[cfg(test)]
 pub(crate) mod fixture;
