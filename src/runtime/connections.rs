@@ -13,7 +13,7 @@ use kube::runtime::{PredicateConfig, WatchStreamExt, watcher};
 use kube::{Api, Resource, ResourceExt};
 
 use super::watches::{NoWait, Scope, changed, watch_backoff};
-use crate::api::{BitbucketConnection, ClusterBitbucketConnection};
+use crate::api::{BitbucketConnection, ClusterBitbucketConnection, ConnectionKind};
 use crate::reconcile::conditions;
 use crate::reconcile::{Registry, retries};
 
@@ -47,7 +47,7 @@ where
             .budgets
             .connections_on(&budget)
             .into_iter()
-            .filter(|c| format!("{:?}", c.kind) == K::kind(&()))
+            .filter(|c| c.kind == K::KIND)
             .map(|c| match &c.namespace {
                 Some(namespace) => ObjectRef::new(&c.name).within(namespace),
                 None => ObjectRef::new(&c.name),
@@ -82,6 +82,8 @@ pub trait ConnectionLike:
     + Sync
     + 'static
 {
+    /// Which kind it is.
+    const KIND: ConnectionKind;
     /// The Secrets the connection reads.
     fn secret_names(&self) -> Vec<String>;
     /// The connection's Ready condition, if it has one.
@@ -105,6 +107,7 @@ fn secret_names(spec: &crate::api::ConnectionSpec) -> Vec<String> {
 }
 
 impl ConnectionLike for BitbucketConnection {
+    const KIND: ConnectionKind = ConnectionKind::BitbucketConnection;
     fn secret_names(&self) -> Vec<String> {
         secret_names(&self.spec.connection)
     }
@@ -114,6 +117,7 @@ impl ConnectionLike for BitbucketConnection {
 }
 
 impl ConnectionLike for ClusterBitbucketConnection {
+    const KIND: ConnectionKind = ConnectionKind::ClusterBitbucketConnection;
     fn secret_names(&self) -> Vec<String> {
         secret_names(&self.spec.connection)
     }
