@@ -13,9 +13,11 @@ CARGO ?= cargo
 CLUSTER_DIR ?= $(CURDIR)/.cluster
 CONTROLPLANE = $(shell bash hack/build-controlplane.sh 2>/dev/null | tail -n1)
 HELM = $(shell bash hack/build-helm.sh 2>/dev/null | tail -n1)
+# Flux's notification-controller for the urlFrom.receiverRef tests, built from its Go module.
+FLUX = $(shell bash hack/build-flux.sh 2>/dev/null | tail -n1)
 CHART = charts/bitbucket-webhook-operator
 
-.PHONY: all build crds envtest helm helm-lint cluster cluster-down lint test unit-test integration-test demo bench soak help
+.PHONY: all build crds envtest flux helm helm-lint cluster cluster-down lint test unit-test integration-test demo bench soak help
 
 all: build
 
@@ -24,6 +26,7 @@ help:
 	@echo "make test          lint, unit and integration tests (builds the control plane once)"
 	@echo "make build         build the operator and the simulator"
 	@echo "make crds          regenerate crds/ from the Rust types"
+	@echo "make flux          build Flux's notification-controller from its Go module (cached), for the Receiver tests"
 	@echo "make envtest       build etcd, kube-apiserver, kube-controller-manager and kubectl $(KUBE_VERSION) from Go modules (cached)"
 	@echo "make cluster       start etcd, kube-apiserver and kube-controller-manager in the background; cluster-down stops them"
 	@echo "make soak          50 kills of the operator over 200 Webhooks under faults, restarts of the API server and Bitbucket, then an audit; long fuzzing runs (about 12 minutes)"
@@ -38,6 +41,9 @@ crds:
 
 envtest:
 	@bash hack/build-controlplane.sh
+
+flux:
+	@bash hack/build-flux.sh
 
 helm:
 	@bash hack/build-helm.sh
@@ -60,11 +66,11 @@ lint:
 unit-test:
 	$(CARGO) test --workspace --lib --bins
 
-integration-test: envtest helm
-	BBWO_CONTROLPLANE_DIR=$(CONTROLPLANE) BBWO_HELM=$(HELM) $(CARGO) test --workspace --tests
+integration-test: envtest helm flux
+	BBWO_CONTROLPLANE_DIR=$(CONTROLPLANE) BBWO_HELM=$(HELM) BBWO_FLUX_DIR=$(FLUX) $(CARGO) test --workspace --tests
 
-test: lint envtest helm-lint
-	BBWO_CONTROLPLANE_DIR=$(CONTROLPLANE) BBWO_HELM=$(HELM) $(CARGO) test --workspace
+test: lint envtest flux helm-lint
+	BBWO_CONTROLPLANE_DIR=$(CONTROLPLANE) BBWO_HELM=$(HELM) BBWO_FLUX_DIR=$(FLUX) $(CARGO) test --workspace
 	BBWO_CONTROLPLANE_DIR=$(CONTROLPLANE) $(CARGO) test --features otel --test otel
 
 demo: envtest

@@ -119,10 +119,30 @@ pub struct HookAddress {
 }
 
 impl HookAddress {
+    /// The hook a Webhook stands for. With `urlFrom`, what it names stands in for the URL
+    /// (known only once read): two Webhooks bound to one Receiver want one hook.
     pub fn of(w: &Webhook) -> HookAddress {
+        let settings = &w.spec.settings;
+        let url = match &settings.url_from {
+            None => settings.url.clone(),
+            Some(source) => {
+                let namespace = w.metadata.namespace.as_deref().unwrap_or("");
+                let named = match (
+                    &source.receiver_ref,
+                    &source.config_map_key_ref,
+                    &source.secret_key_ref,
+                ) {
+                    (Some(r), _, _) => format!("Receiver {}", r.name),
+                    (None, Some(k), _) => format!("ConfigMap {} {}", k.name, k.key),
+                    (None, None, Some(k)) => format!("Secret {} {}", k.name, k.key),
+                    (None, None, None) => String::new(),
+                };
+                format!("urlFrom {namespace} {named}")
+            }
+        };
         HookAddress {
             place: PlaceKey::of(w),
-            url: w.spec.settings.url.clone(),
+            url,
         }
     }
 }

@@ -130,6 +130,12 @@ struct RunArgs {
     /// cluster. ClusterBitbucketConnections decide for themselves.
     #[arg(long, env = "BBWO_NAMESPACED_PRIVATE_TARGETS", default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
     namespaced_private_targets: bool,
+    /// Watch Flux Receivers (notification.toolkit.fluxcd.io/v1) so that a Webhook with
+    /// urlFrom.receiverRef follows its Receiver's path at once. Needs Flux's CRDs and read
+    /// access to receivers (chart value urlFrom.fluxReceivers); without it such Webhooks
+    /// read their Receiver at each reconcile and follow it at the next resync.
+    #[arg(long, env = "BBWO_WATCH_FLUX_RECEIVERS", default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    watch_flux_receivers: bool,
     /// Serve `PUT /debug/log-level` on the metrics port. Off by default: anyone who
     /// reaches that port (the chart's Service exposes it) could change the logging.
     #[arg(long, env = "BBWO_ENABLE_DEBUG_ENDPOINTS", default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
@@ -497,6 +503,7 @@ fn operator_config(args: &RunArgs) -> Config {
         }),
         cluster_secret_namespace: args.cluster_secret_namespace.clone(),
         namespaced_private_targets: args.namespaced_private_targets,
+        watch_flux_receivers: args.watch_flux_receivers,
         concurrency: args.concurrency,
         periodic_concurrency: usize::from(args.periodic_concurrency),
     }

@@ -110,6 +110,19 @@ pub struct ConnectionSpec {
     /// --namespaced-private-targets (which also lets its baseURL be such an address).
     #[serde(default)]
     pub allow_private_targets: bool,
+
+    /// Where the cluster's Flux notification-controller receiver is reachable from
+    /// Bitbucket (its ingress, e.g. "https://flux-webhook.example.com"): the base of the
+    /// URL of every Webhook of this connection with `urlFrom.receiverRef` and no
+    /// `baseURL` of its own.
+    #[serde(
+        default,
+        rename = "receiverBaseURL",
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[schemars(length(min = 1, max = 2048))]
+    #[x_kube(validation = Rule::new("isURL(self) && url(self).getScheme() in ['http', 'https'] && url(self).getHostname() != ''").message("url must be an absolute http:// or https:// URL with a host").reason(Reason::FieldValueInvalid))]
+    pub receiver_base_url: Option<String>,
 }
 
 /// Which Bitbucket API a connection talks to.

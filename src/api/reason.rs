@@ -56,6 +56,11 @@ pub enum Reason {
     InheritedDuplicate,
     /// The Kubernetes API refused or failed a request.
     KubernetesError,
+    /// `urlFrom.receiverRef`: the Flux Receiver is missing, not Ready, has no
+    /// `webhookPath` yet, or the operator may not read it; nothing is written to Bitbucket.
+    ReceiverNotReady,
+    /// `urlFrom`: the ConfigMap or Secret holding the URL, or its key, does not exist.
+    UrlSourceNotFound,
     /// The finalizer could not be added or removed.
     FinalizerError,
 

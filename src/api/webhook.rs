@@ -71,6 +71,7 @@ pub struct WebhookSpec {
 /// template share.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("has(self.url) != has(self.urlFrom)").message("set exactly one of url and urlFrom").reason(Reason::FieldValueInvalid))]
 pub struct WebhookSettings {
     /// The webhook's name as Bitbucket shows it (Cloud "description", Data Center "name").
     /// Defaults to "<namespace>/<name>" of this object.
@@ -80,11 +81,18 @@ pub struct WebhookSettings {
     pub title: Option<String>,
 
     /// Where Bitbucket delivers events: an absolute http:// or https:// URL. It must not
-    /// carry credentials; use `secretRef` to sign deliveries instead.
+    /// carry credentials; use `secretRef` to sign deliveries instead. Exactly one of `url`
+    /// and `urlFrom`.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     #[schemars(length(min = 1, max = 2048))]
     #[x_kube(validation = Rule::new("isURL(self) && url(self).getScheme() in ['http', 'https'] && url(self).getHostname() != ''").message("url must be an absolute http:// or https:// URL with a host").reason(Reason::FieldValueInvalid))]
     #[x_kube(validation = Rule::new("!self.matches('^[a-zA-Z][a-zA-Z0-9+.-]*://[^/?#]*@')").message("url must not contain a user name or password; sign deliveries with secretRef instead").reason(Reason::FieldValueForbidden))]
     pub url: String,
+
+    /// Where to read the URL instead of writing it here: a Flux `Receiver`, or a key of a
+    /// ConfigMap or Secret in the Webhook's namespace. The hook follows it when it changes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url_from: Option<UrlSource>,
 
     /// The events that trigger a delivery, in the vocabulary of the connection's flavor:
     /// Cloud "repo:push", "pullrequest:created", ...; Data Center "repo:refs_changed",
@@ -209,6 +217,54 @@ pub enum ConnectionKind {
     #[default]
     BitbucketConnection,
     ClusterBitbucketConnection,
+}
+
+/// Where a Webhook's URL comes from: exactly one of the three.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("[has(self.receiverRef), has(self.configMapKeyRef), has(self.secretKeyRef)].filter(x, x).size() == 1").message("urlFrom takes exactly one of receiverRef, configMapKeyRef and secretKeyRef").reason(Reason::FieldValueInvalid))]
+pub struct UrlSource {
+    /// A Flux Receiver (notification.toolkit.fluxcd.io/v1) in the Webhook's namespace: the
+    /// URL is `baseURL` followed by the Receiver's `status.webhookPath`, and without a
+    /// `secretRef` the Receiver's token (its Secret's key "token") signs deliveries, so
+    /// Bitbucket signs what Flux verifies. The Webhook waits while the Receiver is not
+    /// Ready. Receiver type "bitbucket" verifies Cloud's and Data Center's X-Hub-Signature;
+    /// "generic" verifies nothing (its path is the secret); other types are refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub receiver_ref: Option<ReceiverRef>,
+    /// A ConfigMap key holding the URL (an Argo Events webhook EventSource, a Tekton
+    /// EventListener behind an ingress, ...).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config_map_key_ref: Option<KeyRef>,
+    /// A Secret key holding the URL (when the URL itself is the receiver's secret).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_key_ref: Option<KeyRef>,
+}
+
+/// A Flux Receiver and where it is reachable from Bitbucket.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ReceiverRef {
+    /// The Receiver's name, in the Webhook's namespace.
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
+    /// The externally reachable URL the notification-controller's receiver is served
+    /// under (its ingress), e.g. "https://flux-webhook.example.com". Defaults to the
+    /// connection's `receiverBaseURL`.
+    #[serde(default, rename = "baseURL", skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 2048))]
+    #[x_kube(validation = Rule::new("isURL(self) && url(self).getScheme() in ['http', 'https'] && url(self).getHostname() != ''").message("url must be an absolute http:// or https:// URL with a host").reason(Reason::FieldValueInvalid))]
+    pub base_url: Option<String>,
+}
+
+/// A key of a ConfigMap or Secret in the Webhook's namespace.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct KeyRef {
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
+    #[schemars(length(min = 1, max = 253))]
+    pub key: String,
 }
 
 /// Where the webhook's signing secret lives.

@@ -26,6 +26,14 @@ pub enum Error {
     SecretInvalid(#[from] SecretProblem),
     #[error(transparent)]
     InvalidSpec(#[from] Invalid),
+    /// `what`: "Receiver team/ci", with why in `message`.
+    #[error(
+        "{what} is not ready to deliver to: {message}; nothing is written to Bitbucket until it is"
+    )]
+    ReceiverNotReady { what: String, message: String },
+    /// `what`: "ConfigMap team/urls key \"ci\"".
+    #[error("{what} does not exist: it holds this Webhook's URL (urlFrom)")]
+    UrlSourceNotFound { what: String },
     #[error("Webhook {holder} already manages a hook with this URL on this repository")]
     Conflict { holder: String },
     #[error("{0}")]
@@ -142,6 +150,10 @@ pub enum Invalid {
         "discoveryInterval {value:?} is not a duration of at least 10s (\"90s\", \"10m\", \"1h\")"
     )]
     DiscoveryInterval { value: String },
+    /// What `urlFrom` names cannot give a URL Bitbucket can deliver to, or a Receiver
+    /// that could verify what Bitbucket sends.
+    #[error("urlFrom: {0}")]
+    UrlFrom(String),
 }
 
 impl Error {
@@ -171,6 +183,8 @@ impl Error {
                 Reason::RepositoryNotFound
             }
             Error::Stale { .. } => Reason::FinalizerError,
+            Error::ReceiverNotReady { .. } => Reason::ReceiverNotReady,
+            Error::UrlSourceNotFound { .. } => Reason::UrlSourceNotFound,
         }
     }
 
@@ -178,7 +192,13 @@ impl Error {
     /// (which triggers a reconcile through the watches).
     pub fn transient(&self) -> bool {
         match self {
-            Error::Kube(_) | Error::ConnectionNotReady { .. } | Error::Stale { .. } => true,
+            // A Receiver becomes Ready by itself (the notification-controller), and a
+            // ConfigMap is not watched: looked at again on backoff.
+            Error::Kube(_)
+            | Error::ConnectionNotReady { .. }
+            | Error::Stale { .. }
+            | Error::ReceiverNotReady { .. }
+            | Error::UrlSourceNotFound { .. } => true,
             // A garbled answer may be a proxy's or a moment's: looked at again on backoff.
             Error::Bitbucket(e) => {
                 e.retryable() || matches!(e, bitbucket::Error::Unexpected { .. })

@@ -30,6 +30,7 @@ pub use connection::{
     Registry, reconcile_cluster as reconcile_cluster_connection,
     reconcile_namespaced as reconcile_connection,
 };
+pub use webhook::url_from::{RECEIVER_GROUP, RECEIVER_VERSION};
 pub use webhook::{check_events, check_spec};
 pub use webhook::{error_policy as webhook_error_policy, reconcile as reconcile_webhook};
 pub use webhookset::{
@@ -66,6 +67,8 @@ pub struct Config {
     /// A cluster admin's choice: off, a namespace's user could point the operator's
     /// network access anywhere inside the cluster.
     pub namespaced_private_targets: bool,
+    /// Watch Flux Receivers, so Webhooks bound to one follow it at once.
+    pub watch_flux_receivers: bool,
     /// Reconciles at once, per controller (reconciles mostly wait on the network).
     pub concurrency: u16,
     /// How many of them, process-wide, may be periodic work (resyncs, health polls of
@@ -99,6 +102,7 @@ impl Default for Config {
             cluster_connections: true,
             leader_election: None,
             namespaced_private_targets: false,
+            watch_flux_receivers: false,
             concurrency: 32,
             periodic_concurrency: 8,
         }

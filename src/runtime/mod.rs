@@ -177,8 +177,12 @@ where
         namespaced: connections_writer,
         cluster: cluster_writer,
     };
+    let receivers = config
+        .watch_flux_receivers
+        .then(|| watches::receiver_changes(client, &scope, webhooks.clone()));
     let webhook_controller =
         webhook_controller(client, &scope, webhook_stream, webhooks, secrets, writers)
+            .reconcile_on(futures::stream::iter(receivers).flatten())
             // Webhooks that found Bitbucket failing are retried when it answers again
             // (through the budget, which paces them), not each after its own backoff.
             .reconcile_on(

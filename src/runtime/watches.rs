@@ -242,25 +242,67 @@ pub fn secret_versions(
     .touched_objects()
 }
 
-/// The Webhooks signed with the Secret `namespace`/`name`.
+/// The Webhooks that read the Secret `namespace`/`name`: to sign with, for their URL, or
+/// possibly as their Receiver's token (its name is in the Receiver: every Webhook of the
+/// namespace bound to a Receiver without a secretRef of its own).
 pub fn webhooks_signed_with(
     store: &Store<DeserializeGuard<Webhook>>,
     namespace: Option<String>,
     name: &str,
 ) -> Vec<ObjectRef<DeserializeGuard<Webhook>>> {
+    let reads = |w: &Webhook| {
+        let settings = &w.spec.settings;
+        let source = settings.url_from.as_ref();
+        settings.secret_ref.as_ref().is_some_and(|r| r.name == name)
+            || source.is_some_and(|s| s.secret_key_ref.as_ref().is_some_and(|k| k.name == name))
+            || (settings.secret_ref.is_none() && source.is_some_and(|s| s.receiver_ref.is_some()))
+    };
     store
         .state()
         .into_iter()
         .filter(|g| {
-            g.0.as_ref().is_ok_and(|w| {
-                w.namespace() == namespace
-                    && w.spec
-                        .settings
-                        .secret_ref
-                        .as_ref()
-                        .is_some_and(|r| r.name == name)
-            })
+            g.0.as_ref()
+                .is_ok_and(|w| w.namespace() == namespace && reads(w))
         })
         .map(|g| ObjectRef::from_obj(g.as_ref()))
         .collect()
+}
+
+/// The Webhooks bound to a Flux Receiver, as its changes come (the path follows its token,
+/// its readiness the notification-controller). A watch error is retried with backoff.
+pub fn receiver_changes(
+    client: &kube::Client,
+    scope: &Scope,
+    webhooks: Store<DeserializeGuard<Webhook>>,
+) -> impl futures::Stream<Item = ObjectRef<DeserializeGuard<Webhook>>> + Send + 'static {
+    use crate::reconcile::{RECEIVER_GROUP, RECEIVER_VERSION};
+    use kube::api::DynamicObject;
+    use kube::core::{ApiResource, GroupVersionKind};
+    let gvk = GroupVersionKind::gvk(RECEIVER_GROUP, RECEIVER_VERSION, "Receiver");
+    let resource = ApiResource::from_gvk_with_plural(&gvk, "receivers");
+    let api: Api<DynamicObject> = match &scope.namespace {
+        Some(ns) => Api::namespaced_with(client.clone(), ns, &resource),
+        None => Api::all_with(client.clone(), &resource),
+    };
+    watcher(api, watcher::Config::default())
+        .backoff(watch_backoff())
+        .touched_objects()
+        .filter_map(|r| futures::future::ready(r.ok()))
+        .flat_map(move |receiver| {
+            let (namespace, name) = (receiver.namespace(), receiver.name_any());
+            let bound: Vec<_> = webhooks
+                .state()
+                .into_iter()
+                .filter(|g| {
+                    g.0.as_ref().is_ok_and(|w| {
+                        w.namespace() == namespace
+                            && w.spec.settings.url_from.as_ref().is_some_and(|s| {
+                                s.receiver_ref.as_ref().is_some_and(|r| r.name == name)
+                            })
+                    })
+                })
+                .map(|g| ObjectRef::from_obj(g.as_ref()))
+                .collect();
+            futures::stream::iter(bound)
+        })
 }

@@ -56,4 +56,16 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 - apiGroups: ["events.k8s.io"]
   resources: ["events"]
   verbs: ["create", "patch"]
+{{- if .Values.urlFrom.fluxReceivers }}
+# urlFrom.receiverRef: read Flux Receivers (their webhookPath), watched to follow them.
+- apiGroups: ["notification.toolkit.fluxcd.io"]
+  resources: ["receivers"]
+  verbs: ["get", "list", "watch"]
+{{- end }}
+{{- if .Values.urlFrom.configMaps }}
+# urlFrom.configMapKeyRef: read the ConfigMap that holds a Webhook's URL.
+- apiGroups: [""]
+  resources: ["configmaps"]
+  verbs: ["get"]
+{{- end }}
 {{- end }}

@@ -53,7 +53,14 @@ pub fn deletion(w: &Webhook, holder: Option<String>) -> Deletion {
     }
     Deletion::Delete(match id {
         Some(id) => Victim::Id(id),
-        None => Victim::WithUrl(w.spec.settings.url.clone()),
+        // The mark holds the URL the create was for (urlFrom's may have moved since).
+        None => Victim::WithUrl(
+            w.annotations()
+                .get(PENDING_CREATE_ANNOTATION)
+                .filter(|url| !url.is_empty())
+                .cloned()
+                .unwrap_or_else(|| w.spec.settings.url.clone()),
+        ),
     })
 }
 

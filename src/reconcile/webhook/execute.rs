@@ -6,6 +6,8 @@ use kube::Api;
 
 use super::Done;
 use super::observe::{Observation, Target};
+use sha2::Digest;
+
 use crate::api::Webhook;
 use crate::bitbucket::{self, Deleted, HookSpec, SecretChange, WebhookBackend};
 use crate::identity::ConnectionPlace;
@@ -87,7 +89,7 @@ async fn create(
     key: &ConnectionPlace,
     ctx: &Context,
 ) -> Result<String, Error> {
-    finalizer::claim(api, target.w, Some(&desired.url)).await?;
+    finalizer::claim(api, target.w, Some(&pending_mark(target.w, &desired.url))).await?;
     let secret = desired
         .secret
         .as_ref()
@@ -126,11 +128,32 @@ fn secret_change(desired: &Desired, fields: &[Field]) -> SecretChange {
     }
 }
 
+/// What the pending-create mark says of the URL a create is for: the URL, or with urlFrom
+/// (a Receiver's path, a Secret's value) its SHA-256 digest, which `Victim` matches too.
+pub fn pending_mark(w: &Webhook, url: &str) -> String {
+    if w.spec.settings.url_from.is_none() {
+        return url.to_owned();
+    }
+    format!(
+        "sha256:{}",
+        hex::encode(sha2::Sha256::digest(url.as_bytes()))
+    )
+}
+
+/// Whether a hook's URL is what a pending mark names.
+fn marked(mark: &str, url: &str) -> bool {
+    match mark.strip_prefix("sha256:") {
+        Some(digest) => hex::encode(sha2::Sha256::digest(url.as_bytes())) == digest,
+        None => mark == url,
+    }
+}
+
 /// Which hook a deletion removes.
 #[derive(Debug, PartialEq)]
 pub enum Victim {
     Id(String),
-    /// Created, but the id never reached status: the hook with this URL is ours.
+    /// Created, but the id never reached status: the hook with the URL the pending mark
+    /// names (the URL or its digest) is ours.
     WithUrl(String),
 }
 
@@ -148,7 +171,7 @@ pub async fn delete(
         Victim::WithUrl(url) => {
             let (hooks, _) =
                 super::observe::listing(backend, place, key, Duration::ZERO, ctx).await?;
-            match hooks.into_iter().find(|h| h.url == url) {
+            match hooks.into_iter().find(|h| marked(&url, &h.url)) {
                 Some(h) => h.id,
                 None => {
                     return Ok(format!(
@@ -172,4 +195,29 @@ pub async fn delete(
         Deleted::Removed => format!("deleted hook {id} from {place}"),
         Deleted::AlreadyGone => format!("hook {id} was already gone from {place}"),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::reconcile::webhook::fixture::webhook;
+
+    #[test]
+    fn a_url_from_elsewhere_is_marked_by_its_digest_and_still_found() {
+        let url = "https://flux.example.com/hook/abc";
+        let plain = webhook(serde_json::json!({}), &[]);
+        assert_eq!(pending_mark(&plain, url), url);
+        let bound = webhook(
+            serde_json::json!({ "url": "", "urlFrom": { "receiverRef": { "name": "ci" } } }),
+            &[],
+        );
+        let mark = pending_mark(&bound, url);
+        assert!(
+            mark.starts_with("sha256:") && !mark.contains("abc"),
+            "{mark}"
+        );
+        assert!(marked(&mark, url));
+        assert!(!marked(&mark, "https://flux.example.com/hook/other"));
+        assert!(marked(url, url));
+    }
 }

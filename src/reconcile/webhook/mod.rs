@@ -16,6 +16,7 @@ mod inherited;
 mod observe;
 mod priority;
 mod status;
+pub mod url_from;
 mod validate;
 
 use std::sync::Arc;
@@ -82,6 +83,8 @@ struct Synced {
     report: Report,
     flavor: Flavor,
     backend: Arc<dyn WebhookBackend>,
+    /// Where deliveries go (the spec's url, or what urlFrom named).
+    url: String,
     secret: Option<secrecy::SecretString>,
     /// The Webhook's probe, else the connection's.
     probe: Option<crate::api::ProbeSpec>,
@@ -264,11 +267,16 @@ async fn sync(w: &Webhook, api: &Api<Webhook>, ctx: &Context) -> Result<Synced, 
     let flavor = view.spec.flavor;
     let valid = validate::spec(w, flavor)?;
     validate::conflict(w, &ctx.claims)?;
+    // Nothing reaches Bitbucket before the URL (a Receiver's) is known.
+    let delivery = url_from::resolve(w, &view, ctx).await?;
     // Not while another Webhook of this hook (one moved away) is deleting it.
     let _turn = ctx.handover.turn(w).await;
     let backend = ctx.connections.backend(&ctx.secret_reader(), &view).await?;
-    let secret = dereference::signing_secret(w, ctx).await?;
-    let desired = desired(w, valid.events, secret);
+    let secret = match delivery.receiver_secret {
+        Some(token) => Some(token),
+        None => dereference::signing_secret(w, ctx).await?,
+    };
+    let desired = desired(w, delivery.url, valid.events, secret);
     let target = Target {
         w,
         view: &view,
@@ -305,6 +313,7 @@ async fn sync(w: &Webhook, api: &Api<Webhook>, ctx: &Context) -> Result<Synced, 
             inherited_duplicate,
         },
         flavor,
+        url: desired.url,
         secret: desired.secret.map(|s| s.value),
         probe: w
             .spec
@@ -319,6 +328,7 @@ async fn sync(w: &Webhook, api: &Api<Webhook>, ctx: &Context) -> Result<Synced, 
 
 fn desired(
     w: &Webhook,
+    url: String,
     events: Vec<String>,
     secret: Option<super::plan::DesiredSecret>,
 ) -> Desired {
@@ -330,7 +340,7 @@ fn desired(
             .title
             .clone()
             .unwrap_or_else(|| format!("{namespace}/{}", w.name_any())),
-        url: w.spec.settings.url.clone(),
+        url,
         active: w.spec.settings.active,
         events,
         secret,
@@ -440,7 +450,7 @@ async fn assess(w: &Webhook, synced: &Synced, ctx: &Context) -> Option<Assessmen
             backend: synced.backend.as_ref(),
             place,
             hook_id: id,
-            url: &w.spec.settings.url,
+            url: &synced.url,
             secret: synced.secret.as_ref(),
             skip_cert_verification: w.spec.settings.skip_cert_verification,
             probe: synced.probe.as_ref(),
