@@ -71,6 +71,8 @@ pids+=($!)
 
 echo "==> applying examples/ to namespace demo, pointed at the simulator"
 for f in examples/*.yaml; do
+  # Needs Flux's notification-controller, which the demo does not run.
+  [ "$f" = examples/flux-receiver.yaml ] && continue
   sed -e "s#https://bitbucket.example.com#$sim#g" \
       -e "/flavor: Cloud/a\\  baseURL: $sim/2.0" \
       -e "/^  flavor: /a\\  allowPrivateTargets: true  # demo only: the receiver is on loopback" \

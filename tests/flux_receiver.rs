@@ -141,14 +141,14 @@ async fn start(w: &World) -> Running {
 fn receiver_yaml(type_: &str) -> String {
     format!(
         "apiVersion: notification.toolkit.fluxcd.io/v1\nkind: Receiver\nmetadata: {{name: bitbucket}}\n\
-         spec:\n  type: {type_}\n  secretRef: {{name: flux-token}}\n  resources:\n  \
+         spec:\n  type: {type_}\n  secretRef: {{name: flux-receiver-token}}\n  resources:\n  \
          - {{apiVersion: source.toolkit.fluxcd.io/v1, kind: GitRepository, name: app}}\n"
     )
 }
 
 fn token_yaml(token: &str) -> String {
     format!(
-        "apiVersion: v1\nkind: Secret\nmetadata: {{name: flux-token}}\nstringData: {{token: {token}}}\n"
+        "apiVersion: v1\nkind: Secret\nmetadata: {{name: flux-receiver-token}}\nstringData: {{token: {token}}}\n"
     )
 }
 
@@ -231,25 +231,37 @@ async fn push(w: &World) -> Value {
     deliveries[0]["statusCode"].clone()
 }
 
+/// examples/flux-receiver.yaml, pointed at this world (Cloud), or the same for `flavor`
+/// with a Receiver of `type_`.
+fn manifests(w: &World, base: &str, type_: &str) -> String {
+    if w.flavor == Flavor::Cloud && type_ == "bitbucket" {
+        let example = std::fs::read_to_string(support::repo_path("examples/flux-receiver.yaml"))
+            .expect("examples/flux-receiver.yaml");
+        return example
+            .replace("replace-with-a-long-random-token", "first-token")
+            .replace("acme-cloud", "bitbucket")
+            .replace("acme/app", &w.repository)
+            .replace("https://flux-webhook.example.com", base);
+    }
+    let [push_event, _] = w.events();
+    format!(
+        "{}---\n{}---\napiVersion: bitbucket.hooks.dev/v1alpha1\nkind: Webhook\nmetadata: {{name: flux-push}}\nspec:\n  \
+         connectionRef: {{name: bitbucket}}\n  repository: {}\n  events: [\"{push_event}\"]\n  \
+         urlFrom:\n    receiverRef: {{name: bitbucket, baseURL: \"{base}\"}}\n",
+        token_yaml("first-token"),
+        receiver_yaml(type_),
+        w.repository
+    )
+}
+
 async fn push_to_reconcile(flavor: Flavor, type_: &str, signed: bool) {
     let w = World::standalone(&format!("flux-{}", type_), flavor).await;
     let flux = start(&w).await;
-    w.apply(&format!(
-        "{}---\n{}---\n{TARGET}",
-        token_yaml("first-token"),
-        receiver_yaml(type_)
-    ))
-    .expect("token, Receiver, target");
+    w.apply(TARGET).expect("the target");
+    w.apply(&manifests(&w, &flux.receiver_base, type_))
+        .expect("token, Receiver, Webhook");
     let path = receiver_path(&w, "").await;
-    let [push_event, _] = w.events();
-    w.apply(&format!(
-        "apiVersion: bitbucket.hooks.dev/v1alpha1\nkind: Webhook\nmetadata: {{name: flux}}\nspec:\n  \
-         connectionRef: {{name: bitbucket}}\n  repository: {}\n  events: [\"{push_event}\"]\n  \
-         urlFrom:\n    receiverRef: {{name: bitbucket, baseURL: \"{}\"}}\n",
-        w.repository, flux.receiver_base
-    ))
-    .expect("Webhook");
-    w.wait_ready("flux").await;
+    w.wait_ready("flux-push").await;
     let secret = signed.then_some("first-token");
     hook_with(&w, &format!("{}{path}", flux.receiver_base), secret).await;
     assert_eq!(push(&w).await, 200, "Flux accepted the delivery");

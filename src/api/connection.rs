@@ -121,7 +121,7 @@ pub struct ConnectionSpec {
         skip_serializing_if = "Option::is_none"
     )]
     #[schemars(length(min = 1, max = 2048))]
-    #[x_kube(validation = Rule::new("isURL(self) && url(self).getScheme() in ['http', 'https'] && url(self).getHostname() != ''").message("url must be an absolute http:// or https:// URL with a host").reason(Reason::FieldValueInvalid))]
+    #[x_kube(validation = Rule::new("isURL(self) && url(self).getScheme() in ['http', 'https'] && url(self).getHostname() != ''").message("receiverBaseURL must be an absolute http:// or https:// URL with a host").reason(Reason::FieldValueInvalid))]
     pub receiver_base_url: Option<String>,
 }
 

@@ -253,7 +253,7 @@ pub struct ReceiverRef {
     /// connection's `receiverBaseURL`.
     #[serde(default, rename = "baseURL", skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 2048))]
-    #[x_kube(validation = Rule::new("isURL(self) && url(self).getScheme() in ['http', 'https'] && url(self).getHostname() != ''").message("url must be an absolute http:// or https:// URL with a host").reason(Reason::FieldValueInvalid))]
+    #[x_kube(validation = Rule::new("isURL(self) && url(self).getScheme() in ['http', 'https'] && url(self).getHostname() != ''").message("baseURL must be an absolute http:// or https:// URL with a host").reason(Reason::FieldValueInvalid))]
     pub base_url: Option<String>,
 }
 
@@ -261,8 +261,10 @@ pub struct ReceiverRef {
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct KeyRef {
+    /// The ConfigMap's or Secret's name.
     #[schemars(length(min = 1, max = 253))]
     pub name: String,
+    /// The key whose value is the URL.
     #[schemars(length(min = 1, max = 253))]
     pub key: String,
 }

@@ -64,7 +64,7 @@ fn each_problem_names_file_line_object_and_field() {
         ),
         (
             "  repository: PLAT/api\n",
-            "hooks.yaml:5: Webhook w: spec.url: Required value",
+            "hooks.yaml:5: Webhook w: spec: set exactly one of url and urlFrom",
         ),
         (
             "  repository: PLAT/api\n  url: https://ci.example.com/hook\n  deletionPolicy: Keep\n",

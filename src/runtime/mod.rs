@@ -176,15 +176,12 @@ where
     let writers = ConnectionWriters {
         namespaced: connections_writer,
         cluster: cluster_writer,
+        watch_receivers: config.watch_flux_receivers,
     };
-    let receivers = config
-        .watch_flux_receivers
-        .then(|| watches::receiver_changes(client, &scope, webhooks.clone()));
     let webhook_controller =
         webhook_controller(client, &scope, webhook_stream, webhooks, secrets, writers)
-            .reconcile_on(futures::stream::iter(receivers).flatten())
             // Webhooks that found Bitbucket failing are retried when it answers again
-            // (through the budget, which paces them), not each after its own backoff.
+            // (paced by the budget), not each after its own backoff.
             .reconcile_on(
                 retries::due(ctx.connections.clone(), scope.namespace.clone())
                     .map(|(namespace, name)| ObjectRef::new(&name).within(&namespace)),
@@ -222,10 +219,12 @@ where
     (ctx, work)
 }
 
-/// Where the Webhook controller's connection watches keep what they saw.
+/// Where the Webhook controller's connection watches keep what they saw, and whether it
+/// watches Flux Receivers too.
 struct ConnectionWriters {
     namespaced: reflector::store::Writer<BitbucketConnection>,
     cluster: reflector::store::Writer<ClusterBitbucketConnection>,
+    watch_receivers: bool,
 }
 
 /// The Webhook controller: Webhooks, and the connections and Secrets they use.
@@ -262,6 +261,11 @@ fn webhook_controller(
         .watches_stream(secrets, move |secret| {
             watches::webhooks_signed_with(&by_secret, secret.namespace(), &secret.name_any())
         });
+    if writers.watch_receivers {
+        // Webhooks bound to a Flux Receiver follow its path and readiness.
+        let receivers = watches::receiver_changes(client, scope, webhooks.clone());
+        controller = controller.reconcile_on(receivers);
+    }
     if scope.cluster_connections {
         controller = controller.watches_stream(
             watches::connection_events(

@@ -53,11 +53,21 @@ pub async fn resolve(w: &Webhook, view: &View, ctx: &Context) -> Result<Delivery
 
 async fn config_map_value(namespace: &str, key: &KeyRef, ctx: &Context) -> Result<String, Error> {
     let what = format!("ConfigMap {namespace}/{} key {:?}", key.name, key.key);
-    let map = Api::<ConfigMap>::namespaced(ctx.client.clone(), namespace)
+    let map = match Api::<ConfigMap>::namespaced(ctx.client.clone(), namespace)
         .get_opt(&key.name)
-        .await?
-        .ok_or_else(|| Error::UrlSourceNotFound { what: what.clone() })?;
-    map.data
+        .await
+    {
+        Ok(map) => map,
+        Err(kube::Error::Api(e)) if e.code == 403 => {
+            return Err(Error::UrlSourceNotFound {
+                what: format!(
+                    "{what} (the operator may not read ConfigMaps: chart value urlFrom.configMaps)"
+                ),
+            });
+        }
+        Err(e) => return Err(e.into()),
+    };
+    map.and_then(|m| m.data)
         .and_then(|mut data| data.remove(&key.key))
         .ok_or(Error::UrlSourceNotFound { what })
 }
@@ -316,7 +326,7 @@ mod tests {
             "ci.example.com",
             "ftp://x/y",
             "https://u:p@x/y",
-            "https:///x",
+            "mailto:ci@example.com",
         ] {
             assert!(checked_url(bad, "v").is_err(), "{bad}");
         }
