@@ -12,7 +12,7 @@ use bitbucket_webhook_operator::api::Flavor;
 use bitbucket_webhook_operator::reconcile::Config;
 use k8s_openapi::api::core::v1::Secret;
 use kube::Api;
-use support::helm::{apply, chart, helm, render};
+use support::helm::{apply, chart, documents, helm, one, render};
 use support::{World, plane};
 
 /// `make helm` builds helm knowing the Kubernetes version of its client libraries, so a
@@ -78,6 +78,52 @@ fn helm_lint_passes_in_each_mode() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+/// urlFrom's read access is granted only when asked for, read-only, with the flag that
+/// makes the operator watch Receivers.
+#[test]
+fn url_sources_are_granted_only_when_asked_for_and_read_only() {
+    let rules_and_args = |sets: &[&str]| {
+        let docs = documents(&render("x", "ops", sets));
+        let rules = docs
+            .iter()
+            .find(|d| {
+                d["kind"] == "ClusterRole"
+                    && d["metadata"]["name"] == "x-bitbucket-webhook-operator"
+            })
+            .map(|role| role["rules"].clone())
+            .expect("the operator's ClusterRole");
+        let args = one(&docs, "Deployment")["spec"]["template"]["spec"]["containers"][0]["args"]
+            .to_string();
+        (rules, args)
+    };
+    let granted = |rules: &serde_json::Value, resource: &str| {
+        rules
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|r| {
+                r["resources"]
+                    .as_array()
+                    .is_some_and(|rs| rs.iter().any(|x| x == resource))
+            })
+            .map(|r| r["verbs"].clone())
+    };
+    let (rules, args) = rules_and_args(&[]);
+    assert_eq!(granted(&rules, "receivers"), None);
+    assert_eq!(granted(&rules, "configmaps"), None);
+    assert!(!args.contains("--watch-flux-receivers"), "{args}");
+    let (rules, args) = rules_and_args(&["urlFrom.fluxReceivers=true", "urlFrom.configMaps=true"]);
+    assert_eq!(
+        granted(&rules, "receivers"),
+        Some(serde_json::json!(["get", "list", "watch"]))
+    );
+    assert_eq!(
+        granted(&rules, "configmaps"),
+        Some(serde_json::json!(["get"]))
+    );
+    assert!(args.contains("--watch-flux-receivers"), "{args}");
 }
 
 #[test]
