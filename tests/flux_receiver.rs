@@ -371,3 +371,75 @@ async fn a_missing_or_unready_receiver_writes_nothing_and_says_so() {
     .await;
     assert_eq!(w.writes().await, 0, "nothing was written to Bitbucket");
 }
+
+#[tokio::test]
+async fn a_url_from_a_secret_or_a_config_map_is_followed() {
+    let w = World::standalone("url-sources", Flavor::DataCenter).await;
+    let _running = start(&w).await;
+    let receiver = format!("{}/", w.sim.base_url());
+    let secret_url = |path: &str| {
+        format!(
+            "apiVersion: v1\nkind: Secret\nmetadata: {{name: hook-url}}\nstringData: {{url: \"{receiver}{path}\"}}\n"
+        )
+    };
+    w.apply(&format!(
+        "{}---\napiVersion: v1\nkind: ConfigMap\nmetadata: {{name: hook-urls}}\ndata: {{ci: \"{receiver}from-config-map\"}}\n",
+        secret_url("from-secret")
+    ))
+    .expect("sources");
+    for (name, source) in [
+        ("from-secret", "secretKeyRef: {name: hook-url, key: url}"),
+        (
+            "from-config-map",
+            "configMapKeyRef: {name: hook-urls, key: ci}",
+        ),
+    ] {
+        w.apply(&format!(
+            "apiVersion: bitbucket.hooks.dev/v1alpha1\nkind: Webhook\nmetadata: {{name: {name}}}\nspec:\n  \
+             connectionRef: {{name: bitbucket}}\n  repository: {}\n  urlFrom: {{{source}}}\n",
+            w.repository
+        ))
+        .expect("Webhook");
+        w.wait_ready(name).await;
+    }
+    let urls = |hooks: Vec<Value>| {
+        let mut urls: Vec<String> = hooks
+            .iter()
+            .filter_map(|h| h["url"].as_str().map(str::to_owned))
+            .collect();
+        urls.sort();
+        urls
+    };
+    assert_eq!(
+        urls(w.hooks().await),
+        [
+            format!("{receiver}from-config-map"),
+            format!("{receiver}from-secret")
+        ]
+    );
+    // A new value in the Secret reaches Bitbucket (the Secret is watched).
+    w.apply(&secret_url("moved")).expect("Secret");
+    let started = std::time::Instant::now();
+    while !urls(w.hooks().await).contains(&format!("{receiver}moved")) {
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "{:?}",
+            urls(w.hooks().await)
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(w.hooks().await.len(), 2, "updated, not duplicated");
+    // A key that is not there: said, and nothing written.
+    let writes = w.writes().await;
+    w.apply(&format!(
+        "apiVersion: bitbucket.hooks.dev/v1alpha1\nkind: Webhook\nmetadata: {{name: missing}}\nspec:\n  \
+         connectionRef: {{name: bitbucket}}\n  repository: {}\n  urlFrom: {{configMapKeyRef: {{name: hook-urls, key: nope}}}}\n",
+        w.repository
+    ))
+    .expect("Webhook");
+    wait_synced(&w, "missing", |reason, message| {
+        reason == "UrlSourceNotFound" && message.contains("hook-urls key \"nope\"")
+    })
+    .await;
+    assert_eq!(w.writes().await, writes);
+}

@@ -38,6 +38,8 @@ pub struct Registry {
     pub retries: Retries,
     /// When each Unverified connection's Webhooks last asked for it to be proven again.
     proving: Mutex<HashMap<ConnectionId, Instant>>,
+    /// When each connection's client was last rebuilt (its credential or spec changed).
+    rebuilt: Mutex<HashMap<ConnectionId, Instant>>,
     /// Whether namespaced connections may reach private addresses (an admin's flag).
     namespaced_private_targets: bool,
     retry: RetryPolicy,
@@ -59,6 +61,7 @@ impl Registry {
             budgets: Budgets::default(),
             retries: Retries::default(),
             proving: Mutex::default(),
+            rebuilt: Mutex::default(),
             namespaced_private_targets,
             retry,
             metrics,
@@ -125,8 +128,14 @@ impl Registry {
                 },
             );
         // A new credential may hold what the old one lacked.
-        if rebuilt && self.retries.release_stalled(&view.id) {
-            self.budgets.announce_answering(&budget_key);
+        if rebuilt {
+            self.rebuilt
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(view.id.clone(), Instant::now());
+            if self.retries.release_stalled(&view.id) {
+                self.budgets.announce_answering(&budget_key);
+            }
         }
         Ok(backend)
     }
@@ -142,9 +151,20 @@ impl Registry {
             .map(|e| e.backend.clone())
     }
 
-    /// A Webhook Bitbucket refused for what the connection's credential is or holds.
-    pub fn stall(&self, connection: &ConnectionId, webhook: WebhookName) {
-        self.retries.stall(connection, webhook);
+    /// A Webhook Bitbucket refused for what the connection's credential is or holds, in a
+    /// reconcile that began at `since`: it waits for the client to be rebuilt. False when
+    /// that already happened since (the release came too early for this one): retry soon.
+    pub fn stall(&self, connection: &ConnectionId, webhook: WebhookName, since: Instant) -> bool {
+        let rebuilt = self
+            .rebuilt
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(connection)
+            .is_some_and(|at| *at >= since);
+        if !rebuilt {
+            self.retries.stall(connection, webhook);
+        }
+        !rebuilt
     }
 
     /// A Webhook waits for its connection's Bitbucket to answer again. False when it
@@ -208,6 +228,10 @@ impl Registry {
     pub fn forget(&self, view: &View) {
         self.budgets.forget(&view.id);
         self.proving
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&view.id);
+        self.rebuilt
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .remove(&view.id);

@@ -256,7 +256,7 @@ async fn apply(w: &Webhook, api: &Api<Webhook>, ctx: &Context) -> Result<Action,
     notes.extend(status::events(w, report, &status, health.as_ref()));
     publish::events(&ctx.recorder, w, notes).await;
     record(ctx, w, report, &status, started.elapsed());
-    Ok(next(w, report, health.as_ref(), ctx))
+    Ok(next(w, report, health.as_ref(), ctx, started))
 }
 
 /// The steps up to Bitbucket and back.
@@ -354,6 +354,7 @@ fn next(
     report: Result<&Report, &Error>,
     health: Option<&Assessment>,
     ctx: &Context,
+    started: std::time::Instant,
 ) -> Action {
     let key = object_key(w);
     let slot = match report {
@@ -372,8 +373,14 @@ fn next(
         // connection's client is rebuilt), or a person in Bitbucket: look again at the
         // next resync.
         Err(e) => {
-            if refused_credential(e) {
-                ctx.connections.stall(&ConnectionId::of(w), name_of(w));
+            // A client rebuilt while this reconcile used the old one has released the
+            // stalled before this one joined them: look again soon instead.
+            if refused_credential(e)
+                && !ctx
+                    .connections
+                    .stall(&ConnectionId::of(w), name_of(w), started)
+            {
+                return Action::requeue(Duration::from_millis(rand::random_range(500..=1500)));
             }
             Action::requeue(slot.max(Duration::from_secs(1)))
         }
