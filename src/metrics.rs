@@ -43,6 +43,13 @@ pub struct ConnectionLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct HookKindLabels {
+    pub connection: String,
+    /// "unmanaged" or "duplicate".
+    pub kind: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct HealthLabels {
     pub health: String,
 }
@@ -115,6 +122,7 @@ pub struct Metrics {
     reconcile_duration: Family<KindLabels, Histogram, fn() -> Histogram>,
     requests: Family<RequestLabels, Counter>,
     budget_remaining: Family<ConnectionLabels, Gauge>,
+    connection_hooks: Family<HookKindLabels, Gauge>,
     webhooks_by_health: Family<HealthLabels, Gauge>,
     webhooks_by_condition: Family<ConditionLabels, Gauge>,
     delivery_failures: Counter,
@@ -200,6 +208,11 @@ impl Metrics {
             "bitbucket_budget_remaining",
             "Requests the connection may still send at once before its hourly budget makes it wait",
         );
+        let connection_hooks = add(
+            r,
+            "connection_hooks",
+            "Hooks on the places of a connection's Webhooks, as its listings last showed them, that no Webhook manages (kind unmanaged) or that repeat a URL of the same place (kind duplicate)",
+        );
         let webhooks_by_health: Family<HealthLabels, Gauge> =
             add(r, "webhooks", "Webhooks by delivery health");
         let webhooks_by_condition: Family<ConditionLabels, Gauge> = add(
@@ -234,6 +247,7 @@ impl Metrics {
             reconcile_duration,
             requests,
             budget_remaining,
+            connection_hooks,
             webhooks_by_health,
             webhooks_by_condition,
             delivery_failures,
@@ -292,6 +306,18 @@ impl Metrics {
                 connection: connection.to_owned(),
             })
             .set(i64::from(remaining));
+    }
+
+    /// A connection's unmanaged and duplicate hooks.
+    pub fn connection_hooks(&self, connection: &str, unmanaged: i64, duplicates: i64) {
+        for (kind, value) in [("unmanaged", unmanaged), ("duplicate", duplicates)] {
+            self.connection_hooks
+                .get_or_create(&HookKindLabels {
+                    connection: connection.to_owned(),
+                    kind: kind.to_owned(),
+                })
+                .set(value);
+        }
     }
 
     pub fn delivery_failures(&self, new: u64) {
@@ -376,6 +402,7 @@ mod tests {
         );
         m.request("ci/acme", "GET", Some(200));
         m.budget("ci/acme", 89);
+        m.connection_hooks("ci/acme", 3, 1);
         m.delivery_failures(2);
         m.webhook("uid-1", state("ci", "Failing", "False"));
         let text = m.encode();
@@ -385,6 +412,8 @@ mod tests {
             "bbwo_reconcile_duration_seconds_bucket",
             "bbwo_bitbucket_requests_total{connection=\"ci/acme\",method=\"GET\",status=\"200\"} 1",
             "bbwo_bitbucket_budget_remaining{connection=\"ci/acme\"} 89",
+            "bbwo_connection_hooks{connection=\"ci/acme\",kind=\"unmanaged\"} 3",
+            "bbwo_connection_hooks{connection=\"ci/acme\",kind=\"duplicate\"} 1",
             "bbwo_webhooks{health=\"Failing\"} 1",
             "bbwo_webhooks{health=\"Healthy\"} 0",
             "bbwo_webhooks_by_condition{condition=\"Ready\",status=\"False\"} 1",

@@ -287,42 +287,98 @@ async fn drift(flavor: Flavor) {
     w.assert_no_strays().await;
 }
 
-async fn adoption_and_conflict(flavor: Flavor) {
-    let w = World::new("adoption", flavor).await;
-    // A hook made by hand before the Webhook existed.
-    let backend = bitbucket_webhook_operator::bitbucket::connect(
-        bitbucket_webhook_operator::bitbucket::ConnectionConfig {
-            flavor,
-            base_url: Some(w.base_url()),
-            credentials: bitbucket_webhook_operator::bitbucket::Credentials::Bearer(
-                ADMIN.to_owned().into(),
-            ),
-            tls: Default::default(),
-            budget: std::sync::Arc::new(bitbucket_webhook_operator::bitbucket::Budget::per_hour(
-                1000,
-            )),
-            retry: Default::default(),
-            observer: None,
-        },
-    )
+/// The flavor's push event alone.
+fn push(w: &World) -> Vec<String> {
+    vec![w.events()[0].to_owned()]
+}
+
+/// A hook made by hand on the world's repository (the admin token, straight to Bitbucket).
+async fn by_hand(
+    w: &World,
+    url: &str,
+    events: Vec<String>,
+) -> bitbucket_webhook_operator::bitbucket::RemoteHook {
+    use bitbucket_webhook_operator::bitbucket;
+    let backend = bitbucket::connect(bitbucket::ConnectionConfig {
+        flavor: w.flavor,
+        base_url: Some(w.base_url()),
+        credentials: bitbucket::Credentials::Bearer(ADMIN.to_owned().into()),
+        tls: Default::default(),
+        budget: std::sync::Arc::new(bitbucket::Budget::per_hour(1000)),
+        retry: Default::default(),
+        observer: None,
+    })
     .expect("client");
-    let repo = bitbucket_webhook_operator::bitbucket::Place::Repository(
-        bitbucket_webhook_operator::bitbucket::RepoRef::parse(&w.repository).expect("repo"),
-    );
-    let existing = backend
+    let repo =
+        bitbucket::Place::Repository(bitbucket::RepoRef::parse(&w.repository).expect("repo"));
+    backend
         .create_hook(
             &repo,
-            &bitbucket_webhook_operator::bitbucket::HookSpec {
+            &bitbucket::HookSpec {
                 title: "made by hand".into(),
-                url: "https://ci.example.com/shared".into(),
+                url: url.into(),
                 active: true,
-                events: vec![w.events()[0].to_owned()],
-                secret: bitbucket_webhook_operator::bitbucket::SecretChange::Keep,
+                events,
+                secret: bitbucket::SecretChange::Keep,
                 skip_cert_verification: false,
             },
         )
         .await
-        .expect("pre-existing hook");
+        .expect("a hook made by hand")
+}
+
+#[tokio::test]
+async fn a_connection_counts_the_hooks_no_webhook_manages() {
+    let w = World::new("unmanaged", Flavor::DataCenter).await;
+    by_hand(&w, "https://ci.example.com/by-hand", push(&w)).await;
+    by_hand(&w, "https://ci.example.com/by-hand", push(&w)).await;
+    w.apply(&w.webhook_yaml("managed", "https://ci.example.com/managed", ""))
+        .expect("apply");
+    w.wait_ready("managed").await;
+    // Counted from the Webhook's own listing (the count reads the listing cache only) at the connection's next reconcile.
+    let started = std::time::Instant::now();
+    let counts = loop {
+        let counts = w
+            .kubectl(&[
+                "get",
+                "bbconn",
+                "bitbucket",
+                "-o",
+                "jsonpath={.status.hooks}",
+            ])
+            .unwrap_or_default();
+        if counts.contains("\"unmanaged\":2") {
+            break counts;
+        }
+        assert!(started.elapsed() < RESYNC * 4, "not counted: {counts:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let counts: serde_json::Value = serde_json::from_str(&counts).expect("JSON");
+    assert_eq!(
+        counts,
+        json!({ "places": 1, "listed": 3, "unmanaged": 2, "duplicates": 1 })
+    );
+    let wide = w
+        .kubectl(&["get", "bbconn", "bitbucket", "-o", "wide"])
+        .expect("get");
+    assert!(wide.contains("UNMANAGED"), "{wide}");
+    let metrics = reqwest::get(format!("{}/metrics", support::metrics_url()))
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    let series = format!(
+        "bbwo_connection_hooks{{connection=\"{}/bitbucket\",kind=\"unmanaged\"}} 2",
+        w.ns
+    );
+    assert!(metrics.contains(&series), "{series} not in the metrics");
+}
+
+async fn adoption_and_conflict(flavor: Flavor) {
+    let w = World::new("adoption", flavor).await;
+    // A hook made by hand before the Webhook existed.
+    let existing = by_hand(&w, "https://ci.example.com/shared", push(&w)).await;
     w.apply(&w.webhook_yaml("first", "https://ci.example.com/shared", ""))
         .expect("apply");
     let first = w.wait_ready("first").await;
@@ -344,20 +400,8 @@ async fn adoption_and_conflict(flavor: Flavor) {
 
     // A crash between Bitbucket's answer and the status write: the pending mark leads to
     // adoption even with adoption: Never.
-    let made = backend
-        .create_hook(
-            &repo,
-            &bitbucket_webhook_operator::bitbucket::HookSpec {
-                title: "half-done".into(),
-                url: "https://ci.example.com/crash".into(),
-                active: true,
-                events: w.events().iter().map(|e| e.to_string()).collect(),
-                secret: bitbucket_webhook_operator::bitbucket::SecretChange::Keep,
-                skip_cert_verification: false,
-            },
-        )
-        .await
-        .expect("hook created before the crash");
+    let all_events = w.events().iter().map(|e| e.to_string()).collect();
+    let made = by_hand(&w, "https://ci.example.com/crash", all_events).await;
     let crashed = w
         .webhook_yaml("crashed", "https://ci.example.com/crash", "  adoption: Never\n")
         .replace("metadata: {name: crashed}", "metadata:\n  name: crashed\n  annotations: {bitbucket.hooks.dev/pending-create: \"https://ci.example.com/crash\"}");

@@ -25,7 +25,8 @@ use super::shared::conditions_schema;
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#,
     printcolumn = r#"{"name":"Reason","type":"string","priority":1,"jsonPath":".status.conditions[?(@.type==\"Ready\")].reason"}"#,
     printcolumn = r#"{"name":"Verified By","type":"string","priority":1,"jsonPath":".status.verifiedBy"}"#,
-    printcolumn = r#"{"name":"Budget/h","type":"integer","priority":1,"jsonPath":".status.budget.requestsPerHour"}"#
+    printcolumn = r#"{"name":"Budget/h","type":"integer","priority":1,"jsonPath":".status.budget.requestsPerHour"}"#,
+    printcolumn = r#"{"name":"Unmanaged","type":"integer","priority":1,"jsonPath":".status.hooks.unmanaged"}"#
 )]
 #[x_kube(validation = Rule::new("self.flavor == 'Cloud' || has(self.baseURL)").message("baseURL is required for the DataCenter and PostWebhooks flavors (for example https://bitbucket.example.com)").reason(Reason::FieldValueRequired))]
 #[serde(rename_all = "camelCase")]
@@ -51,7 +52,8 @@ pub struct BitbucketConnectionSpec {
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#,
     printcolumn = r#"{"name":"Reason","type":"string","priority":1,"jsonPath":".status.conditions[?(@.type==\"Ready\")].reason"}"#,
     printcolumn = r#"{"name":"Verified By","type":"string","priority":1,"jsonPath":".status.verifiedBy"}"#,
-    printcolumn = r#"{"name":"Budget/h","type":"integer","priority":1,"jsonPath":".status.budget.requestsPerHour"}"#
+    printcolumn = r#"{"name":"Budget/h","type":"integer","priority":1,"jsonPath":".status.budget.requestsPerHour"}"#,
+    printcolumn = r#"{"name":"Unmanaged","type":"integer","priority":1,"jsonPath":".status.hooks.unmanaged"}"#
 )]
 #[x_kube(validation = Rule::new("self.flavor == 'Cloud' || has(self.baseURL)").message("baseURL is required for the DataCenter and PostWebhooks flavors (for example https://bitbucket.example.com)").reason(Reason::FieldValueRequired))]
 #[serde(rename_all = "camelCase")]
@@ -219,6 +221,24 @@ fn default_requests_per_hour() -> i32 {
     900
 }
 
+/// Hooks on the places this connection's Webhooks live (repositories, projects,
+/// workspaces), as the operator's own listings last showed them (places without a Webhook
+/// are not listed for this).
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct HookCounts {
+    /// Places whose listing was counted.
+    pub places: i64,
+    /// Hooks on them.
+    pub listed: i64,
+    /// Hooks no Webhook of this connection manages (made by hand, by another tool, or
+    /// through another connection).
+    pub unmanaged: i64,
+    /// Hooks whose URL another hook of the same place has too (each delivery arrives
+    /// twice): the copies beyond the first.
+    pub duplicates: i64,
+}
+
 /// One credential's request budget. Bitbucket counts per user (Basic: API tokens,
 /// passwords) or per access token, so every connection with the same credential on the
 /// same server shares one budget, whatever each asks for.
@@ -281,6 +301,10 @@ pub struct ConnectionStatus {
     /// The request budget this connection spends from, as it stands.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub budget: Option<BudgetStatus>,
+    /// What the hook listings the operator already makes for this connection's Webhooks
+    /// show (no request of its own): hooks no Webhook manages, and URLs twice on one place.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hooks: Option<HookCounts>,
     /// Ready: the credentials were verified with one cheap call. RateLimited (only while
     /// it lasts): Bitbucket answered 429 and every request with this credential waits
     /// until the time in its message. InUse (only while it is being deleted): Webhooks

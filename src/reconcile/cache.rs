@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::bitbucket::{RemoteHook, Result};
-use crate::identity::ConnectionPlace;
+use crate::identity::{ConnectionId, ConnectionPlace, PlaceKey};
 
 type Slot = Arc<tokio::sync::Mutex<Option<(Instant, Vec<RemoteHook>)>>>;
 
@@ -139,6 +139,29 @@ impl RepoLists {
                 hooks.retain(|h| h.id != id);
             }
         }
+    }
+
+    /// The listings of `connection`'s places held now, for counting (one being fetched
+    /// right now is left out rather than waited for).
+    pub fn listings_of(&self, connection: &ConnectionId) -> Vec<(PlaceKey, Vec<RemoteHook>)> {
+        let slots: Vec<(PlaceKey, Slot)> = self
+            .slots
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .filter(|((copy, key), _)| *copy == Copy::Own && key.connection == *connection)
+            .map(|((_, key), slot)| (key.place.clone(), slot.clone()))
+            .collect();
+        let mut listings: Vec<(PlaceKey, Vec<RemoteHook>)> = slots
+            .into_iter()
+            .filter_map(|(place, slot)| {
+                let entry = slot.try_lock().ok()?;
+                let (_, hooks) = entry.as_ref()?;
+                Some((place, hooks.clone()))
+            })
+            .collect();
+        listings.sort_by(|a, b| a.0.cmp(&b.0));
+        listings
     }
 
     /// Records a hook the operator deleted in `key`'s listings, and drops every other

@@ -10,7 +10,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::ResourceExt;
 
 use crate::api::{Scope, Webhook};
-use crate::identity::{ConnectionId, HookAddress};
+use crate::identity::{ConnectionId, ConnectionPlace, HookAddress};
 
 /// What a claim is on: a hook through a connection.
 type ClaimKey = (ConnectionId, HookAddress);
@@ -34,6 +34,8 @@ struct Inner {
     /// uid -> (connection, repository as written) for live repository-scope Webhooks: the
     /// repositories a connection serves, one of which can prove its credential.
     repositories: HashMap<String, (ConnectionId, String)>,
+    /// uid -> (connection and place, hook id) for every Webhook whose status records one.
+    ids: HashMap<String, (ConnectionPlace, String)>,
 }
 
 /// The claim of a Webhook.
@@ -63,6 +65,12 @@ impl Claims {
             uid.clone(),
             (ConnectionId::of(w), w.namespace().unwrap_or_default()),
         );
+        // Its hook stays managed while it is being deleted (its cleanup decides).
+        if let Some(id) = w.status.as_ref().and_then(|s| s.webhook_id.clone()) {
+            self.lock()
+                .ids
+                .insert(uid.clone(), (ConnectionPlace::of(w), id));
+        }
         if w.metadata.deletion_timestamp.is_some() {
             return;
         }
@@ -87,6 +95,17 @@ impl Claims {
             self.remove_uid(&uid);
             self.lock().users.remove(&uid);
         }
+    }
+
+    /// The hook ids the Webhooks of a connection record on a place (ids are per server:
+    /// another connection's may mean other hooks).
+    pub fn managed_on(&self, place: &ConnectionPlace) -> std::collections::HashSet<String> {
+        self.lock()
+            .ids
+            .values()
+            .filter(|(p, _)| p == place)
+            .map(|(_, id)| id.clone())
+            .collect()
     }
 
     /// The Webhooks ("namespace/name" is not kept: their number) that use a connection.
@@ -121,6 +140,7 @@ impl Claims {
     fn remove_uid(&self, uid: &str) {
         let mut inner = self.lock();
         inner.repositories.remove(uid);
+        inner.ids.remove(uid);
         if let Some((key, who)) = inner.by_uid.remove(uid)
             && let Some(claimants) = inner.by_key.get_mut(&key)
         {

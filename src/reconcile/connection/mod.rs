@@ -26,6 +26,7 @@ pub use self::view::{DEFAULT_REQUESTS_PER_HOUR, View};
 use super::conditions::{Outcome, Status};
 use super::{Context, Error, finalizer, publish};
 use crate::api::{BitbucketConnection, ClusterBitbucketConnection, ConnectionStatus, Reason};
+use crate::identity::ConnectionPlace;
 
 /// What proving the connection found now.
 async fn check(view: &View, ctx: &Context) -> Found {
@@ -63,11 +64,23 @@ where
     finalizer::claim(&api, obj, None).await?;
     let started = std::time::Instant::now();
     let found = check(&view, &ctx).await;
+    // What the Webhooks' own listings show, at no request of its own.
+    let listings = ctx.lists.listings_of(&view.id);
+    let hooks = status::count_hooks(&listings, |place| {
+        ctx.claims
+            .managed_on(&ConnectionPlace::new(view.id.clone(), place.clone()))
+    });
+    if let Some(counts) = &hooks {
+        let label = view.id.metric_label();
+        ctx.metrics
+            .connection_hooks(&label, counts.unmanaged, counts.duplicates);
+    }
     let step = status::step(
         view.status.as_ref(),
         view.generation,
         found,
         ctx.connections.allowance(&view),
+        hooks,
         jiff::Timestamp::now(),
     );
     ctx.metrics.reconciled(

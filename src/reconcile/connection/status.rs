@@ -5,8 +5,10 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 
 use super::budgets::Allowance;
 use super::prove::Proof;
-use crate::api::{BudgetStatus, ConnectionStatus, Reason, ReportedLimit};
+use crate::api::{BudgetStatus, ConnectionStatus, HookCounts, Reason, ReportedLimit};
 use crate::bitbucket;
+use crate::bitbucket::RemoteHook;
+use crate::identity::PlaceKey;
 use crate::reconcile::Error;
 use crate::reconcile::conditions::{self, Outcome, Status};
 use crate::reconcile::publish::Note;
@@ -46,11 +48,14 @@ pub fn step(
     generation: Option<i64>,
     found: Found,
     allowance: Option<Allowance>,
+    hooks: Option<HookCounts>,
     now: jiff::Timestamp,
 ) -> Step {
     let before = previous.cloned().unwrap_or_default();
     let (mut status, error) = checked(before.clone(), generation, found, Time(now));
     status.budget = allowance.map(budget_status);
+    // A pause or outage keeps what was counted before.
+    status.hooks = hooks.or(status.hooks);
     let notes = notes(&before, &status, error.is_none());
     Step {
         status,
@@ -140,6 +145,7 @@ fn ready(
         verified_by: proof.map(|p| p.by),
         verified_repository: proof.and_then(|p| p.repository.clone()),
         budget: None,
+        hooks: previous.hooks.clone(),
         conditions: vec![conditions::condition(
             &previous.conditions,
             conditions::READY,
@@ -176,6 +182,33 @@ pub fn with_condition(
         conditions,
         ..previous
     }
+}
+
+/// What the listings held show: hooks no Webhook manages (`managed(place)`: the ids
+/// Webhooks record there), and URLs a second time on one place. None without a listing.
+pub fn count_hooks(
+    listings: &[(PlaceKey, Vec<RemoteHook>)],
+    managed: impl Fn(&PlaceKey) -> std::collections::HashSet<String>,
+) -> Option<HookCounts> {
+    if listings.is_empty() {
+        return None;
+    }
+    let mut counts = HookCounts::default();
+    for (place, hooks) in listings {
+        let ours = managed(place);
+        let mut urls = std::collections::HashSet::new();
+        counts.places += 1;
+        for hook in hooks {
+            counts.listed += 1;
+            if !ours.contains(&hook.id) {
+                counts.unmanaged += 1;
+            }
+            if !urls.insert(hook.url.as_str()) {
+                counts.duplicates += 1;
+            }
+        }
+    }
+    Some(counts)
 }
 
 fn budget_status(allowance: Allowance) -> BudgetStatus {

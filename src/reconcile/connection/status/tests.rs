@@ -1,4 +1,5 @@
 use super::*;
+use crate::api::HookCounts;
 use crate::api::VerifiedBy;
 
 const GENERATION: Option<i64> = Some(2);
@@ -52,7 +53,7 @@ fn run(steps: Vec<Found>) -> Vec<Step> {
     let mut all = Vec::new();
     for (i, found) in steps.into_iter().enumerate() {
         let now = at("2026-01-02T00:00:00Z") + jiff::SignedDuration::from_secs(60 * i as i64);
-        let step = step(previous.as_ref(), GENERATION, found, None, now);
+        let step = step(previous.as_ref(), GENERATION, found, None, None, now);
         previous = Some(step.status.clone());
         all.push(step);
     }
@@ -181,8 +182,72 @@ fn the_budget_is_shown_as_allowed() {
         GENERATION,
         checked(proof()),
         Some(allowance),
+        None,
         at("2026-01-02T00:00:00Z"),
     );
     let budget = step.status.budget.expect("budget");
     assert_eq!((budget.requests_per_hour, budget.shared_by), (300, 2));
+}
+
+#[test]
+fn hooks_no_webhook_manages_and_urls_twice_are_counted() {
+    use crate::api::Scope;
+    let hook = |id: &str, url: &str| RemoteHook {
+        id: id.to_owned(),
+        url: url.to_owned(),
+        ..RemoteHook::default()
+    };
+    let (api, web) = (
+        PlaceKey::new(Scope::Repository, "acme/api"),
+        PlaceKey::new(Scope::Repository, "acme/web"),
+    );
+    let listings = vec![
+        (
+            api.clone(),
+            vec![
+                hook("1", "https://ci/x"),
+                hook("2", "https://ci/x"),
+                hook("3", "https://chat/y"),
+            ],
+        ),
+        (web.clone(), vec![hook("9", "https://ci/x")]),
+    ];
+    let managed = |place: &PlaceKey| {
+        if *place == api {
+            ["1".to_owned()].into_iter().collect()
+        } else {
+            std::collections::HashSet::new()
+        }
+    };
+    let counts = count_hooks(&listings, managed).expect("counted");
+    assert_eq!(
+        counts,
+        HookCounts {
+            places: 2,
+            listed: 4,
+            unmanaged: 3,
+            duplicates: 1,
+        }
+    );
+    assert_eq!(count_hooks(&[], |_| Default::default()), None);
+    // Counted once, kept through a pause (nothing listed then).
+    let counted = step(
+        None,
+        GENERATION,
+        checked(proof()),
+        None,
+        Some(counts.clone()),
+        at("2026-01-02T00:00:00Z"),
+    );
+    let paused = step(
+        Some(&counted.status),
+        GENERATION,
+        Found::Paused {
+            until: at("2026-01-02T01:00:00Z"),
+        },
+        None,
+        None,
+        at("2026-01-02T00:01:00Z"),
+    );
+    assert_eq!(paused.status.hooks, Some(counts));
 }
