@@ -10,7 +10,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::ResourceExt;
 
 use crate::api::{Scope, Webhook};
-use crate::identity::{ConnectionId, ConnectionPlace, HookAddress};
+use crate::identity::{ConnectionId, ConnectionPlace, HookAddress, PlaceKey};
 
 /// What a claim is on: a hook through a connection.
 type ClaimKey = (ConnectionId, HookAddress);
@@ -97,15 +97,22 @@ impl Claims {
         }
     }
 
-    /// The hook ids the Webhooks of a connection record on a place (ids are per server:
-    /// another connection's may mean other hooks).
-    pub fn managed_on(&self, place: &ConnectionPlace) -> std::collections::HashSet<String> {
-        self.lock()
-            .ids
-            .values()
-            .filter(|(p, _)| p == place)
-            .map(|(_, id)| id.clone())
-            .collect()
+    /// The hook ids the Webhooks of a connection record, per place (ids are per server:
+    /// another connection's may mean other hooks). One pass over the index.
+    pub fn managed_by(
+        &self,
+        connection: &ConnectionId,
+    ) -> HashMap<PlaceKey, std::collections::HashSet<String>> {
+        let mut managed: HashMap<PlaceKey, std::collections::HashSet<String>> = HashMap::new();
+        for (at, id) in self.lock().ids.values() {
+            if at.connection == *connection {
+                managed
+                    .entry(at.place.clone())
+                    .or_default()
+                    .insert(id.clone());
+            }
+        }
+        managed
     }
 
     /// The Webhooks ("namespace/name" is not kept: their number) that use a connection.

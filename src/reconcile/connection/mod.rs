@@ -26,7 +26,6 @@ pub use self::view::{DEFAULT_REQUESTS_PER_HOUR, View};
 use super::conditions::{Outcome, Status};
 use super::{Context, Error, finalizer, publish};
 use crate::api::{BitbucketConnection, ClusterBitbucketConnection, ConnectionStatus, Reason};
-use crate::identity::ConnectionPlace;
 
 /// What proving the connection found now.
 async fn check(view: &View, ctx: &Context) -> Found {
@@ -66,9 +65,9 @@ where
     let found = check(&view, &ctx).await;
     // What the Webhooks' own listings show, at no request of its own.
     let listings = ctx.lists.listings_of(&view.id);
+    let managed = ctx.claims.managed_by(&view.id);
     let hooks = status::count_hooks(&listings, |place| {
-        ctx.claims
-            .managed_on(&ConnectionPlace::new(view.id.clone(), place.clone()))
+        managed.get(place).cloned().unwrap_or_default()
     });
     if let Some(counts) = &hooks {
         let label = view.id.metric_label();
