@@ -154,30 +154,52 @@ fn token_yaml(token: &str) -> String {
 
 const TARGET: &str = "apiVersion: source.toolkit.fluxcd.io/v1\nkind: GitRepository\nmetadata: {name: app}\nspec: {url: https://example.com/app.git}\n";
 
-/// The Receiver's path once Ready and different from `not`.
-async fn receiver_path(w: &World, not: &str) -> String {
+/// A `kubectl get -o jsonpath` value of `object` once it is set and not `not`, within
+/// `within`.
+async fn set_and_not(
+    w: &World,
+    object: [&str; 2],
+    jsonpath: &str,
+    not: &str,
+    within: Duration,
+) -> String {
     let started = std::time::Instant::now();
     loop {
-        let path = w
+        let value = w
             .kubectl(&[
                 "get",
-                "receiver",
-                "bitbucket",
+                object[0],
+                object[1],
                 "-o",
-                "jsonpath={.status.webhookPath}",
+                &format!("jsonpath={jsonpath}"),
             ])
             .unwrap_or_default();
-        if !path.is_empty() && path != not {
-            return path;
+        if !value.is_empty() && value != not {
+            return value;
         }
         assert!(
-            started.elapsed() < Duration::from_secs(60),
-            "the Receiver got no (new) webhookPath: {}",
-            w.kubectl(&["get", "receiver", "bitbucket", "-o", "yaml"])
+            started.elapsed() < within,
+            "{} {} has no (new) {jsonpath}: {}",
+            object[0],
+            object[1],
+            w.kubectl(&["get", object[0], object[1], "-o", "yaml"])
                 .unwrap_or_default()
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+}
+
+/// The Receiver's path once Ready and different from `not`.
+async fn receiver_path(w: &World, not: &str) -> String {
+    let path = "{.status.webhookPath}";
+    set_and_not(
+        w,
+        ["receiver", "bitbucket"],
+        path,
+        not,
+        Duration::from_secs(60),
+    )
+    .await
 }
 
 /// The simulator's one hook once it has `url` and (when given) `secret`.
@@ -199,28 +221,18 @@ async fn hook_with(w: &World, url: &str, secret: Option<&str>) -> Value {
     }
 }
 
-/// The target's reconcile request annotation, once it is set and not `not`.
+/// The target's reconcile request annotation (Flux's answer to a delivery), once it is
+/// set and not `not`.
 async fn requested(w: &World, not: &str) -> String {
-    let started = std::time::Instant::now();
-    loop {
-        let at = w
-            .kubectl(&[
-                "get",
-                "gitrepository",
-                "app",
-                "-o",
-                "jsonpath={.metadata.annotations.reconcile\\.fluxcd\\.io/requestedAt}",
-            ])
-            .unwrap_or_default();
-        if !at.is_empty() && at != not {
-            return at;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(30),
-            "Flux did not annotate the target with {REQUESTED_AT}"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    let annotation = "{.metadata.annotations.reconcile\\.fluxcd\\.io/requestedAt}";
+    set_and_not(
+        w,
+        ["gitrepository", "app"],
+        annotation,
+        not,
+        Duration::from_secs(30),
+    )
+    .await
 }
 
 /// Fires the flavor's push and returns the HTTP status Flux's receiver answered.
@@ -310,30 +322,16 @@ async fn post_webhooks_pushes_reconcile_through_a_generic_receiver() {
     push_to_reconcile(Flavor::PostWebhooks, "generic", false).await;
 }
 
-/// The Webhook's Synced condition once `wanted(reason, message)` holds: (reason, message).
-async fn wait_synced(
-    w: &World,
-    name: &str,
-    wanted: impl Fn(&str, &str) -> bool,
-) -> (String, String) {
-    let started = std::time::Instant::now();
-    let mut last = (String::new(), String::new());
-    while started.elapsed() < Duration::from_secs(60) {
-        if let Ok(Some(webhook)) = w.webhooks().get_opt(name).await
-            && let Some(c) = webhook
-                .status
-                .iter()
-                .flat_map(|s| s.conditions.iter())
-                .find(|c| c.type_ == "Synced" && c.status == "False")
-        {
-            last = (c.reason.clone(), c.message.clone());
-            if wanted(&last.0, &last.1) {
-                return last;
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(300)).await;
-    }
-    panic!("Webhook {name} never said what was expected; last Synced=False: {last:?}");
+/// Waits until the Webhook's Synced condition is False with `wanted(reason, message)`.
+async fn wait_synced(w: &World, name: &str, wanted: impl Fn(&str, &str) -> bool) {
+    w.wait_webhook(name, "Synced=False with the expected reason", |webhook| {
+        webhook
+            .status
+            .iter()
+            .flat_map(|s| s.conditions.iter())
+            .any(|c| c.type_ == "Synced" && c.status == "False" && wanted(&c.reason, &c.message))
+    })
+    .await;
 }
 
 #[tokio::test]

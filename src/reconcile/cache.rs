@@ -141,9 +141,13 @@ impl RepoLists {
         }
     }
 
-    /// The listings of `connection`'s places held now, for counting (one being fetched
-    /// right now is left out rather than waited for).
-    pub fn listings_of(&self, connection: &ConnectionId) -> Vec<(PlaceKey, Vec<RemoteHook>)> {
+    /// Visits the listings of `connection`'s places held now, for counting, without
+    /// copying them (one being fetched right now is left out rather than waited for).
+    pub fn for_each_listing(
+        &self,
+        connection: &ConnectionId,
+        mut visit: impl FnMut(&PlaceKey, &[RemoteHook]),
+    ) {
         let slots: Vec<(PlaceKey, Slot)> = self
             .slots
             .lock()
@@ -152,16 +156,13 @@ impl RepoLists {
             .filter(|((copy, key), _)| *copy == Copy::Own && key.connection == *connection)
             .map(|((_, key), slot)| (key.place.clone(), slot.clone()))
             .collect();
-        let mut listings: Vec<(PlaceKey, Vec<RemoteHook>)> = slots
-            .into_iter()
-            .filter_map(|(place, slot)| {
-                let entry = slot.try_lock().ok()?;
-                let (_, hooks) = entry.as_ref()?;
-                Some((place, hooks.clone()))
-            })
-            .collect();
-        listings.sort_by(|a, b| a.0.cmp(&b.0));
-        listings
+        for (place, slot) in slots {
+            if let Ok(entry) = slot.try_lock()
+                && let Some((_, hooks)) = entry.as_ref()
+            {
+                visit(&place, hooks);
+            }
+        }
     }
 
     /// Records a hook the operator deleted in `key`'s listings, and drops every other

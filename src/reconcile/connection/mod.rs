@@ -64,11 +64,12 @@ where
     let started = std::time::Instant::now();
     let found = check(&view, &ctx).await;
     // What the Webhooks' own listings show, at no request of its own.
-    let listings = ctx.lists.listings_of(&view.id);
     let managed = ctx.claims.managed_by(&view.id);
-    let hooks = status::count_hooks(&listings, |place| {
-        managed.get(place).cloned().unwrap_or_default()
+    let mut counts = crate::api::HookCounts::default();
+    ctx.lists.for_each_listing(&view.id, |place, hooks| {
+        status::count_place(&mut counts, hooks, managed.get(place));
     });
+    let hooks = status::counted(counts);
     if let Some(counts) = &hooks {
         let label = view.id.metric_label();
         ctx.metrics

@@ -1,6 +1,8 @@
 //! A connection's status (pure): from what this reconcile found to the new status, the
 //! error to requeue on and the Events that tell about the change.
 
+use std::collections::HashSet;
+
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 
 use super::budgets::Allowance;
@@ -8,7 +10,6 @@ use super::prove::Proof;
 use crate::api::{BudgetStatus, ConnectionStatus, HookCounts, Reason, ReportedLimit};
 use crate::bitbucket;
 use crate::bitbucket::RemoteHook;
-use crate::identity::PlaceKey;
 use crate::reconcile::Error;
 use crate::reconcile::conditions::{self, Outcome, Status};
 use crate::reconcile::publish::Note;
@@ -184,31 +185,29 @@ pub fn with_condition(
     }
 }
 
-/// What the listings held show: hooks no Webhook manages (`managed(place)`: the ids
-/// Webhooks record there), and URLs a second time on one place. None without a listing.
-pub fn count_hooks(
-    listings: &[(PlaceKey, Vec<RemoteHook>)],
-    managed: impl Fn(&PlaceKey) -> std::collections::HashSet<String>,
-) -> Option<HookCounts> {
-    if listings.is_empty() {
-        return None;
-    }
-    let mut counts = HookCounts::default();
-    for (place, hooks) in listings {
-        let ours = managed(place);
-        let mut urls = std::collections::HashSet::new();
-        counts.places += 1;
-        for hook in hooks {
-            counts.listed += 1;
-            if !ours.contains(&hook.id) {
-                counts.unmanaged += 1;
-            }
-            if !urls.insert(hook.url.as_str()) {
-                counts.duplicates += 1;
-            }
+/// Adds one place's listing to `counts`: hooks whose id is not among the ids the
+/// connection's Webhooks record there (`managed`), and URLs a second time on the place.
+pub fn count_place(
+    counts: &mut HookCounts,
+    hooks: &[RemoteHook],
+    managed: Option<&HashSet<String>>,
+) {
+    let mut urls = HashSet::new();
+    counts.places += 1;
+    for hook in hooks {
+        counts.listed += 1;
+        if managed.is_none_or(|ids| !ids.contains(&hook.id)) {
+            counts.unmanaged += 1;
+        }
+        if !urls.insert(hook.url.as_str()) {
+            counts.duplicates += 1;
         }
     }
-    Some(counts)
+}
+
+/// The counts to show: None when no listing was held (nothing is known yet).
+pub fn counted(counts: HookCounts) -> Option<HookCounts> {
+    (counts.places > 0).then_some(counts)
 }
 
 fn budget_status(allowance: Allowance) -> BudgetStatus {

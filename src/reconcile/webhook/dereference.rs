@@ -164,30 +164,40 @@ pub async fn signing_secret(w: &Webhook, ctx: &Context) -> Result<Option<Desired
         return Ok(None);
     };
     let namespace = w.namespace().unwrap_or_default();
-    let (value, version) = ctx
-        .secret_reader()
-        .value(&namespace, &reference.name, &reference.key)
-        .await?;
+    secret_at(ctx, &namespace, &reference.name, &reference.key)
+        .await
+        .map(Some)
+}
+
+/// A Secret key's value as a signing secret: trimmed, not empty, at most the 128
+/// characters Bitbucket accepts.
+pub async fn secret_at(
+    ctx: &Context,
+    namespace: &str,
+    name: &str,
+    key: &str,
+) -> Result<DesiredSecret, Error> {
+    let (value, version) = ctx.secret_reader().value(namespace, name, key).await?;
     let value = value.trim().to_owned();
     if value.is_empty() {
         return Err(SecretProblem::Empty {
-            namespace,
-            name: reference.name.clone(),
-            key: reference.key.clone(),
+            namespace: namespace.to_owned(),
+            name: name.to_owned(),
+            key: key.to_owned(),
         }
         .into());
     }
     if value.chars().count() > 128 {
         return Err(Invalid::SecretTooLong {
-            namespace,
-            name: reference.name.clone(),
+            namespace: namespace.to_owned(),
+            name: name.to_owned(),
         }
         .into());
     }
-    Ok(Some(DesiredSecret {
+    Ok(DesiredSecret {
         value: value.into(),
         version,
-    }))
+    })
 }
 
 /// Creates the Secret with 32 random bytes (hex), owned by the Webhook (collected with it).

@@ -9,6 +9,7 @@ use kube::api::{Api, DynamicObject};
 use kube::core::{ApiResource, GroupVersionKind};
 use serde_json::Value;
 
+use super::dereference;
 use crate::api::{Flavor, KeyRef, ReceiverRef, Webhook};
 use crate::reconcile::connection::View;
 use crate::reconcile::plan::DesiredSecret;
@@ -158,7 +159,10 @@ async fn from_receiver(
     let own = &w.spec.settings.secret_ref;
     let receiver_secret = match (own, found.type_.as_str(), &found.secret) {
         (Some(_), _, _) | (None, "generic", _) => None,
-        (None, _, Some(secret)) => Some(token(namespace, secret, ctx).await?),
+        // The Receiver's token: its Secret's key "token".
+        (None, _, Some(secret)) => {
+            Some(dereference::secret_at(ctx, namespace, secret, "token").await?)
+        }
         (None, _, None) => {
             return Err(not_ready(
                 "it names no token Secret (spec.secretRef)".to_owned(),
@@ -234,27 +238,6 @@ fn fits(type_: &str, flavor: Flavor, same_token: bool) -> Result<(), Invalid> {
             "a Receiver of type {other:?} cannot verify Bitbucket's deliveries: use type bitbucket (Cloud, Data Center) or generic"
         ))),
     }
-}
-
-/// The Receiver's token (its Secret's key "token") as the signing secret.
-async fn token(namespace: &str, secret: &str, ctx: &Context) -> Result<DesiredSecret, Error> {
-    let (value, version) = ctx
-        .secret_reader()
-        .value(namespace, secret, "token")
-        .await?;
-    let value = value.trim().to_owned();
-    if value.is_empty() {
-        return Err(SecretProblem::Empty {
-            namespace: namespace.to_owned(),
-            name: secret.to_owned(),
-            key: "token".to_owned(),
-        }
-        .into());
-    }
-    Ok(DesiredSecret {
-        value: value.into(),
-        version,
-    })
 }
 
 #[cfg(test)]

@@ -191,35 +191,20 @@ fn the_budget_is_shown_as_allowed() {
 
 #[test]
 fn hooks_no_webhook_manages_and_urls_twice_are_counted() {
-    use crate::api::Scope;
     let hook = |id: &str, url: &str| RemoteHook {
         id: id.to_owned(),
         url: url.to_owned(),
         ..RemoteHook::default()
     };
-    let (api, web) = (
-        PlaceKey::new(Scope::Repository, "acme/api"),
-        PlaceKey::new(Scope::Repository, "acme/web"),
-    );
-    let listings = vec![
-        (
-            api.clone(),
-            vec![
-                hook("1", "https://ci/x"),
-                hook("2", "https://ci/x"),
-                hook("3", "https://chat/y"),
-            ],
-        ),
-        (web.clone(), vec![hook("9", "https://ci/x")]),
+    let mut counts = HookCounts::default();
+    let managed: HashSet<String> = ["1".to_owned()].into_iter().collect();
+    let api = [
+        hook("1", "https://ci/x"),
+        hook("2", "https://ci/x"),
+        hook("3", "https://chat/y"),
     ];
-    let managed = |place: &PlaceKey| {
-        if *place == api {
-            ["1".to_owned()].into_iter().collect()
-        } else {
-            std::collections::HashSet::new()
-        }
-    };
-    let counts = count_hooks(&listings, managed).expect("counted");
+    count_place(&mut counts, &api, Some(&managed));
+    count_place(&mut counts, &[hook("9", "https://ci/x")], None);
     assert_eq!(
         counts,
         HookCounts {
@@ -229,7 +214,7 @@ fn hooks_no_webhook_manages_and_urls_twice_are_counted() {
             duplicates: 1,
         }
     );
-    assert_eq!(count_hooks(&[], |_| Default::default()), None);
+    assert_eq!(counted(HookCounts::default()), None);
     // Counted once, kept through a pause (nothing listed then).
     let counted = step(
         None,
