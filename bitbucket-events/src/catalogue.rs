@@ -140,7 +140,7 @@ pub const POST_WEBHOOKS_V1_TRIGGERS: &[(&str, &str)] = &[
 ];
 
 /// The same happening under each backend's name: (Cloud, Data Center, Post Webhooks).
-const EQUIVALENTS: &[(Option<&str>, Option<&str>, Option<&str>)] = &[
+const EQUIVALENTS: &[Row] = &[
     (
         Some("repo:push"),
         Some("repo:refs_changed"),
@@ -266,6 +266,37 @@ pub fn data_center_event_for(post_webhooks_type: &str) -> Option<&'static str> {
         .and_then(|(_, dc, _)| *dc)
 }
 
+/// `event` of backend `from` under backend `to`'s name, when `to` has the same happening.
+/// Post Webhooks' branch and tag events, which the app itself sends as `repo:push`, are
+/// Cloud's `repo:push` (a Cloud push reports created and deleted branches and tags).
+pub fn translate(from: Backend, to: Backend, event: &str) -> Option<&'static str> {
+    if from == to {
+        return events(to).into_iter().find(|e| *e == event);
+    }
+    let column = |b: Backend, row: &Row| match b {
+        Backend::Cloud => row.0,
+        Backend::DataCenter => row.1,
+        Backend::PostWebhooks => row.2,
+    };
+    let direct = EQUIVALENTS
+        .iter()
+        .find(|row| column(from, row) == Some(event))
+        .and_then(|row| column(to, row));
+    match (direct, from, to) {
+        (Some(found), _, _) => Some(found),
+        (None, Backend::PostWebhooks, Backend::Cloud) => {
+            post_webhooks_event_key(event).filter(|key| *key == "repo:push")
+        }
+        _ => None,
+    }
+}
+
+type Row = (
+    Option<&'static str>,
+    Option<&'static str>,
+    Option<&'static str>,
+);
+
 /// What [`check_event`] found.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum EventCheck {
@@ -350,6 +381,37 @@ pub fn check_event(backend: Backend, event: &str) -> EventCheck {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn events_translate_where_the_other_backend_has_them() {
+        use Backend::*;
+        assert_eq!(
+            translate(DataCenter, Cloud, "repo:refs_changed"),
+            Some("repo:push")
+        );
+        assert_eq!(
+            translate(DataCenter, Cloud, "pr:opened"),
+            Some("pullrequest:created")
+        );
+        assert_eq!(translate(DataCenter, Cloud, "pr:deleted"), None);
+        assert_eq!(translate(DataCenter, Cloud, "repo:secret_detected"), None);
+        assert_eq!(
+            translate(PostWebhooks, Cloud, "PULL_REQUEST_MERGED"),
+            Some("pullrequest:fulfilled")
+        );
+        assert_eq!(
+            translate(PostWebhooks, Cloud, "BRANCH_CREATED"),
+            Some("repo:push")
+        );
+        assert_eq!(translate(PostWebhooks, Cloud, "PULL_REQUEST_DELETED"), None);
+        assert_eq!(translate(Cloud, Cloud, "repo:push"), Some("repo:push"));
+        assert_eq!(translate(Cloud, Cloud, "repo:nope"), None);
+        for event in DATA_CENTER_EVENTS {
+            if let Some(cloud) = translate(DataCenter, Cloud, event) {
+                assert!(CLOUD_EVENTS.contains(&cloud), "{event} -> {cloud}");
+            }
+        }
+    }
 
     #[test]
     fn catalogue_sizes_match_the_documentation() {

@@ -35,6 +35,7 @@ pub fn routes() -> Router<Arc<Sim>> {
             "/rest/api/latest/application-properties",
             get(application_properties),
         )
+        .route("/rest/api/latest/projects", get(list_projects))
         .route(
             "/rest/api/latest/projects/{projectKey}/repos",
             get(list_repositories),
@@ -331,6 +332,49 @@ async fn list_repositories(
                 "archived": false,
                 "project": { "key": project, "name": project, "public": false, "type": "NORMAL" },
             })
+        })
+        .collect();
+    axum::Json(page(values, &q)).into_response()
+}
+
+/// `GET /rest/api/latest/projects`: "only projects for which the authenticated user has
+/// the PROJECT_VIEW permission" (Data Center 9.4 OpenAPI), paged, by key. The simulator
+/// counts as viewers the project's admins and anyone who may see one of its
+/// repositories; an anonymous request gets 401 like every other call here.
+async fn list_projects(s: Shared, h: HeaderMap, q: Params) -> Response {
+    let state = s.lock();
+    let everything = Scope::Owner(String::new());
+    let token = match access::authenticated(&state, &h) {
+        Err(d) => return denied(d, &everything),
+        Ok(None) => return denied(Denied::Anonymous, &everything),
+        Ok(Some(p)) => p.token,
+    };
+    let mut keys: Vec<String> = state
+        .repositories
+        .keys()
+        .filter(|(p, _)| *p == Platform::Server)
+        .filter_map(|(_, name)| name.split_once('/').map(|(o, _)| o.to_ascii_uppercase()))
+        .chain(
+            state
+                .owners
+                .keys()
+                .filter(|(p, _)| *p == Platform::Server)
+                .map(|(_, key)| key.to_ascii_uppercase()),
+        )
+        .collect();
+    keys.sort();
+    keys.dedup();
+    let values = keys
+        .into_iter()
+        .filter(|key| {
+            state.can_read(Platform::Server, &Scope::Owner(key.clone()), &token)
+                || state
+                    .visible_repositories(Platform::Server, key, &token)
+                    .is_some_and(|r| !r.is_empty())
+        })
+        .enumerate()
+        .map(|(i, key)| {
+            json!({ "key": key, "id": i + 1, "name": key, "public": false, "type": "NORMAL" })
         })
         .collect();
     axum::Json(page(values, &q)).into_response()

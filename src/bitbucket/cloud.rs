@@ -246,6 +246,10 @@ impl WebhookBackend for CloudClient {
         Ok(events.into_iter().map(|e| e.event).collect())
     }
 
+    fn hook_api_url(&self, place: &Place, id: &str) -> Option<String> {
+        self.hooks_url(place, Some(id)).ok().map(String::from)
+    }
+
     async fn list_repositories(&self, owner: &str, project: Option<&str>) -> Result<Vec<RepoRef>> {
         let mut url = self.transport.url(&["repositories", owner]);
         {

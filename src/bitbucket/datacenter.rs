@@ -341,6 +341,13 @@ pub(super) async fn list_server_repositories(
         .collect())
 }
 
+/// Every project key the credential may view (shared with Post Webhooks).
+pub(super) async fn list_server_projects(transport: &Transport) -> Result<Vec<String>> {
+    let url = transport.url(&["rest", "api", "latest", "projects"]);
+    let listed: Vec<ListedProject> = all_server_pages(transport, &url).await?;
+    Ok(listed.into_iter().map(|p| p.key).collect())
+}
+
 /// The cheap check shared with Post Webhooks (same server): authenticated requests get
 /// `X-AUSERNAME`, anonymous ones do not.
 pub(super) async fn verify_server_credentials(transport: &Transport) -> Result<Identity> {
@@ -479,6 +486,14 @@ impl WebhookBackend for DataCenterClient {
 
     async fn list_repositories(&self, owner: &str, _project: Option<&str>) -> Result<Vec<RepoRef>> {
         list_server_repositories(&self.transport, owner).await
+    }
+
+    async fn list_projects(&self) -> Result<Vec<String>> {
+        list_server_projects(&self.transport).await
+    }
+
+    fn hook_api_url(&self, place: &Place, id: &str) -> Option<String> {
+        self.webhooks(place, &[id]).ok().map(String::from)
     }
 }
 

@@ -271,6 +271,19 @@ pub trait WebhookBackend: Send + Sync + std::fmt::Debug {
     /// narrowed to one of its projects by `project`; a Data Center project key), every
     /// page, in Bitbucket's order.
     async fn list_repositories(&self, owner: &str, project: Option<&str>) -> Result<Vec<RepoRef>>;
+    /// Every project key the credential may see (Data Center's `GET /projects`); Cloud has
+    /// no server-wide listing of this kind.
+    async fn list_projects(&self) -> Result<Vec<String>> {
+        Err(Error::Unsupported {
+            what: "listing every project",
+            backend: self.flavor().events().name(),
+        })
+    }
+    /// The REST address of hook `id` (what a `DELETE` removes), where it does not depend
+    /// on what the server answers first (Post Webhooks: on the app's API version).
+    fn hook_api_url(&self, _place: &Place, _id: &str) -> Option<String> {
+        None
+    }
 }
 
 /// Everything needed to talk to one Bitbucket.

@@ -21,7 +21,7 @@ use serde_json::{Map, Value, json};
 use tokio::sync::OnceCell;
 
 use super::datacenter::{
-    list_server_repositories, server_webhooks_page, verify_server_credentials,
+    list_server_projects, list_server_repositories, server_webhooks_page, verify_server_credentials,
 };
 use super::transport::{Call, Transport};
 use super::{
@@ -466,6 +466,10 @@ impl WebhookBackend for PostWebhooksClient {
 
     async fn list_repositories(&self, owner: &str, _project: Option<&str>) -> Result<Vec<RepoRef>> {
         list_server_repositories(&self.transport, owner).await
+    }
+
+    async fn list_projects(&self) -> Result<Vec<String>> {
+        list_server_projects(&self.transport).await
     }
 }
 
