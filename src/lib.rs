@@ -6,6 +6,7 @@ pub mod check;
 pub mod export;
 pub mod health;
 pub mod identity;
+pub mod inventory;
 pub mod metrics;
 pub mod reconcile;
 pub mod runtime;

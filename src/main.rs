@@ -26,6 +26,13 @@ enum Command {
     /// BITBUCKET_PASSWORD (Basic), or --token-file. Manifests go to stdout; progress and
     /// what a manifest cannot say go to stderr.
     Export(Box<ExportArgs>),
+    /// List every hook of a workspace, project or whole Data Center instance: who manages
+    /// it (--cluster), how its deliveries fare, and what is wrong with it (unmanaged,
+    /// duplicated, inherited duplicate, inactive, failing, never delivered, unreachable,
+    /// certificate expiring, unknown events), each with the command that fixes it.
+    /// Credential as for export; the output goes to stdout or --out, progress to stderr.
+    /// Exits non-zero when a place could not be read.
+    Inventory(Box<InventoryArgs>),
     /// Check Webhook, WebhookSet and connection manifests offline, as the API server
     /// (schema, CEL rules) and the operator (events and scope per flavor) would: one
     /// FILE:LINE message per problem and a non-zero exit, for a CI step before Argo CD or
@@ -147,15 +154,16 @@ struct RunArgs {
     per_webhook_metrics: bool,
 }
 
+/// Which Bitbucket, which credential, which places: shared by `export` and `inventory`.
 #[derive(clap::Args)]
-struct ExportArgs {
+struct ServerArgs {
     /// Which API: Cloud, DataCenter or PostWebhooks.
     #[arg(long, value_parser = ["Cloud", "DataCenter", "PostWebhooks"])]
     flavor: String,
     /// The API root, as a connection's baseURL (default for Cloud: its public API).
     #[arg(long)]
     base_url: Option<String>,
-    /// A repository to export ("workspace/slug", "PROJECT/slug"); repeat for several.
+    /// A repository ("workspace/slug", "PROJECT/slug"); repeat for several.
     #[arg(long = "repository", value_name = "OWNER/SLUG", conflicts_with_all = ["workspace", "project"])]
     repositories: Vec<String>,
     /// Cloud: every repository of this workspace, and the workspace's own hooks.
@@ -165,6 +173,31 @@ struct ExportArgs {
     /// own hooks. Cloud (with --workspace): only the repositories of this project.
     #[arg(long)]
     project: Option<String>,
+    /// Requests per hour at most (Cloud allows 1,000 webhook requests an hour).
+    #[arg(long, default_value_t = 900, value_parser = clap::value_parser!(u32).range(1..))]
+    requests_per_hour: u32,
+    /// A file whose content is the Bearer token (instead of BITBUCKET_TOKEN).
+    #[arg(long)]
+    token_file: Option<PathBuf>,
+    /// PEM CA certificates to trust for a Data Center server.
+    #[arg(long)]
+    ca_file: Option<PathBuf>,
+}
+
+#[derive(clap::Args)]
+struct ExportArgs {
+    #[command(flatten)]
+    server: ServerArgs,
+    /// Print Webhooks for this flavor instead of the source's (only Cloud, from Data
+    /// Center or Post Webhooks): events are translated, what Cloud lacks is named on
+    /// stderr and left out. Needs --map.
+    #[arg(long, value_parser = ["Cloud"], requires = "map")]
+    to: Option<String>,
+    /// With --to Cloud: where a project's repositories go, PROJECT=workspace or
+    /// PROJECT=workspace/CLOUDPROJECT (the Cloud project of a project's own hooks);
+    /// repeat for several.
+    #[arg(long, value_name = "PROJECT=WORKSPACE[/PROJECT]", requires = "to")]
+    map: Vec<String>,
     /// The BitbucketConnection the Webhooks will reference.
     #[arg(long, default_value = "bitbucket")]
     connection: String,
@@ -177,15 +210,36 @@ struct ExportArgs {
     /// The Secret (key "secret") the Webhooks of signed hooks reference.
     #[arg(long, default_value = "webhook-secret")]
     secret_name: String,
-    /// Requests per hour at most (Cloud allows 1,000 webhook requests an hour).
-    #[arg(long, default_value_t = 900, value_parser = clap::value_parser!(u32).range(1..))]
-    requests_per_hour: u32,
-    /// A file whose content is the Bearer token (instead of BITBUCKET_TOKEN).
+}
+
+#[derive(clap::Args)]
+struct InventoryArgs {
+    #[command(flatten)]
+    server: ServerArgs,
+    /// Data Center, Post Webhooks: every project the credential may view.
+    #[arg(long, conflicts_with_all = ["repositories", "workspace", "project"])]
+    all_projects: bool,
+    /// table, json (schema: docs/inventory.schema.json) or html (one self-contained page).
+    #[arg(long, short, default_value = "table", value_parser = ["table", "json", "html"])]
+    output: String,
+    /// Write the output to this file instead of stdout.
     #[arg(long)]
-    token_file: Option<PathBuf>,
-    /// PEM CA certificates to trust for a Data Center server.
+    out: Option<PathBuf>,
+    /// Keep what is listed in this file; a later run with the same file and flags lists
+    /// only what is missing (after an interruption or a long rate limit).
     #[arg(long)]
-    ca_file: Option<PathBuf>,
+    state: Option<PathBuf>,
+    /// Ask the cluster (KUBECONFIG, or in-cluster) which Webhook manages each hook, and
+    /// flag the ones none does.
+    #[arg(long)]
+    cluster: bool,
+    /// Send each distinct URL one unsigned ping, as the operator's endpoint probe does
+    /// (never to private, loopback or cluster addresses unless --probe-private-targets).
+    #[arg(long)]
+    probe: bool,
+    /// Let --probe reach private, loopback and link-local addresses.
+    #[arg(long, requires = "probe")]
+    probe_private_targets: bool,
 }
 
 fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
@@ -201,6 +255,7 @@ fn main() -> ExitCode {
         Command::Crds { out_dir } => crds(out_dir),
         Command::Run(args) => run(*args),
         Command::Export(args) => export(*args),
+        Command::Inventory(args) => inventory(*args),
         Command::Check { files, flavor } => check(&files, flavor.as_deref()),
     };
     match result {
@@ -324,9 +379,9 @@ fn export_credentials(
     }
 }
 
-/// What to export, from the flags.
-fn export_source(
-    args: &ExportArgs,
+/// The places to read, from the flags.
+fn source(
+    args: &ServerArgs,
     flavor: bitbucket_webhook_operator::api::Flavor,
 ) -> Result<bitbucket_webhook_operator::export::Source, String> {
     use bitbucket_webhook_operator::api::Flavor;
@@ -358,22 +413,27 @@ fn export_source(
             return Err(format!("{flavor:?} has no workspaces: use --project KEY"));
         }
         (None, None, _) => {
-            return Err("say what to export: --repository OWNER/SLUG (repeatable), --workspace (Cloud) or --project".to_owned());
+            return Err("say what to read: --repository OWNER/SLUG (repeatable), --workspace (Cloud) or --project".to_owned());
         }
     };
     Ok(source)
 }
 
-fn export(args: ExportArgs) -> Result<(), String> {
+/// The flavor, credential and TLS options the flags name.
+struct Server {
+    flavor: bitbucket_webhook_operator::api::Flavor,
+    credentials: bitbucket_webhook_operator::bitbucket::Credentials,
+    tls: bitbucket_webhook_operator::bitbucket::TlsOptions,
+}
+
+fn server(args: &ServerArgs) -> Result<Server, String> {
     use bitbucket_webhook_operator::api::Flavor;
-    use bitbucket_webhook_operator::export::{Request, Target};
     let _ = rustls::crypto::ring::default_provider().install_default();
     let flavor = match args.flavor.as_str() {
         "Cloud" => Flavor::Cloud,
         "DataCenter" => Flavor::DataCenter,
         _ => Flavor::PostWebhooks,
     };
-    let source = export_source(&args, flavor)?;
     let tls = bitbucket_webhook_operator::bitbucket::TlsOptions {
         ca_bundle_pem: match &args.ca_file {
             Some(path) => Some(
@@ -384,24 +444,44 @@ fn export(args: ExportArgs) -> Result<(), String> {
         },
         insecure_skip_verify: false,
     };
+    Ok(Server {
+        flavor,
+        credentials: export_credentials(args.token_file.as_ref())?,
+        tls,
+    })
+}
+
+fn block_on<T>(work: impl std::future::Future<Output = Result<T, String>>) -> Result<T, String> {
+    tokio::runtime::Runtime::new()
+        .map_err(|e| format!("cannot start the async runtime: {e}"))?
+        .block_on(work)
+}
+
+fn export(args: ExportArgs) -> Result<(), String> {
+    use bitbucket_webhook_operator::export::{Migration, Request, Target};
+    let server = server(&args.server)?;
+    let source = source(&args.server, server.flavor)?;
+    let migration = match args.to {
+        Some(_) => Some(Migration::parse(server.flavor, &args.map)?),
+        None => None,
+    };
     let request = Request {
         target: Target {
-            flavor,
+            flavor: server.flavor,
             connection: args.connection,
             cluster_connection: args.cluster_connection,
             namespace: args.namespace,
             secret_name: args.secret_name,
         },
-        base_url: args.base_url,
-        credentials: export_credentials(args.token_file.as_ref())?,
-        tls,
-        requests_per_hour: args.requests_per_hour,
+        base_url: args.server.base_url,
+        credentials: server.credentials,
+        tls: server.tls,
+        requests_per_hour: args.server.requests_per_hour,
         source,
+        migration,
     };
-    let runtime = tokio::runtime::Runtime::new()
-        .map_err(|e| format!("cannot start the async runtime: {e}"))?;
     let mut progress = |line: String| eprintln!("export: {line}");
-    let outcome = runtime.block_on(bitbucket_webhook_operator::export::run(
+    let outcome = block_on(bitbucket_webhook_operator::export::run(
         request,
         &mut progress,
     ))?;
@@ -421,6 +501,66 @@ fn export(args: ExportArgs) -> Result<(), String> {
         Ok(())
     } else {
         Err("some repositories could not be read (see the notes above); their hooks are not in the output".to_owned())
+    }
+}
+
+fn inventory(args: InventoryArgs) -> Result<(), String> {
+    use bitbucket_webhook_operator::inventory::{self, Request, Scope};
+    let server = server(&args.server)?;
+    let scope = if args.all_projects {
+        if server.flavor == bitbucket_webhook_operator::api::Flavor::Cloud {
+            return Err(
+                "--all-projects is for Data Center and Post Webhooks; on Cloud give --workspace"
+                    .to_owned(),
+            );
+        }
+        Scope::AllProjects
+    } else {
+        Scope::Of(source(&args.server, server.flavor)?)
+    };
+    let mut progress = |line: String| eprintln!("inventory: {line}");
+    let found = block_on(async {
+        let cluster = match args.cluster {
+            true => Some(kube::Client::try_default().await.map_err(|e| {
+                format!("--cluster: cannot reach the cluster (KUBECONFIG or in-cluster): {e}")
+            })?),
+            false => None,
+        };
+        let request = Request {
+            flavor: server.flavor,
+            base_url: args.server.base_url.clone(),
+            credentials: server.credentials,
+            tls: server.tls,
+            requests_per_hour: args.server.requests_per_hour,
+            scope,
+            state: args.state.clone(),
+            cluster,
+            probe: args.probe.then_some(args.probe_private_targets),
+        };
+        inventory::run(request, &mut progress).await
+    })?;
+    let text = match args.output.as_str() {
+        "json" => serde_json::to_string_pretty(&found).map_err(|e| e.to_string())? + "\n",
+        "html" => inventory::html::render(&found)?,
+        _ => inventory::table::render(&found),
+    };
+    match &args.out {
+        Some(path) => std::fs::write(path, text)
+            .map_err(|e| format!("cannot write --out {}: {e}", path.display()))?,
+        None => print!("{text}"),
+    }
+    let t = &found.totals;
+    eprintln!(
+        "inventory: {} hooks on {} places, {} flagged, {} requests",
+        t.hooks, t.places, t.flagged, found.requests
+    );
+    if found.complete {
+        Ok(())
+    } else {
+        Err(format!(
+            "{} places could not be read (see the output); their hooks are missing",
+            t.unreadable_places
+        ))
     }
 }
 

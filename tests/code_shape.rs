@@ -14,6 +14,7 @@ const LAYERS: &[&[&str]] = &[
     &["health"],
     &["reconcile"],
     &["runtime", "check", "export"],
+    &["inventory"],
 ];
 
 /// The reconcilers: outside `reconcile`, used only through `reconcile`'s own exports.

@@ -3,11 +3,13 @@
 //! is decided in the pure [`manifest`] module.
 
 pub mod manifest;
+pub mod migrate;
 
 use std::sync::Arc;
 use std::time::Duration;
 
 pub use manifest::{Export, Target};
+pub use migrate::Migration;
 
 use crate::bitbucket::{
     self, Budget, ConnectionConfig, Credentials, Error, Place, RemoteHook, RepoRef, RetryPolicy,
@@ -36,6 +38,8 @@ pub struct Request {
     pub tls: TlsOptions,
     pub requests_per_hour: u32,
     pub source: Source,
+    /// Print Cloud manifests for these Data Center or Post Webhooks hooks.
+    pub migration: Option<Migration>,
 }
 
 /// The manifests and notes, and whether every place could be read.
@@ -101,14 +105,26 @@ pub async fn run(request: Request, progress: &mut dyn FnMut(String)) -> Result<O
             }
         }
     }
-    let mut export = manifest::export(&request.target, &listed);
+    let mut export = match &request.migration {
+        Some(migration) => {
+            let cloud = Target {
+                flavor: crate::api::Flavor::Cloud,
+                ..request.target.clone()
+            };
+            migration.export(&cloud, &listed)
+        }
+        None => manifest::export(&request.target, &listed),
+    };
     notes.append(&mut export.notes);
     export.notes = notes;
     Ok(Outcome { export, complete })
 }
 
 /// Calls `f` until it is not rate limited, waiting as long as the budget or Bitbucket asks.
-async fn patiently<T, F, Fut>(progress: &mut dyn FnMut(String), mut f: F) -> bitbucket::Result<T>
+pub(crate) async fn patiently<T, F, Fut>(
+    progress: &mut dyn FnMut(String),
+    mut f: F,
+) -> bitbucket::Result<T>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = bitbucket::Result<T>>,

@@ -24,14 +24,15 @@ use kube::runtime::reflector::{ObjectRef, Store};
 
 pub use error::{Error, Invalid, Refusal, SecretProblem};
 // What the rest of the operator uses of the reconcilers: their entry points (for the
-// controllers' wiring) and the Webhook's offline checks (for `check`).
+// controllers' wiring), the Webhook's offline checks (for `check`) and where its hook
+// lives (for `inventory`).
 pub use connection::retries;
 pub use connection::{
     Registry, reconcile_cluster as reconcile_cluster_connection,
     reconcile_namespaced as reconcile_connection,
 };
 pub use webhook::url_from::{RECEIVER_GROUP, RECEIVER_VERSION};
-pub use webhook::{check_events, check_spec};
+pub use webhook::{check_events, check_spec, place as webhook_place};
 pub use webhook::{error_policy as webhook_error_policy, reconcile as reconcile_webhook};
 pub use webhookset::{
     SetContext, error_policy as webhookset_error_policy, reconcile as reconcile_webhookset,

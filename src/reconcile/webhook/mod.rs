@@ -29,6 +29,7 @@ use kube::{Api, Resource, ResourceExt};
 
 use self::observe::Target;
 pub use self::priority::trust;
+pub use self::validate::place;
 use super::connection::View;
 use super::plan::{Desired, Field};
 use super::{Context, Error, conditions, finalizer, object_key, publish};
