@@ -73,7 +73,7 @@ pub fn assess(ctx: &Context<'_>, reads: &[Read]) -> (Vec<PlaceReport>, Vec<Hook>
                 .managers
                 .and_then(|m| m.get(&(PlaceKey::from(&read.place), hook.id.clone())))
                 .cloned();
-            let (verdict, probe) = health(ctx, hook);
+            let (verdicts, probe) = health(ctx, hook);
             let mut flags = Vec::new();
             let about = About {
                 ctx,
@@ -88,13 +88,18 @@ pub fn assess(ctx: &Context<'_>, reads: &[Read]) -> (Vec<PlaceReport>, Vec<Hook>
                 about.inherited(parent_place, parent_hooks, &mut flags);
             }
             about.settings(&mut flags);
-            about.deliveries(&verdict, &mut flags);
+            for verdict in [&verdicts.statistics, &verdicts.probe]
+                .into_iter()
+                .flatten()
+            {
+                about.deliveries(verdict, &mut flags);
+            }
             hooks.push(Hook {
                 place: PlaceName::of(&read.place),
                 listed: hook.clone(),
                 managed_by: manager,
-                health: verdict.health,
-                health_message: verdict.message,
+                health: verdicts.overall.health,
+                health_message: verdicts.overall.message,
                 probe,
                 flags,
                 page: page.clone(),
@@ -126,21 +131,32 @@ fn parent_of(flavor: Flavor, place: &Place) -> Option<Place> {
     }
 }
 
-/// The operator's own verdict from the statistics and the probe.
-fn health(ctx: &Context<'_>, hook: &Listed) -> (Verdict, Option<super::model::ProbeReport>) {
-    let stats = hook
+/// The operator's own verdicts: from the statistics, from the probe, and the two together.
+struct Verdicts {
+    statistics: Option<Verdict>,
+    probe: Option<Verdict>,
+    overall: Verdict,
+}
+
+fn health(ctx: &Context<'_>, hook: &Listed) -> (Verdicts, Option<super::model::ProbeReport>) {
+    let statistics = hook
         .statistics
         .as_ref()
         .map(|s| classify::from_statistics(&s.stats()));
-    let probe = ctx.probes.get(&hook.url);
-    let probed = probe.map(|p| classify::from_probe(p, ctx.now));
-    let verdict = match (stats, probed) {
-        (Some(s), Some(p)) => classify::worse(s, p),
-        (Some(s), None) => s,
-        (None, Some(p)) => p,
+    let outcome = ctx.probes.get(&hook.url);
+    let probe = outcome.map(|p| classify::from_probe(p, ctx.now));
+    let overall = match (&statistics, &probe) {
+        (Some(s), Some(p)) => classify::worse(s.clone(), p.clone()),
+        (Some(s), None) => s.clone(),
+        (None, Some(p)) => p.clone(),
         (None, None) => classify::not_reported(ctx.flavor.events().name()),
     };
-    (verdict, probe.map(report))
+    let verdicts = Verdicts {
+        statistics,
+        probe,
+        overall,
+    };
+    (verdicts, outcome.map(report))
 }
 
 fn report(outcome: &ProbeOutcome) -> super::model::ProbeReport {
@@ -319,6 +335,14 @@ impl About<'_> {
             (Flag::CertificateExpiring, _) => {
                 format!("renew the certificate of {}", host(&self.hook.url))
             }
+            (Flag::NeverDelivered, Some(m)) => {
+                self.edit(m, "spec.events (nothing it subscribes to happened)")
+            }
+            (Flag::NeverDelivered, None) => format!(
+                "check that its events ({}) still happen here, or delete it if nobody needs it: {}",
+                self.hook.events.join(", "),
+                self.delete()
+            ),
             (_, Some(m)) => format!(
                 "fix the endpoint or its URL; the deliveries: kubectl -n {} describe webhook {}",
                 m.namespace, m.webhook
@@ -492,6 +516,15 @@ mod tests {
         let mut managers = Managers::new();
         managers.insert((PlaceKey::from(&repo), "managed".into()), manager("api"));
         let probes: HashMap<String, ProbeOutcome> = [
+            (
+                // A healthy endpoint does not hide that Bitbucket never delivered.
+                "https://ci.example.com/never".to_owned(),
+                ProbeOutcome::Answered {
+                    status: 200,
+                    latency: Duration::from_millis(5),
+                    certificate_expires: None,
+                },
+            ),
             (
                 "https://down.example.com/".to_owned(),
                 ProbeOutcome::Unreachable("connection refused".into()),

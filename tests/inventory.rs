@@ -1,0 +1,541 @@
+//! `inventory` against the simulator and the test cluster, on all three backends: hand-made
+//! hooks (managed, unmanaged, duplicated, inherited duplicates, inactive, failing, never
+//! delivered, unreachable, certificate expiring) found and flagged in every output, the
+//! HTML report in a real headless Chromium, resuming after a 429, and the Data Center to
+//! Cloud migration of docs/migrating-to-cloud.md run end to end.
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use bitbucket_sim::receiver::Receiver;
+use bitbucket_webhook_operator::api::Flavor;
+use bitbucket_webhook_operator::bitbucket::{
+    Budget, ConnectionConfig, Credentials, HookSpec, Place, RepoRef, RetryPolicy, SecretChange,
+    TlsOptions, WebhookBackend, connect,
+};
+use serde_json::Value;
+use support::{ADMIN, World, flavor_name, outcome};
+
+fn client(w: &World) -> std::sync::Arc<dyn WebhookBackend> {
+    connect(ConnectionConfig {
+        flavor: w.flavor,
+        base_url: Some(w.base_url()),
+        credentials: Credentials::Bearer(ADMIN.to_owned().into()),
+        tls: TlsOptions::default(),
+        budget: std::sync::Arc::new(Budget::per_hour(100_000)),
+        retry: RetryPolicy::default(),
+        observer: None,
+    })
+    .expect("client")
+}
+
+fn repo(name: &str) -> Place {
+    Place::Repository(RepoRef::parse(name).expect("repo"))
+}
+
+/// Hand-made hooks: (place, title, url, events, active), created by an admin.
+async fn make(w: &World, hooks: &[(Place, &str, String, &[&str], bool)]) {
+    let client = client(w);
+    for (place, title, url, events, active) in hooks {
+        let spec = HookSpec {
+            title: (*title).to_owned(),
+            url: url.clone(),
+            active: *active,
+            events: events.iter().map(|e| (*e).to_owned()).collect(),
+            secret: SecretChange::Remove,
+            skip_cert_verification: url.starts_with("https"),
+        };
+        client.create_hook(place, &spec).await.expect("create");
+    }
+}
+
+/// `inventory` with the test's credential and cluster; `Ok(stdout)` or `Err(stderr)`.
+async fn inventory(w: &World, args: &[&str]) -> (Result<String, String>, String) {
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_bitbucket-webhook-operator"))
+        .args(["inventory", "--flavor", flavor_name(w.flavor), "--base-url"])
+        .arg(w.base_url())
+        .args(args)
+        .env("BITBUCKET_TOKEN", ADMIN)
+        .env("KUBECONFIG", w.plane.kubeconfig())
+        .output()
+        .await
+        .expect("inventory runs");
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    let result = if out.status.success() {
+        Ok(stdout)
+    } else {
+        Err(stderr.clone())
+    };
+    (result, stderr)
+}
+
+/// Each hook's flags by title, from the JSON output.
+fn flags_by_title(inventory: &Value) -> BTreeMap<String, Vec<String>> {
+    inventory["hooks"]
+        .as_array()
+        .expect("hooks")
+        .iter()
+        .map(|h| {
+            let flags = h["flags"]
+                .as_array()
+                .expect("flags")
+                .iter()
+                .map(|f| f["flag"].as_str().unwrap_or_default().to_owned())
+                .collect();
+            (h["title"].as_str().unwrap_or_default().to_owned(), flags)
+        })
+        .collect()
+}
+
+fn expect_flags(found: &BTreeMap<String, Vec<String>>, expected: &[(&str, &[&str])]) {
+    let expected: BTreeMap<String, Vec<String>> = expected
+        .iter()
+        .map(|(t, f)| ((*t).to_owned(), f.iter().map(|s| (*s).to_owned()).collect()))
+        .collect();
+    assert_eq!(found, &expected);
+}
+
+fn artefacts() -> PathBuf {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("inventory");
+    std::fs::create_dir_all(&dir).expect("artefact dir");
+    dir
+}
+
+/// A managed Webhook made through the cluster, Ready.
+async fn managed(w: &World, url: &str) {
+    w.apply(&w.webhook_yaml("managed", url, "  title: managed\n"))
+        .expect("apply");
+    w.wait_ready("managed").await;
+}
+
+#[tokio::test]
+async fn data_center_hooks_are_found_flagged_and_reported_in_every_output() {
+    let w = World::new("inventory-dc", Flavor::DataCenter).await;
+    w.ctl
+        .owner_admins("DataCenter", &w.repository, &[ADMIN])
+        .await
+        .expect("project admin");
+    w.ctl
+        .repository("DataCenter", "PLAT/web", &[ADMIN], &[])
+        .await
+        .expect("repository");
+    let ok = Receiver::start(false).await.expect("receiver");
+    let bad = Receiver::start(false).await.expect("receiver");
+    bad.set_status(500);
+    let expiring = Receiver::start_expiring(3).await.expect("receiver");
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let down = format!("http://{}/hook", closed.local_addr().expect("addr"));
+    drop(closed);
+    managed(&w, &format!("{}/managed", ok.url())).await;
+    let push: &[&str] = &["repo:refs_changed"];
+    let merged: &[&str] = &["pr:merged"];
+    let at = |path: &str| format!("{}/{path}", ok.url());
+    make(
+        &w,
+        &[
+            (
+                Place::Project("PLAT".into()),
+                "project-wide",
+                at("all"),
+                push,
+                true,
+            ),
+            (repo("PLAT/api"), "plain", at("plain"), push, true),
+            (repo("PLAT/api"), "inherited", at("all"), push, true),
+            (
+                repo("PLAT/api"),
+                "failing",
+                format!("{}/f", bad.url()),
+                push,
+                true,
+            ),
+            (repo("PLAT/api"), "never", at("never"), merged, true),
+            (repo("PLAT/api"), "inactive", at("off"), push, false),
+            (repo("PLAT/api"), "down", down.clone(), merged, true),
+            (repo("PLAT/api"), "expiring", expiring.url(), merged, true),
+            (repo("PLAT/web"), "first", at("dup"), push, true),
+            (repo("PLAT/web"), "second", at("dup"), push, true),
+        ],
+    )
+    .await;
+    for repository in ["PLAT/api", "PLAT/web"] {
+        w.ctl
+            .emit(repository, "repo:refs_changed")
+            .await
+            .expect("emit");
+    }
+    w.ctl.reset_requests().await.expect("reset");
+
+    let state = artefacts().join("dc-state.json");
+    let _ = std::fs::remove_file(&state);
+    let common = [
+        "--project",
+        "PLAT",
+        "--cluster",
+        "--probe",
+        "--probe-private-targets",
+        "--requests-per-hour",
+        "60",
+        "--state",
+    ];
+    let mut args: Vec<&str> = common.to_vec();
+    let state_arg = state.to_string_lossy().to_string();
+    args.extend([state_arg.as_str(), "--output", "json"]);
+    let (json, stderr) = inventory(&w, &args).await;
+    let json = json.unwrap_or_else(|e| panic!("inventory failed: {e}"));
+    assert!(
+        stderr.contains("[3/3] PLAT/web: 2 hooks"),
+        "progress: {stderr}"
+    );
+    let found: Value = serde_json::from_str(&json).expect("json");
+    assert_eq!(found["schema"], "bitbucket-webhook-operator/inventory/v1");
+    expect_flags(
+        &flags_by_title(&found),
+        &[
+            ("project-wide", &["Unmanaged"]),
+            ("managed", &[]),
+            ("plain", &["Unmanaged"]),
+            ("inherited", &["Unmanaged", "InheritedDuplicate"]),
+            ("failing", &["Unmanaged", "Failing", "Unreachable"]),
+            ("never", &["Unmanaged", "NeverDelivered"]),
+            ("inactive", &["Unmanaged", "Inactive"]),
+            ("down", &["Unmanaged", "NeverDelivered", "Unreachable"]),
+            (
+                "expiring",
+                &["Unmanaged", "NeverDelivered", "CertificateExpiring"],
+            ),
+            ("first", &["Unmanaged"]),
+            ("second", &["Unmanaged", "DuplicateUrl"]),
+        ],
+    );
+    let managed = found["hooks"]
+        .as_array()
+        .expect("hooks")
+        .iter()
+        .find(|h| h["title"] == "managed")
+        .expect("managed");
+    assert_eq!(managed["managedBy"]["namespace"], w.ns.as_str());
+    assert_eq!(managed["health"], "Healthy");
+    // Within the budget: one listing of the project's repositories and one per place (as
+    // the client counted them: the operator's own resyncs of "managed" reach the simulator
+    // too; tests below count on the simulator where nothing else calls it).
+    assert_eq!(found["requests"], 4);
+    assert_eq!(found["totals"]["flagged"], 10);
+    assert!(!json.contains(ADMIN), "the token is never printed");
+
+    // The same state file: the table and the page come from what was listed, no request.
+    let mut args: Vec<&str> = common.to_vec();
+    args.extend([state_arg.as_str(), "--output", "table"]);
+    let (table, stderr) = inventory(&w, &args).await;
+    let table = table.unwrap_or_else(|e| panic!("inventory failed: {e}"));
+    assert!(stderr.contains("(from the state file)"), "{stderr}");
+    assert!(
+        stderr.contains(", 0 requests"),
+        "nothing listed twice: {stderr}"
+    );
+    assert!(table.contains("  DuplicateUrl: hook "), "{table}");
+    assert!(
+        table.contains("    fix: delete this copy: curl -fsS -X DELETE"),
+        "{table}"
+    );
+    assert!(
+        table.contains("11 hooks on 3 places (0 unreadable), 1 managed, 10 flagged"),
+        "{table}"
+    );
+    let page = artefacts().join("dc.html");
+    let page_arg = page.to_string_lossy().to_string();
+    let mut args: Vec<&str> = common.to_vec();
+    args.extend([state_arg.as_str(), "--output", "html", "--out", &page_arg]);
+    let (html, stderr) = inventory(&w, &args).await;
+    html.unwrap_or_else(|e| panic!("inventory failed: {e}"));
+    assert!(stderr.contains(", 0 requests"), "{stderr}");
+    browser::check_report(&page, &found);
+}
+
+#[tokio::test]
+async fn cloud_workspace_and_post_webhooks_repository_hooks_are_flagged() {
+    let w = World::new("inventory-cloud", Flavor::Cloud).await;
+    w.ctl
+        .owner_admins("Cloud", &w.repository, &[ADMIN])
+        .await
+        .expect("workspace admin");
+    let ok = Receiver::start(false).await.expect("receiver");
+    let at = |path: &str| format!("{}/{path}", ok.url());
+    managed(&w, &at("managed")).await;
+    let push: &[&str] = &["repo:push"];
+    make(
+        &w,
+        &[
+            (
+                Place::Workspace("acme".into()),
+                "workspace-wide",
+                at("all"),
+                push,
+                true,
+            ),
+            (repo("acme/api"), "inherited", at("all"), push, true),
+            (repo("acme/api"), "first", at("dup"), push, true),
+            (repo("acme/api"), "second", at("dup"), push, true),
+            (repo("acme/api"), "inactive", at("off"), push, false),
+        ],
+    )
+    .await;
+    let (json, stderr) = inventory(&w, &["--workspace", "acme", "--cluster", "-o", "json"]).await;
+    let json = json.unwrap_or_else(|e| panic!("inventory failed: {e}"));
+    assert!(stderr.contains("[2/2] acme/api: 5 hooks"), "{stderr}");
+    let found: Value = serde_json::from_str(&json).expect("json");
+    expect_flags(
+        &flags_by_title(&found),
+        &[
+            ("workspace-wide", &["Unmanaged"]),
+            ("managed", &[]),
+            ("inherited", &["Unmanaged", "InheritedDuplicate"]),
+            ("first", &["Unmanaged"]),
+            ("second", &["Unmanaged", "DuplicateUrl"]),
+            ("inactive", &["Unmanaged", "Inactive"]),
+        ],
+    );
+    assert!(
+        found["hooks"]
+            .as_array()
+            .expect("hooks")
+            .iter()
+            .all(|h| h["health"] == "Unknown"),
+        "Cloud reports no statistics and nothing was probed"
+    );
+
+    let w = World::new("inventory-pw", Flavor::PostWebhooks).await;
+    managed(&w, &at("pw-managed")).await;
+    let push: &[&str] = &["ABSTRACT_REPOSITORY_REFS_CHANGED"];
+    make(
+        &w,
+        &[
+            (repo("PLAT/api"), "first", at("pw-dup"), push, true),
+            (repo("PLAT/api"), "second", at("pw-dup"), push, true),
+            (repo("PLAT/api"), "inactive", at("pw-off"), push, false),
+        ],
+    )
+    .await;
+    let (table, _) = inventory(&w, &["--repository", "PLAT/api", "--cluster"]).await;
+    let table = table.unwrap_or_else(|e| panic!("inventory failed: {e}"));
+    assert!(
+        table.contains("4 hooks on 1 places (0 unreadable), 1 managed, 3 flagged: DuplicateUrl 1, Inactive 1, Unmanaged 3"),
+        "{table}"
+    );
+    assert!(
+        table.contains(&format!("Webhook {}/managed", w.ns)),
+        "{table}"
+    );
+}
+
+#[tokio::test]
+async fn an_interrupted_inventory_resumes_without_listing_again() {
+    let w = World::new("inventory-resume", Flavor::DataCenter).await;
+    w.ctl
+        .owner_admins("DataCenter", &w.repository, &[ADMIN])
+        .await
+        .expect("project admin");
+    let repos: Vec<String> = (0..8).map(|i| format!("PLAT/svc-{i}")).collect();
+    w.ctl
+        .repositories("DataCenter", &repos, None, &[ADMIN])
+        .await
+        .expect("repositories");
+    w.ctl.reset_requests().await.expect("reset");
+    // Bitbucket answers 429 after five requests and asks for a minute's wait.
+    w.ctl
+        .faults(serde_json::json!({ "rateLimitPerHour": 5, "retryAfter": 60 }))
+        .await
+        .expect("faults");
+    let state = artefacts().join("resume-state.json");
+    let _ = std::fs::remove_file(&state);
+    let state_arg = state.to_string_lossy().to_string();
+    let mut first = tokio::process::Command::new(env!("CARGO_BIN_EXE_bitbucket-webhook-operator"))
+        .args(["inventory", "--flavor", "DataCenter", "--base-url"])
+        .arg(w.base_url())
+        .args(["--project", "PLAT", "--state", &state_arg, "-o", "json"])
+        .env("BITBUCKET_TOKEN", ADMIN)
+        .stderr(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("inventory starts");
+    let stderr = first.stderr.take().expect("stderr");
+    let mut lines = tokio::io::AsyncBufReadExt::lines(tokio::io::BufReader::new(stderr));
+    let mut seen = String::new();
+    let waited = tokio::time::timeout(Duration::from_secs(30), async {
+        while let Ok(Some(line)) = lines.next_line().await {
+            seen.push_str(&line);
+            seen.push('\n');
+            if line.contains("rate limited") {
+                return true;
+            }
+        }
+        false
+    })
+    .await;
+    assert_eq!(waited, Ok(true), "the run waits out the 429: {seen}");
+    first.kill().await.expect("interrupt");
+    assert!(
+        seen.contains("[4/10]"),
+        "four places listed before the 429: {seen}"
+    );
+
+    w.ctl.clear_faults().await.expect("faults");
+    let (json, stderr) = inventory(
+        &w,
+        &["--project", "PLAT", "--state", &state_arg, "-o", "json"],
+    )
+    .await;
+    let json = json.unwrap_or_else(|e| panic!("inventory failed: {e}"));
+    assert_eq!(
+        stderr.matches("(from the state file)").count(),
+        4,
+        "{stderr}"
+    );
+    let found: Value = serde_json::from_str(&json).expect("json");
+    assert_eq!(found["totals"]["places"], 10);
+    assert_eq!(found["complete"], true);
+    // Each place was listed once with success over both runs; the repositories once.
+    let listings = w
+        .ctl
+        .count_where(|method, route| method == "GET" && route.ends_with("/webhooks"))
+        .await
+        .expect("count");
+    let refused = w.ctl.requests().await.expect("requests");
+    let ok_listings: u64 = refused
+        .iter()
+        .filter(|r| {
+            r["status"] == 200
+                && r["route"]
+                    .as_str()
+                    .is_some_and(|r| r.ends_with("/webhooks"))
+        })
+        .map(|r| r["count"].as_u64().unwrap_or(0))
+        .sum();
+    assert_eq!(ok_listings, 10, "{refused:?}");
+    assert_eq!(
+        listings, 11,
+        "ten answered and the one refused with 429: {refused:?}"
+    );
+}
+
+/// The report in a real headless Chromium.
+mod browser {
+    use super::*;
+
+    fn chromium() -> PathBuf {
+        let path = std::env::var_os("BBWO_CHROMIUM")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from("/usr/bin/chromium"));
+        assert!(
+            path.exists(),
+            "the report test needs Chromium: install Debian's chromium package (apt-get install chromium) or set BBWO_CHROMIUM"
+        );
+        path
+    }
+
+    /// The DOM after the page's script ran, and what Chromium logged.
+    fn render(page: &Path, hash: &str, screenshot: Option<&Path>) -> (String, String) {
+        static RUNS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let run = RUNS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let profile = artefacts().join(format!("chromium-profile-{}-{run}", std::process::id()));
+        let mut cmd = std::process::Command::new(chromium());
+        cmd.args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--enable-logging=stderr",
+            "--v=0",
+            "--window-size=1400,2000",
+        ])
+        .arg(format!("--user-data-dir={}", profile.display()));
+        match screenshot {
+            Some(file) => cmd.arg(format!("--screenshot={}", file.display())),
+            None => cmd.arg("--dump-dom"),
+        };
+        let out = cmd
+            .arg(format!("file://{}{hash}", page.display()))
+            .output()
+            .expect("chromium runs");
+        let _ = std::fs::remove_dir_all(&profile);
+        let text = outcome(&out).unwrap_or_else(|e| panic!("chromium failed: {e}"));
+        (String::from_utf8_lossy(&out.stdout).to_string(), text)
+    }
+
+    fn attribute(dom: &str, name: &str) -> String {
+        let at = dom
+            .find(&format!("{name}=\""))
+            .unwrap_or_else(|| panic!("{name} in {dom}"));
+        dom[at + name.len() + 2..]
+            .split('"')
+            .next()
+            .unwrap_or_default()
+            .to_owned()
+    }
+
+    pub fn check_report(page: &Path, inventory: &Value) {
+        let html = std::fs::read_to_string(page).expect("page");
+        for external in ["src=\"http", "href=\"http", "@import", "url(http"] {
+            assert!(
+                !html.contains(external),
+                "the page loads nothing: {external}"
+            );
+        }
+        let (dom, log) = render(page, "", None);
+        assert_eq!(
+            attribute(&dom, "data-ready"),
+            "true",
+            "the script ran: {log}"
+        );
+        let console: Vec<&str> = log.lines().filter(|l| l.contains("CONSOLE")).collect();
+        assert!(
+            console.is_empty(),
+            "the page logged to the console: {console:?}"
+        );
+        let hooks = inventory["hooks"].as_array().expect("hooks").len();
+        assert_eq!(attribute(&dom, "data-shown"), hooks.to_string());
+        assert_eq!(dom.matches("<tr class=\"hook\"").count(), hooks);
+        let flagged = inventory["totals"]["flagged"].to_string();
+        assert!(
+            dom.contains(&format!("data-total=\"flagged\"><b>{flagged}</b>")),
+            "the flagged total is the JSON's {flagged}"
+        );
+        for (flag, count) in inventory["totals"]["byFlag"].as_object().expect("byFlag") {
+            assert!(
+                dom.contains(&format!("data-name=\"{flag}\" data-count=\"{count}\"")),
+                "the chart's {flag} bar says {count}"
+            );
+            // Filtering by the flag through the page's own control shows those hooks only.
+            let (filtered, _) = render(page, &format!("#flag={flag}"), None);
+            assert_eq!(
+                attribute(&filtered, "data-shown"),
+                count.to_string(),
+                "filtered by {flag}"
+            );
+        }
+        let (by_text, _) = render(page, "#filter=/dup", None);
+        assert_eq!(
+            attribute(&by_text, "data-shown"),
+            "2",
+            "the two copies of /dup"
+        );
+        let shot = artefacts().join("dc-report.png");
+        let _ = std::fs::remove_file(&shot);
+        render(page, "", Some(&shot));
+        let size = std::fs::metadata(&shot).map(|m| m.len()).unwrap_or(0);
+        assert!(
+            size > 10_000,
+            "a screenshot of the page ({size} bytes) at {}",
+            shot.display()
+        );
+    }
+}
