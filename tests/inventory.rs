@@ -539,3 +539,213 @@ mod browser {
         );
     }
 }
+
+/// docs/migrating-to-cloud.md's example: a Data Center project's hooks exported as Cloud
+/// manifests, applied, Ready, and on Cloud with the translated events.
+#[tokio::test]
+async fn a_data_center_project_moves_to_cloud() {
+    let w = World::new("migrate", Flavor::DataCenter).await;
+    w.ctl
+        .owner_admins("DataCenter", &w.repository, &[ADMIN])
+        .await
+        .expect("project admin");
+    w.ctl
+        .repository("DataCenter", "PLAT/web", &[ADMIN], &[])
+        .await
+        .expect("repository");
+    let cloud_repos = vec!["acme/api".to_owned(), "acme/web".to_owned()];
+    w.ctl
+        .repositories("Cloud", &cloud_repos, Some("PLT"), &[ADMIN])
+        .await
+        .expect("cloud repositories");
+    let url = |name: &str| format!("https://ci.example.com/{name}");
+    let client = client(&w);
+    for (place, title, events, signed) in [
+        (
+            repo("PLAT/api"),
+            "ci",
+            &["repo:refs_changed", "pr:opened", "pr:from_ref_updated"][..],
+            true,
+        ),
+        (
+            repo("PLAT/api"),
+            "chat",
+            &["pr:merged", "pr:deleted", "pr:reviewer:approved"][..],
+            false,
+        ),
+        (repo("PLAT/web"), "ci", &["repo:refs_changed"][..], false),
+        (
+            repo("PLAT/web"),
+            "secrets",
+            &["repo:secret_detected"][..],
+            false,
+        ),
+        (
+            Place::Project("PLAT".into()),
+            "audit",
+            &["repo:refs_changed", "mirror:repo_synchronized"][..],
+            false,
+        ),
+    ] {
+        let spec = HookSpec {
+            title: title.to_owned(),
+            url: url(&match &place {
+                Place::Repository(r) => format!("{r}/{title}"),
+                other => format!("{}/{title}", other.owner()),
+            }),
+            active: true,
+            events: events.iter().map(|e| (*e).to_owned()).collect(),
+            secret: if signed {
+                SecretChange::Set("ci-s3cret".to_owned().into())
+            } else {
+                SecretChange::Remove
+            },
+            skip_cert_verification: false,
+        };
+        client.create_hook(&place, &spec).await.expect("create");
+    }
+    let flags = "--to Cloud --map PLAT=acme/PLT --connection bitbucket-cloud --namespace ci";
+    let runbook =
+        std::fs::read_to_string(support::repo_path("docs/migrating-to-cloud.md")).expect("runbook");
+    assert!(
+        runbook.contains("--project PLAT \\\n  --to Cloud --map PLAT=acme/PLT --connection bitbucket-cloud --namespace ci"),
+        "the runbook shows the command this test runs"
+    );
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_bitbucket-webhook-operator"))
+        .args(["export", "--flavor", "DataCenter", "--base-url"])
+        .arg(w.base_url())
+        .args(["--project", "PLAT"])
+        .args(
+            flags
+                .replace("--namespace ci", &format!("--namespace {}", w.ns))
+                .split(' '),
+        )
+        .env("BITBUCKET_TOKEN", ADMIN)
+        .output()
+        .await
+        .expect("export runs");
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(out.status.success(), "{stderr}");
+    for lost in [
+        "pr:deleted",
+        "repo:secret_detected",
+        "mirror:repo_synchronized",
+    ] {
+        assert!(
+            stderr.contains(&format!("Cloud has no event for {lost}; left out")),
+            "{stderr}"
+        );
+    }
+    assert!(
+        stderr.contains("(secrets): none of its events exists on Cloud; no manifest"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("ci-s3cret"), "a secret is never printed");
+    let manifests = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        !manifests.contains("ci-s3cret"),
+        "a secret is never printed"
+    );
+    assert_eq!(
+        manifests.matches("kind: Webhook\n").count(),
+        3,
+        "{manifests}"
+    );
+    assert_eq!(
+        manifests.matches("kind: WebhookSet\n").count(),
+        1,
+        "{manifests}"
+    );
+
+    // Step 2 and 4 of the runbook: the Cloud connection, the secret, apply, all Ready.
+    w.apply(&format!(
+        "apiVersion: v1\nkind: Secret\nmetadata: {{name: bitbucket-cloud-token}}\nstringData: {{token: {ADMIN}}}\n---\n\
+         apiVersion: v1\nkind: Secret\nmetadata: {{name: webhook-secret}}\nstringData: {{secret: ci-s3cret}}\n---\n\
+         apiVersion: bitbucket.hooks.dev/v1alpha1\nkind: BitbucketConnection\nmetadata: {{name: bitbucket-cloud}}\n\
+         spec:\n  flavor: Cloud\n  baseURL: {}/2.0\n  auth: {{type: Bearer, secretRef: {{name: bitbucket-cloud-token}}}}\n",
+        w.sim.base_url()
+    ))
+    .expect("cloud connection");
+    w.apply(&manifests).expect("apply the export");
+    let deadline = std::time::Instant::now() + Duration::from_secs(90);
+    loop {
+        let all = w.webhooks().list(&Default::default()).await.expect("list");
+        let cloud: Vec<_> = all
+            .items
+            .iter()
+            .filter(|h| h.spec.connection_ref.name == "bitbucket-cloud")
+            .collect();
+        let ready = cloud
+            .iter()
+            .filter(|h| {
+                h.status.as_ref().is_some_and(|s| {
+                    s.conditions
+                        .iter()
+                        .any(|c| c.type_ == "Ready" && c.status == "True")
+                })
+            })
+            .count();
+        // Three Webhooks and the set's two (acme/api, acme/web).
+        if cloud.len() == 5 && ready == 5 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{ready} of {} Cloud Webhooks Ready",
+            cloud.len()
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let mut on_cloud: Vec<(String, String, Vec<String>, bool)> = w
+        .ctl
+        .hooks()
+        .await
+        .expect("hooks")
+        .into_iter()
+        .filter(|h| h["flavor"] == "Cloud")
+        .map(|h| {
+            let mut events: Vec<String> = h["events"]
+                .as_array()
+                .expect("events")
+                .iter()
+                .filter_map(|e| e.as_str().map(str::to_owned))
+                .collect();
+            events.sort();
+            (
+                h["repository"].as_str().unwrap_or_default().to_owned(),
+                h["url"].as_str().unwrap_or_default().to_owned(),
+                events,
+                h["secret"].is_string(),
+            )
+        })
+        .collect();
+    on_cloud.sort();
+    let hook = |repo: &str, url: &str, events: &[&str], signed: bool| {
+        (
+            repo.to_owned(),
+            format!("https://ci.example.com/{url}"),
+            events.iter().map(|e| (*e).to_owned()).collect::<Vec<_>>(),
+            signed,
+        )
+    };
+    assert_eq!(
+        on_cloud,
+        [
+            hook(
+                "acme/api",
+                "PLAT/api/chat",
+                &["pullrequest:approved", "pullrequest:fulfilled"],
+                false
+            ),
+            hook(
+                "acme/api",
+                "PLAT/api/ci",
+                &["pullrequest:created", "pullrequest:push", "repo:push"],
+                true
+            ),
+            hook("acme/api", "PLAT/audit", &["repo:push"], false),
+            hook("acme/web", "PLAT/audit", &["repo:push"], false),
+            hook("acme/web", "PLAT/web/ci", &["repo:push"], false),
+        ]
+    );
+}

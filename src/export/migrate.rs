@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 
 use super::manifest::{self, Export, Target};
 use crate::api::Flavor;
-use crate::bitbucket::{Place, RemoteHook, RepoRef};
+use crate::bitbucket::{Place, RemoteHook, RepoRef, SecretState};
 
 /// Where each Data Center project goes on Cloud.
 #[derive(Clone, Debug, PartialEq)]
@@ -138,8 +138,14 @@ impl Migration {
             return None;
         }
         events.sort();
+        // A new hook on Cloud: its secret comes from the Secret, never from the old hook.
+        let secret = match hook.secret {
+            SecretState::Unset => SecretState::Unset,
+            _ => SecretState::Set,
+        };
         Some(RemoteHook {
             events,
+            secret,
             ..hook.clone()
         })
     }
