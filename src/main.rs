@@ -494,7 +494,7 @@ fn export(args: ExportArgs) -> Result<(), String> {
         eprintln!("export: note: {note}");
     }
     eprintln!(
-        "export: {} Webhook manifests written",
+        "export: {} manifests written",
         outcome.export.manifests.len()
     );
     if outcome.complete {

@@ -193,6 +193,9 @@ async fn data_center_hooks_are_found_flagged_and_reported_in_every_output() {
     );
     let found: Value = serde_json::from_str(&json).expect("json");
     assert_eq!(found["schema"], "bitbucket-webhook-operator/inventory/v1");
+    // docs/inventory.schema.json is generated from this type.
+    serde_json::from_str::<bitbucket_webhook_operator::inventory::model::Inventory>(&json)
+        .expect("the output reads back as the documented type");
     expect_flags(
         &flags_by_title(&found),
         &[
@@ -428,9 +431,15 @@ mod browser {
     use super::*;
 
     fn chromium() -> PathBuf {
+        let on_path = || {
+            std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default())
+                .map(|dir| dir.join("chromium"))
+                .find(|p| p.exists())
+                .unwrap_or_else(|| PathBuf::from("/usr/bin/chromium"))
+        };
         let path = std::env::var_os("BBWO_CHROMIUM")
             .map(PathBuf::from)
-            .unwrap_or_else(|| PathBuf::from("/usr/bin/chromium"));
+            .unwrap_or_else(on_path);
         assert!(
             path.exists(),
             "the report test needs Chromium: install Debian's chromium package (apt-get install chromium) or set BBWO_CHROMIUM"

@@ -321,3 +321,36 @@ pub struct Hook {
     /// Where a person sees the hook in Bitbucket.
     pub page: String,
 }
+
+/// The JSON Schema of [`Inventory`], as docs/inventory.schema.json holds it.
+pub fn schema() -> serde_json::Value {
+    let mut schema = serde_json::to_value(schemars::schema_for!(Inventory)).unwrap_or_default();
+    schema["$id"] = serde_json::json!(concat!(
+        env!("CARGO_PKG_REPOSITORY"),
+        "/blob/main/docs/inventory.schema.json"
+    ));
+    schema["title"] = serde_json::json!("bitbucket-webhook-operator inventory, v1");
+    schema
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The documented schema is the one the code writes; `BBWO_WRITE_SCHEMA=1 cargo test
+    /// --lib inventory::model` rewrites the file after a change.
+    #[test]
+    fn the_documented_schema_is_the_written_one() {
+        let path =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/inventory.schema.json");
+        let text = serde_json::to_string_pretty(&schema()).expect("schema") + "\n";
+        if std::env::var_os("BBWO_WRITE_SCHEMA").is_some() {
+            std::fs::write(&path, &text).expect("write the schema");
+        }
+        let documented = std::fs::read_to_string(&path).unwrap_or_default();
+        assert!(
+            documented == text,
+            "docs/inventory.schema.json is out of date: run BBWO_WRITE_SCHEMA=1 cargo test --lib inventory::model"
+        );
+    }
+}
