@@ -28,6 +28,7 @@ KEEP = [
         lambda p: "/webhooks" in p
         or p
         in (
+            "/api/latest/projects",
             "/api/latest/projects/{projectKey}/repos",
             "/api/latest/projects/{projectKey}/repos/{repositorySlug}",
         ),

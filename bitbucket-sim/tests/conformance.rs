@@ -534,6 +534,12 @@ async fn data_center_webhook_operations_conform_to_the_data_center_spec() {
     )
     .await;
 
+    // Every project the caller may view (`inventory --all-projects`).
+    c.call("GET", "/api/latest/projects", &[], &admin, None, 200)
+        .await;
+    c.call("GET", "/api/latest/projects", &[], &reader, None, 200)
+        .await;
+
     c.assert_complete("/webhooks", documented(&spec_doc(file)));
 }
 
