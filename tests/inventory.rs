@@ -257,6 +257,22 @@ async fn data_center_hooks_are_found_flagged_and_reported_in_every_output() {
     html.unwrap_or_else(|e| panic!("inventory failed: {e}"));
     assert!(stderr.contains(", 0 requests"), "{stderr}");
     browser::check_report(&page, &found);
+
+    // The whole instance: one more request, for the project listing.
+    let (all, stderr) = inventory(&w, &["--all-projects", "-o", "json"]).await;
+    let all: Value = serde_json::from_str(&all.unwrap_or_else(|e| panic!("inventory failed: {e}")))
+        .expect("json");
+    assert!(stderr.contains("1 projects"), "{stderr}");
+    assert_eq!(all["scope"], "every project");
+    assert_eq!(
+        (all["totals"]["hooks"].as_u64(), all["requests"].as_u64()),
+        (Some(11), Some(5))
+    );
+    assert_eq!(all["clusterRead"], false);
+    assert_eq!(
+        all["totals"]["byFlag"]["Unmanaged"], 0,
+        "unknown without the cluster"
+    );
 }
 
 #[tokio::test]
