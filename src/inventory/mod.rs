@@ -72,7 +72,7 @@ pub async fn run(request: Request, progress: &mut dyn FnMut(String)) -> Result<I
     })
     .map_err(|e| e.to_string())?;
     let server = cluster::server_of(request.flavor, request.base_url.as_deref());
-    let scope = describe(&request.scope);
+    let scope = describe(&request.scope, request.flavor);
     let run = format!("{:?} {server} {scope}", request.flavor);
     let mut state = match &request.state {
         Some(path) => State::load(path, &run)?,
@@ -131,7 +131,7 @@ pub async fn run(request: Request, progress: &mut dyn FnMut(String)) -> Result<I
     })
 }
 
-fn describe(scope: &Scope) -> String {
+fn describe(scope: &Scope, flavor: Flavor) -> String {
     match scope {
         Scope::AllProjects => "every project".to_owned(),
         Scope::Of(Source::Repositories(repos)) => {
@@ -142,7 +142,10 @@ fn describe(scope: &Scope) -> String {
             owner,
             project: Some(project),
         }) => format!("workspace {owner} project {project}"),
-        Scope::Of(Source::Owner { owner, .. }) => owner.clone(),
+        Scope::Of(Source::Owner { owner, .. }) => match flavor {
+            Flavor::Cloud => format!("workspace {owner}"),
+            _ => format!("project {owner}"),
+        },
     }
 }
 
