@@ -4,7 +4,8 @@
 #
 # Cases (flavor:webhooks:resync seconds), overridable: BBWO_BENCH_CASES="Cloud:1000:30 ...".
 # BBWO_BENCH_WEBHOOKS set instead runs that one case as sized by the BBWO_BENCH_* variables.
-# BBWO_BENCH_BUDGET=0 skips the budget cases (400 Webhooks; a WebhookSet of 500 repositories).
+# BBWO_BENCH_BUDGET=0 skips the budget cases (400 Webhooks; a WebhookSet of 500 repositories;
+# an inventory of a Data Center instance).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -50,6 +51,7 @@ done
 
 budget=""
 set_budget=""
+inventory=""
 if [[ "${BBWO_BENCH_BUDGET:-1}" != 0 ]]; then
     test_filter=(--exact a_budget_is_used_at_its_limit)
     run budget
@@ -57,6 +59,13 @@ if [[ "${BBWO_BENCH_BUDGET:-1}" != 0 ]]; then
     test_filter=(--exact a_webhookset_of_500_repositories_uses_the_budget_at_its_limit)
     run set-budget
     set_budget=$(grep '^summary-set: ' "$logs/set-budget.log" | sed 's/^summary-set: //')
+    test_filter=(--exact an_inventory_uses_one_request_per_place_within_its_budget)
+    run inventory
+    inventory=$(grep '^summary-inventory: ' "$logs/inventory.log" | sed 's/^summary-inventory: //')
+    echo "## inventory"
+    echo
+    grep '^| ' "$logs/inventory.log"
+    echo
 fi
 
 echo "## Summary ($(date -u +%Y-%m-%d), commit $(git rev-parse --short HEAD), $(nproc) cores)"
@@ -70,4 +79,5 @@ if [[ -n "$budget" ]]; then
     echo "|---|---|---|---|---|"
     echo "$budget"
     echo "$set_budget"
+    echo "$inventory"
 fi

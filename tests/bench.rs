@@ -790,3 +790,132 @@ async fn a_webhookset_of_500_repositories_uses_the_budget_at_its_limit() {
         "the budget was not used at its limit: {ratio:.3}"
     );
 }
+
+/// A Data Center instance of `projects` projects with `per_project` repositories, one hook
+/// each, on a fresh simulator.
+async fn instance(projects: usize, per_project: usize) -> bitbucket_sim::Running {
+    use bitbucket_webhook_operator::bitbucket::{
+        Budget, ConnectionConfig, Credentials, HookSpec, Place, RepoRef, RetryPolicy, SecretChange,
+        TlsOptions, connect,
+    };
+    let sim = bitbucket_sim::start().await.expect("simulator");
+    let ctl = sim.control();
+    ctl.token(support::ADMIN, "alice").await.expect("token");
+    let client = connect(ConnectionConfig {
+        flavor: Flavor::DataCenter,
+        base_url: Some(sim.base_url()),
+        credentials: Credentials::Bearer(support::ADMIN.to_owned().into()),
+        tls: TlsOptions::default(),
+        budget: std::sync::Arc::new(Budget::per_hour(10_000_000)),
+        retry: RetryPolicy::default(),
+        observer: None,
+    })
+    .expect("client");
+    for p in 0..projects {
+        let repos: Vec<String> = (0..per_project)
+            .map(|r| format!("P{p:02}/repo-{r:03}"))
+            .collect();
+        ctl.owner_admins("DataCenter", &repos[0], &[support::ADMIN])
+            .await
+            .expect("project admin");
+        ctl.repositories("DataCenter", &repos, None, &[support::ADMIN])
+            .await
+            .expect("repositories");
+        for repo in &repos {
+            let place = Place::Repository(RepoRef::parse(repo).expect("repo"));
+            let spec = HookSpec {
+                title: "ci".into(),
+                url: format!("https://ci.example.com/{repo}"),
+                active: true,
+                events: vec!["repo:refs_changed".into()],
+                secret: SecretChange::Remove,
+                skip_cert_verification: false,
+            };
+            client.create_hook(&place, &spec).await.expect("create");
+        }
+    }
+    ctl.reset_requests().await.expect("reset");
+    sim
+}
+
+/// `inventory --all-projects` against `sim` at `per_hour`: its JSON, the wall time, and the
+/// requests the simulator saw.
+async fn inventory_of(
+    sim: &bitbucket_sim::Running,
+    per_hour: u64,
+) -> (serde_json::Value, Duration, u64) {
+    let started = Instant::now();
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_bitbucket-webhook-operator"))
+        .args(["inventory", "--flavor", "DataCenter", "--base-url"])
+        .arg(sim.base_url())
+        .args(["--all-projects", "-o", "json", "--requests-per-hour"])
+        .arg(per_hour.to_string())
+        .env("BITBUCKET_TOKEN", support::ADMIN)
+        .output()
+        .await
+        .expect("inventory runs");
+    let took = started.elapsed();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let found = serde_json::from_slice(&out.stdout).expect("json");
+    let seen = sim
+        .control()
+        .count_where(|_, _| true)
+        .await
+        .expect("requests");
+    (found, took, seen)
+}
+
+/// `make bench`: `inventory --all-projects` of a Data Center instance. 1,000 repositories
+/// in 20 projects with the budget lifted out of the way (requests per place, time); then
+/// 150 repositories in 3 projects at Cloud's 1,000 requests per hour, where the budget
+/// binds: achieved over the budget's minimum must stay at or under 1.05.
+#[tokio::test]
+#[ignore = "a benchmark: make bench"]
+async fn an_inventory_uses_one_request_per_place_within_its_budget() {
+    let large = instance(20, 50).await;
+    let (found, took, seen) = inventory_of(&large, 1_000_000).await;
+    let places = found["totals"]["places"].as_u64().unwrap_or(0);
+    assert_eq!(
+        (places, found["totals"]["hooks"].as_u64()),
+        (1020, Some(1000))
+    );
+    assert_eq!(
+        found["requests"].as_u64(),
+        Some(seen),
+        "the inventory counts what Bitbucket saw"
+    );
+    println!(
+        "| inventory case | places | Bitbucket requests | per place | took | the budget's minimum | achieved / minimum |"
+    );
+    println!("|---|---|---|---|---|---|---|");
+    println!(
+        "| 1,000 repositories in 20 projects, budget lifted (1,000,000/h) | {places} | {seen} | {:.3} | {:.1} s | - | - |",
+        seen as f64 / places as f64,
+        took.as_secs_f64()
+    );
+    const PER_HOUR: u64 = 1000;
+    let small = instance(3, 50).await;
+    let (found, took, seen) = inventory_of(&small, PER_HOUR).await;
+    let places = found["totals"]["places"].as_u64().unwrap_or(0);
+    let minimum = budget_minimum(PER_HOUR, seen);
+    let ratio = took.as_secs_f64() / minimum.as_secs_f64().max(1.0);
+    println!(
+        "| 150 repositories in 3 projects at {PER_HOUR}/h | {places} | {seen} | {:.3} | {:.1} s | {:.1} s | {ratio:.3} |",
+        seen as f64 / places as f64,
+        took.as_secs_f64(),
+        minimum.as_secs_f64()
+    );
+    println!(
+        "summary-inventory: | inventory of 153 places at {PER_HOUR}/h | {seen} | {:.1} s | {:.1} s | {ratio:.3} |",
+        took.as_secs_f64(),
+        minimum.as_secs_f64()
+    );
+    assert!(
+        ratio <= 1.05,
+        "the budget was not used at its limit: {ratio:.3}"
+    );
+}

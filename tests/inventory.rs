@@ -288,6 +288,9 @@ async fn cloud_workspace_and_post_webhooks_repository_hooks_are_flagged() {
         .expect("workspace admin");
     let ok = Receiver::start(false).await.expect("receiver");
     let at = |path: &str| format!("{}/{path}", ok.url());
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let down = format!("http://{}/hook", closed.local_addr().expect("addr"));
+    drop(closed);
     managed(&w, &at("managed")).await;
     let push: &[&str] = &["repo:push"];
     make(
@@ -304,12 +307,25 @@ async fn cloud_workspace_and_post_webhooks_repository_hooks_are_flagged() {
             (repo("acme/api"), "first", at("dup"), push, true),
             (repo("acme/api"), "second", at("dup"), push, true),
             (repo("acme/api"), "inactive", at("off"), push, false),
+            (repo("acme/api"), "down", down.clone(), push, true),
         ],
     )
     .await;
-    let (json, stderr) = inventory(&w, &["--workspace", "acme", "--cluster", "-o", "json"]).await;
+    let (json, stderr) = inventory(
+        &w,
+        &[
+            "--workspace",
+            "acme",
+            "--cluster",
+            "--probe",
+            "--probe-private-targets",
+            "-o",
+            "json",
+        ],
+    )
+    .await;
     let json = json.unwrap_or_else(|e| panic!("inventory failed: {e}"));
-    assert!(stderr.contains("[2/2] acme/api: 5 hooks"), "{stderr}");
+    assert!(stderr.contains("[2/2] acme/api: 6 hooks"), "{stderr}");
     let found: Value = serde_json::from_str(&json).expect("json");
     expect_flags(
         &flags_by_title(&found),
@@ -320,16 +336,23 @@ async fn cloud_workspace_and_post_webhooks_repository_hooks_are_flagged() {
             ("first", &["Unmanaged"]),
             ("second", &["Unmanaged", "DuplicateUrl"]),
             ("inactive", &["Unmanaged", "Inactive"]),
+            ("down", &["Unmanaged", "Unreachable"]),
         ],
     );
-    assert!(
-        found["hooks"]
-            .as_array()
-            .expect("hooks")
-            .iter()
-            .all(|h| h["health"] == "Unknown"),
-        "Cloud reports no statistics and nothing was probed"
-    );
+    // Cloud reports no statistics: health is the probe's.
+    let health: BTreeMap<String, String> = found["hooks"]
+        .as_array()
+        .expect("hooks")
+        .iter()
+        .map(|h| {
+            (
+                h["title"].as_str().unwrap_or_default().to_owned(),
+                h["health"].as_str().unwrap_or_default().to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(health["down"], "Failing");
+    assert_eq!(health["first"], "Healthy");
 
     let w = World::new("inventory-pw", Flavor::PostWebhooks).await;
     managed(&w, &at("pw-managed")).await;
@@ -340,13 +363,24 @@ async fn cloud_workspace_and_post_webhooks_repository_hooks_are_flagged() {
             (repo("PLAT/api"), "first", at("pw-dup"), push, true),
             (repo("PLAT/api"), "second", at("pw-dup"), push, true),
             (repo("PLAT/api"), "inactive", at("pw-off"), push, false),
+            (repo("PLAT/api"), "down", down.clone(), push, true),
         ],
     )
     .await;
-    let (table, _) = inventory(&w, &["--repository", "PLAT/api", "--cluster"]).await;
+    let (table, _) = inventory(
+        &w,
+        &[
+            "--repository",
+            "PLAT/api",
+            "--cluster",
+            "--probe",
+            "--probe-private-targets",
+        ],
+    )
+    .await;
     let table = table.unwrap_or_else(|e| panic!("inventory failed: {e}"));
     assert!(
-        table.contains("4 hooks on 1 places (0 unreadable), 1 managed, 3 flagged: DuplicateUrl 1, Inactive 1, Unmanaged 3"),
+        table.contains("5 hooks on 1 places (0 unreadable), 1 managed, 4 flagged: DuplicateUrl 1, Inactive 1, Unmanaged 4, Unreachable 1"),
         "{table}"
     );
     assert!(
