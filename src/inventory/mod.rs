@@ -74,6 +74,16 @@ pub async fn run(request: Request, progress: &mut dyn FnMut(String)) -> Result<I
     let server = cluster::server_of(request.flavor, request.base_url.as_deref());
     let scope = describe(&request.scope, request.flavor);
     let run = format!("{:?} {server} {scope}", request.flavor);
+    // The cluster first: a kubeconfig that does not work fails before any request.
+    let managers = match &request.cluster {
+        Some(client) => {
+            progress("reading the cluster's Webhooks".to_owned());
+            let found = cluster::managers(client, request.flavor, &server).await?;
+            progress(format!("{} hooks are managed by Webhooks", found.len()));
+            Some(found)
+        }
+        None => None,
+    };
     let mut state = match &request.state {
         Some(path) => State::load(path, &run)?,
         None => State::new(&run),
@@ -88,15 +98,6 @@ pub async fn run(request: Request, progress: &mut dyn FnMut(String)) -> Result<I
         save(&state)?;
     }
     let reads = list(backend.as_ref(), &mut state, &save, progress).await?;
-    let managers = match &request.cluster {
-        Some(client) => {
-            progress("reading the cluster's Webhooks".to_owned());
-            let found = cluster::managers(client, request.flavor, &server).await?;
-            progress(format!("{} hooks are managed by Webhooks", found.len()));
-            Some(found)
-        }
-        None => None,
-    };
     let probes = match request.probe {
         Some(allow_private) => probe_all(&reads, allow_private, progress).await,
         None => HashMap::new(),
