@@ -19,12 +19,19 @@ struct Outage {
     ready: usize,
     said_unavailable: bool,
     said_recovered: bool,
+    /// Requests after Bitbucket answered again, by method and route.
+    after: Vec<(String, String, u16, u64)>,
 }
 
 /// 60 Webhooks on 6 Cloud repositories applied while `rate` of the requests get a 503
 /// for 40 s; then Bitbucket answers again. Waits up to 30 s for all to be Ready and
 /// checks there is exactly one hook per Webhook.
 async fn outage(test: &str, rate: f64) -> Outage {
+    outage_at(test, rate, Some(3600), Duration::from_secs(30)).await
+}
+
+/// The same with the connection's budget (`None`: the default) and how long to wait.
+async fn outage_at(test: &str, rate: f64, per_hour: Option<u32>, wait: Duration) -> Outage {
     let w = World::standalone(test, Flavor::Cloud).await;
     let repositories: Vec<String> = std::iter::once(w.repository.clone())
         .chain((1..6).map(|i| format!("acme/repo-{i}")))
@@ -33,9 +40,13 @@ async fn outage(test: &str, rate: f64) -> Outage {
         .repositories("Cloud", &repositories[1..], None, &[ADMIN])
         .await
         .expect("repositories");
+    let budget = match per_hour {
+        Some(n) => format!("  rateLimit: {{requestsPerHour: {n}}}\n  auth:"),
+        None => "  auth:".to_owned(),
+    };
     w.apply(
         &w.connection_yaml("bitbucket", ADMIN)
-            .replace("  auth:", "  rateLimit: {requestsPerHour: 3600}\n  auth:"),
+            .replace("  auth:", &budget),
     )
     .expect("connection");
     let _operator = w
@@ -82,6 +93,7 @@ async fn outage(test: &str, rate: f64) -> Outage {
     let requests = w.ctl.count_where(|_, _| true).await.expect("requests");
     let lasted = started.elapsed();
     w.ctl.clear_faults().await.expect("clear");
+    let before = w.ctl.requests().await.expect("requests");
     let answering = Instant::now();
     let ready = loop {
         let list = w.webhooks().list(&Default::default()).await.expect("list");
@@ -96,12 +108,13 @@ async fn outage(test: &str, rate: f64) -> Outage {
                 })
             })
             .count();
-        if ready == 60 || answering.elapsed() > Duration::from_secs(30) {
+        if ready == 60 || answering.elapsed() > wait {
             break ready;
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
     };
     let recovered_in = answering.elapsed();
+    let after = since(&before, &w.ctl.requests().await.expect("requests"));
     let hooks = w.ctl.hooks().await.expect("hooks");
     let mut urls: Vec<&str> = hooks.iter().filter_map(|h| h["url"].as_str()).collect();
     urls.sort();
@@ -126,7 +139,34 @@ async fn outage(test: &str, rate: f64) -> Outage {
         ready,
         said_unavailable,
         said_recovered,
+        after,
     }
+}
+
+/// The requests in `now` not yet in `before`, by method, route and status.
+fn since(
+    before: &[serde_json::Value],
+    now: &[serde_json::Value],
+) -> Vec<(String, String, u16, u64)> {
+    let key = |r: &serde_json::Value| {
+        (
+            r["method"].as_str().unwrap_or_default().to_owned(),
+            r["route"].as_str().unwrap_or_default().to_owned(),
+            r["status"].as_u64().unwrap_or(0) as u16,
+        )
+    };
+    now.iter()
+        .filter_map(|r| {
+            let earlier = before
+                .iter()
+                .find(|b| key(b) == key(r))
+                .and_then(|b| b["count"].as_u64())
+                .unwrap_or(0);
+            let (method, route, status) = key(r);
+            let n = r["count"].as_u64().unwrap_or(0).saturating_sub(earlier);
+            (n > 0).then_some((method, route, status, n))
+        })
+        .collect()
 }
 
 fn report(what: &str, o: &Outage) {
@@ -174,6 +214,21 @@ async fn after_bitbucket_was_down_every_webhook_is_ready_within_thirty_seconds()
         o.requests,
         o.lasted
     );
+}
+
+/// #23's measurement: the flaky spell at the connection's default budget (900/h, a burst
+/// of 90 then one request per 4.4 s), with what was asked after Bitbucket answered again.
+/// Ignored: it waits out the budget (minutes); run with `--ignored --nocapture`.
+#[tokio::test]
+#[ignore = "a measurement at the default budget: minutes"]
+async fn a_flaky_spell_at_the_default_budget() {
+    let o = outage_at("flaky-default", 0.3, None, Duration::from_secs(300)).await;
+    report("30% 503s, default budget", &o);
+    let total: u64 = o.after.iter().map(|r| r.3).sum();
+    println!("after Bitbucket answered again: {total} requests");
+    for (method, route, status, n) in &o.after {
+        println!("  {n:4} {method} {route} -> {status}");
+    }
 }
 
 /// The next request on `route` is done by Bitbucket and its answer replaced by a 502.

@@ -24,9 +24,16 @@ enum Copy {
 
 const BOTH: [Copy; 2] = [Copy::Own, Copy::Inherited];
 
+/// How long a refused read of an owner's hooks is believed: the credential will not be
+/// let in before it changes (a rebuilt client), and asking each listing period only
+/// spends the budget on the same 403 (#23's measurement: three of them after an outage).
+pub const REFUSAL_MEMORY: Duration = Duration::from_secs(6 * 3600);
+
 pub struct RepoLists {
     ttl: Duration,
     slots: Mutex<HashMap<(Copy, ConnectionPlace), Slot>>,
+    /// When an owner's hooks were refused to a connection, by its key.
+    refused: Mutex<HashMap<ConnectionPlace, Instant>>,
 }
 
 impl RepoLists {
@@ -34,6 +41,7 @@ impl RepoLists {
         RepoLists {
             ttl,
             slots: Mutex::default(),
+            refused: Mutex::default(),
         }
     }
 
@@ -62,17 +70,46 @@ impl RepoLists {
     }
 
     /// The same for the copy read by the repositories under the place `key` names.
+    /// `fetch` answers `None` when the credential may not read them: nothing is known then,
+    /// and that is believed for [`REFUSAL_MEMORY`] unless the connection's client was
+    /// rebuilt since (`credential_since`: a new credential may be let in).
     pub async fn get_inherited<F, Fut>(
         &self,
         key: &ConnectionPlace,
+        credential_since: Option<Instant>,
         fetch: F,
     ) -> Result<(Vec<RemoteHook>, Duration)>
     where
         F: FnOnce() -> Fut,
-        Fut: Future<Output = Result<Vec<RemoteHook>>>,
+        Fut: Future<Output = Result<Option<Vec<RemoteHook>>>>,
     {
-        self.get_copy(Copy::Inherited, key, Duration::MAX, fetch)
-            .await
+        let refused_at = self
+            .refused
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(key)
+            .copied();
+        if let Some(at) = refused_at
+            && at.elapsed() < REFUSAL_MEMORY
+            && credential_since.is_none_or(|since| since < at)
+        {
+            return Ok((Vec::new(), at.elapsed()));
+        }
+        self.get_copy(Copy::Inherited, key, Duration::MAX, || async {
+            let listed = fetch().await?;
+            let mut refused = self.refused.lock().unwrap_or_else(|p| p.into_inner());
+            match listed {
+                Some(hooks) => {
+                    refused.remove(key);
+                    Ok(hooks)
+                }
+                None => {
+                    refused.insert(key.clone(), Instant::now());
+                    Ok(Vec::new())
+                }
+            }
+        })
+        .await
     }
 
     async fn get_copy<F, Fut>(
@@ -236,6 +273,50 @@ mod tests {
         );
         lists.get(k, Duration::ZERO, fetch).await.expect("fresh");
         assert_eq!(calls.load(std::sync::atomic::Ordering::Relaxed), 2);
+    }
+
+    #[tokio::test]
+    async fn a_refused_owner_listing_is_not_asked_again_until_the_credential_changes() {
+        // A TTL so short that every call would fetch again, were it not for the refusal.
+        let lists = RepoLists::new(Duration::from_millis(1));
+        let k = &key("ns", "bitbucket", "acme");
+        let calls = std::sync::atomic::AtomicU32::new(0);
+        let refused = || async {
+            calls.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            Ok(None)
+        };
+        let built = Instant::now();
+        for _ in 0..3 {
+            let (hooks, _) = lists
+                .get_inherited(k, Some(built), refused)
+                .await
+                .expect("empty");
+            assert!(hooks.is_empty());
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        assert_eq!(
+            calls.load(std::sync::atomic::Ordering::Relaxed),
+            1,
+            "asked once"
+        );
+        // A new credential (the client rebuilt after the refusal) is asked, and let in.
+        let readable = || async {
+            calls.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            Ok(Some(vec![hook("7")]))
+        };
+        let (hooks, _) = lists
+            .get_inherited(k, Some(Instant::now()), readable)
+            .await
+            .expect("listed");
+        assert_eq!(hooks.len(), 1);
+        assert_eq!(calls.load(std::sync::atomic::Ordering::Relaxed), 2);
+        // Once read, the listing period applies again.
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        lists
+            .get_inherited(k, None, readable)
+            .await
+            .expect("listed");
+        assert_eq!(calls.load(std::sync::atomic::Ordering::Relaxed), 3);
     }
 
     #[tokio::test]

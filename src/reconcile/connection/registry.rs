@@ -224,6 +224,15 @@ impl Registry {
         self.budgets.allowance(&view.id)
     }
 
+    /// When the connection's client was last rebuilt (a new credential or spec), if it was.
+    pub fn rebuilt_at(&self, connection: &ConnectionId) -> Option<Instant> {
+        self.rebuilt
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(connection)
+            .copied()
+    }
+
     /// A connection is gone: its rateLimit no longer counts toward its budget's.
     pub fn forget(&self, view: &View) {
         self.budgets.forget(&view.id);

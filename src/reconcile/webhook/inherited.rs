@@ -4,7 +4,8 @@
 //! The owner's hooks are listed at most once per listing TTL for all its repositories'
 //! Webhooks (the inherited copy of its listing; the operator's own writes at the owner's level are
 //! applied to it as to every listing). A credential that may not read them
-//! (a repository access token, REPO_ADMIN only) learns nothing and warns of nothing.
+//! (a repository access token, REPO_ADMIN only) learns nothing and warns of nothing, and
+//! is not asked again until its client is rebuilt or `cache::REFUSAL_MEMORY` has passed.
 
 use super::list_key;
 use super::observe::Target;
@@ -43,12 +44,13 @@ pub async fn duplicate(target: &Target<'_>, url: &str, ctx: &Context) -> Option<
     let owner = owner_of(target.place, target.view.spec.flavor)?;
     let key = list_key(target.view, &owner);
     let backend = target.backend.clone();
+    let credential_since = ctx.connections.rebuilt_at(&target.view.id);
     let listed = ctx
         .lists
-        .get_inherited(&key, || async {
+        .get_inherited(&key, credential_since, || async {
             match backend.list_hooks(&owner).await {
                 // Not the credential's to read (or no such level on this server): nothing
-                // is known, and asking again before the TTL would say the same.
+                // is known, and asking again before the credential changes says the same.
                 Err(
                     Error::Unauthorized { .. }
                     | Error::Forbidden { .. }
@@ -56,8 +58,8 @@ pub async fn duplicate(target: &Target<'_>, url: &str, ctx: &Context) -> Option<
                     | Error::NotFound { .. }
                     | Error::Invalid { .. }
                     | Error::Unsupported { .. },
-                ) => Ok(Vec::new()),
-                other => other,
+                ) => Ok(None),
+                other => other.map(Some),
             }
         })
         .await;
