@@ -817,3 +817,92 @@ async fn a_data_center_project_moves_to_cloud() {
         ]
     );
 }
+
+/// Bad flags and files get a sentence and a non-zero exit, before any request.
+#[tokio::test]
+async fn bad_flags_and_files_say_what_is_wrong() {
+    let dir = artefacts();
+    let garbage = dir.join("not-a-state.json");
+    std::fs::write(&garbage, "{").expect("write");
+    let garbage = garbage.to_string_lossy().to_string();
+    let base = ["--base-url", "http://127.0.0.1:9"];
+    let cases: [(&[&str], &str); 6] = [
+        (
+            &["inventory", "--flavor", "Cloud", "--all-projects"],
+            "--all-projects is for Data Center and Post Webhooks",
+        ),
+        (
+            &[
+                "inventory",
+                "--flavor",
+                "DataCenter",
+                "--project",
+                "PLAT",
+                "--state",
+                &garbage,
+            ],
+            "is not an inventory state file",
+        ),
+        (
+            &[
+                "inventory",
+                "--flavor",
+                "DataCenter",
+                "--project",
+                "PLAT",
+                "--cluster",
+            ],
+            "--cluster: cannot reach the cluster",
+        ),
+        (
+            &["inventory", "--flavor", "DataCenter"],
+            "say what to read: --repository",
+        ),
+        (
+            &[
+                "export",
+                "--flavor",
+                "Cloud",
+                "--workspace",
+                "acme",
+                "--to",
+                "Cloud",
+                "--map",
+                "X=acme",
+            ],
+            "these are Cloud's already",
+        ),
+        (
+            &[
+                "export",
+                "--flavor",
+                "DataCenter",
+                "--project",
+                "PLAT",
+                "--to",
+                "Cloud",
+                "--map",
+                "PLAT",
+            ],
+            "--map \"PLAT\" is not PROJECT=workspace or PROJECT=workspace/PROJECT",
+        ),
+    ];
+    for (args, said) in cases {
+        let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_bitbucket-webhook-operator"))
+            .args(args)
+            .args(base)
+            .env("BITBUCKET_TOKEN", "t0ken")
+            .env("KUBECONFIG", dir.join("no-such-kubeconfig"))
+            .env_remove("KUBERNETES_SERVICE_HOST")
+            .output()
+            .await
+            .expect("runs");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {stderr}");
+        assert!(stderr.contains(said), "{args:?}: {stderr}");
+        assert!(
+            !stderr.contains("t0ken") && !stderr.contains("panicked"),
+            "{stderr}"
+        );
+    }
+}
