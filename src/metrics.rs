@@ -29,6 +29,14 @@ pub struct ErrorLabels {
     pub reason: String,
 }
 
+/// A connection and what its requests were for.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PurposeLabels {
+    pub connection: String,
+    /// writes, listings, health, verification or discovery.
+    pub purpose: String,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RequestLabels {
     pub connection: String,
@@ -114,6 +122,8 @@ fn duration_histogram() -> Histogram {
     Histogram::new(exponential_buckets(0.005, 2.0, 14))
 }
 
+const BY_PURPOSE: &str = "Requests taken from a connection's budget by what they were for: writes (create, update, delete), listings (a place's hooks), health (Data Center statistics, test deliveries), verification (the credential check, event catalogues), discovery (repository and project listings)";
+
 /// Every metric the operator exposes on `/metrics`.
 pub struct Metrics {
     registry: Registry,
@@ -121,6 +131,7 @@ pub struct Metrics {
     reconcile_errors: Family<ErrorLabels, Counter>,
     reconcile_duration: Family<KindLabels, Histogram, fn() -> Histogram>,
     requests: Family<RequestLabels, Counter>,
+    requests_by_purpose: Family<PurposeLabels, Counter>,
     budget_remaining: Family<ConnectionLabels, Gauge>,
     connection_hooks: Family<HookKindLabels, Gauge>,
     webhooks_by_health: Family<HealthLabels, Gauge>,
@@ -203,6 +214,7 @@ impl Metrics {
             "bitbucket_requests",
             "Requests sent to Bitbucket by connection, method and HTTP status (\"error\": no answer)",
         );
+        let requests_by_purpose = add(r, "bitbucket_requests_by_purpose", BY_PURPOSE);
         let budget_remaining = add(
             r,
             "bitbucket_budget_remaining",
@@ -246,6 +258,7 @@ impl Metrics {
             reconcile_errors,
             reconcile_duration,
             requests,
+            requests_by_purpose,
             budget_remaining,
             connection_hooks,
             webhooks_by_health,
@@ -296,6 +309,16 @@ impl Metrics {
                 connection: connection.to_owned(),
                 method: method.to_owned(),
                 status,
+            })
+            .inc();
+    }
+
+    /// One request taken from the budget for `purpose`.
+    pub fn spent(&self, connection: &str, purpose: &str) {
+        self.requests_by_purpose
+            .get_or_create(&PurposeLabels {
+                connection: connection.to_owned(),
+                purpose: purpose.to_owned(),
             })
             .inc();
     }

@@ -480,6 +480,28 @@ async fn cloud_budgets_are_counted_as_bitbucket_counts_them() {
             .is_some_and(|b| b.reported.iter().all(|r| !r.near_limit)),
         "a few requests of 400 are not near the limit"
     );
+    // Where the budget went (#23): the create and the listing before it, the credential
+    // check; shown by `kubectl get bbconn -o wide` too.
+    let status = w
+        .wait_connection_status("access", "the budget's use by purpose", |s| {
+            s.budget
+                .as_ref()
+                .and_then(|b| b.spent_last_hour.as_ref())
+                .is_some_and(|spent| spent.writes >= 1 && spent.listings >= 1)
+        })
+        .await;
+    let spent = status
+        .budget
+        .and_then(|b| b.spent_last_hour)
+        .expect("spent");
+    assert_eq!(
+        spent.total,
+        spent.writes + spent.listings + spent.health + spent.verification + spent.discovery
+    );
+    let wide = w
+        .kubectl(&["get", "bbconn", "access", "-o", "wide"])
+        .expect("get");
+    assert!(wide.contains("SPENT 1H"), "{wide}");
 }
 
 #[tokio::test]

@@ -26,6 +26,7 @@ use super::shared::conditions_schema;
     printcolumn = r#"{"name":"Reason","type":"string","priority":1,"jsonPath":".status.conditions[?(@.type==\"Ready\")].reason"}"#,
     printcolumn = r#"{"name":"Verified By","type":"string","priority":1,"jsonPath":".status.verifiedBy"}"#,
     printcolumn = r#"{"name":"Budget/h","type":"integer","priority":1,"jsonPath":".status.budget.requestsPerHour"}"#,
+    printcolumn = r#"{"name":"Spent 1h","type":"integer","priority":1,"jsonPath":".status.budget.spentLastHour.total"}"#,
     printcolumn = r#"{"name":"Unmanaged","type":"integer","priority":1,"jsonPath":".status.hooks.unmanaged"}"#
 )]
 #[x_kube(validation = Rule::new("self.flavor == 'Cloud' || has(self.baseURL)").message("baseURL is required for the DataCenter and PostWebhooks flavors (for example https://bitbucket.example.com)").reason(Reason::FieldValueRequired))]
@@ -53,6 +54,7 @@ pub struct BitbucketConnectionSpec {
     printcolumn = r#"{"name":"Reason","type":"string","priority":1,"jsonPath":".status.conditions[?(@.type==\"Ready\")].reason"}"#,
     printcolumn = r#"{"name":"Verified By","type":"string","priority":1,"jsonPath":".status.verifiedBy"}"#,
     printcolumn = r#"{"name":"Budget/h","type":"integer","priority":1,"jsonPath":".status.budget.requestsPerHour"}"#,
+    printcolumn = r#"{"name":"Spent 1h","type":"integer","priority":1,"jsonPath":".status.budget.spentLastHour.total"}"#,
     printcolumn = r#"{"name":"Unmanaged","type":"integer","priority":1,"jsonPath":".status.hooks.unmanaged"}"#
 )]
 #[x_kube(validation = Rule::new("self.flavor == 'Cloud' || has(self.baseURL)").message("baseURL is required for the DataCenter and PostWebhooks flavors (for example https://bitbucket.example.com)").reason(Reason::FieldValueRequired))]
@@ -254,6 +256,28 @@ pub struct BudgetStatus {
     /// access tokens on the scaled /2.0/repositories group).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub reported: Vec<ReportedLimit>,
+    /// Requests taken from the budget over the last hour (by whole minutes, by every
+    /// connection sharing it), by what they were for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub spent_last_hour: Option<BudgetSpending>,
+}
+
+/// Where a budget's requests went.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BudgetSpending {
+    /// Every request taken, the sum of the others.
+    pub total: i64,
+    /// Creates, updates and deletes of hooks.
+    pub writes: i64,
+    /// Listings of a place's hooks (Data Center's statistics come with them).
+    pub listings: i64,
+    /// Data Center statistics read apart and on-demand test deliveries.
+    pub health: i64,
+    /// Credential checks and event catalogues.
+    pub verification: i64,
+    /// Repository and project listings (WebhookSet discovery).
+    pub discovery: i64,
 }
 
 /// A limit as Bitbucket reported it.

@@ -29,6 +29,74 @@ pub struct Budget {
     /// when it starts and when it answers again.
     outage: Mutex<Outage>,
     on_outage: Mutex<Option<OutageHook>>,
+    /// Requests taken, per minute and purpose, over the last hour (at most 60 entries,
+    /// whatever the budget).
+    spent: Mutex<std::collections::VecDeque<(u64, [u64; Purpose::ALL.len()])>>,
+}
+
+/// What a request was for, as the connection's status and metrics tell the budget's use.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Purpose {
+    /// Creates, updates, deletes.
+    Writes,
+    /// A place's hooks (with Data Center's statistics).
+    Listings,
+    /// Data Center statistics and test deliveries.
+    Health,
+    /// The credential check and event catalogues.
+    Verification,
+    /// Repository and project listings (WebhookSet discovery, `export`, `inventory`).
+    Discovery,
+}
+
+impl Purpose {
+    pub const ALL: [Purpose; 5] = [
+        Purpose::Writes,
+        Purpose::Listings,
+        Purpose::Health,
+        Purpose::Verification,
+        Purpose::Discovery,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Purpose::Writes => "writes",
+            Purpose::Listings => "listings",
+            Purpose::Health => "health",
+            Purpose::Verification => "verification",
+            Purpose::Discovery => "discovery",
+        }
+    }
+
+    /// From the request itself: each call the clients make is told apart by its method and
+    /// path (Cloud 2.0, Data Center REST, Post Webhooks v1 and v2).
+    pub fn of(method: &reqwest::Method, path: &str) -> Purpose {
+        let path = path.trim_end_matches('/');
+        let segments: Vec<&str> = path.split('/').collect();
+        let last = segments.last().copied().unwrap_or_default();
+        let before_last = segments.len().checked_sub(2).map_or("", |i| segments[i]);
+        if last == "test" || last == "latest" || path.contains("/statistics") {
+            return Purpose::Health;
+        }
+        if method != reqwest::Method::GET {
+            return Purpose::Writes;
+        }
+        if last == "user"
+            || last == "application-properties"
+            || last == "event-types"
+            || path.contains("/hook_events")
+        {
+            return Purpose::Verification;
+        }
+        if last == "repos" || last == "projects" || before_last == "repositories" {
+            return Purpose::Discovery;
+        }
+        Purpose::Listings
+    }
+}
+
+fn minute_now() -> u64 {
+    jiff::Timestamp::now().as_second().max(0) as u64 / 60
 }
 
 type Limiter = RateLimiter<NotKeyed, InMemoryState, DefaultClock, StateInformationMiddleware>;
@@ -110,7 +178,40 @@ impl Budget {
             on_pause: Mutex::default(),
             outage: Mutex::default(),
             on_outage: Mutex::default(),
+            spent: Mutex::default(),
         }
+    }
+
+    /// Counts one request taken from the budget for `purpose`.
+    pub fn spend(&self, purpose: Purpose) {
+        let minute = minute_now();
+        let mut spent = self.spent.lock().unwrap_or_else(|p| p.into_inner());
+        while spent.front().is_some_and(|(m, _)| *m + 60 <= minute) {
+            spent.pop_front();
+        }
+        if spent.back().is_none_or(|(m, _)| *m != minute) {
+            spent.push_back((minute, [0; Purpose::ALL.len()]));
+        }
+        if let Some((_, counts)) = spent.back_mut() {
+            counts[purpose as usize] += 1;
+        }
+    }
+
+    /// Requests taken over the last hour (by whole minutes), by purpose.
+    pub fn spent_last_hour(&self) -> Vec<(Purpose, u64)> {
+        let minute = minute_now();
+        let spent = self.spent.lock().unwrap_or_else(|p| p.into_inner());
+        Purpose::ALL
+            .iter()
+            .map(|p| {
+                let n = spent
+                    .iter()
+                    .filter(|(m, _)| *m + 60 > minute)
+                    .map(|(_, counts)| counts[*p as usize])
+                    .sum();
+                (*p, n)
+            })
+            .collect()
     }
 
     /// Takes one request from the budget and says how many more could go at once, or
@@ -321,6 +422,51 @@ impl Budget {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn each_call_of_the_clients_has_its_purpose() {
+        let table = "\
+            GET /2.0/repositories/acme/api/hooks listings
+            GET /2.0/workspaces/acme/hooks listings
+            POST /2.0/repositories/acme/api/hooks writes
+            PUT /2.0/repositories/acme/api/hooks/{1} writes
+            DELETE /2.0/workspaces/acme/hooks/{1} writes
+            GET /2.0/user verification
+            GET /2.0/hook_events/repository verification
+            GET /2.0/repositories/acme discovery
+            GET /rest/api/latest/projects/PLAT/repos/api/webhooks listings
+            GET /rest/api/latest/projects/PLAT/webhooks/4/statistics/summary health
+            GET /rest/api/latest/projects/PLAT/repos/api/webhooks/4/latest health
+            POST /rest/api/latest/projects/PLAT/repos/api/webhooks/test health
+            GET /rest/api/latest/application-properties verification
+            GET /rest/api/latest/projects/PLAT/repos discovery
+            GET /rest/api/latest/projects discovery
+            GET /rest/webhook/2.0/configurations listings
+            GET /rest/webhook/2.0/configurations/event-types verification
+            PUT /rest/webhook/2.0/configurations/7 writes
+            GET /rest/webhook/1.0/projects/PLAT/repos/api/configurations listings";
+        for line in table.lines() {
+            let [method, path, purpose] = line.split_whitespace().collect::<Vec<_>>()[..] else {
+                panic!("{line}");
+            };
+            let method: reqwest::Method = method.parse().expect("method");
+            assert_eq!(Purpose::of(&method, path).name(), purpose, "{line}");
+        }
+    }
+
+    #[test]
+    fn spending_is_counted_by_purpose_over_the_hour() {
+        let budget = Budget::per_hour(900);
+        for _ in 0..3 {
+            budget.spend(Purpose::Listings);
+        }
+        budget.spend(Purpose::Writes);
+        let spent = budget.spent_last_hour();
+        assert_eq!(spent.len(), Purpose::ALL.len());
+        assert!(spent.contains(&(Purpose::Listings, 3)));
+        assert!(spent.contains(&(Purpose::Writes, 1)));
+        assert!(spent.contains(&(Purpose::Health, 0)));
+    }
 
     #[test]
     fn the_burst_is_a_tenth_and_then_the_budget_says_how_long_to_wait() {

@@ -283,6 +283,11 @@ impl Transport {
             },
             maybe_processed: false,
         })?;
+        let purpose = super::budget::Purpose::of(&call.method, call.url.path());
+        self.budget.spend(purpose);
+        if let Some(o) = &self.observer {
+            o.metrics.spent(&o.connection, purpose.name());
+        }
         let observe = |status: Option<u16>| {
             if let Some(o) = &self.observer {
                 o.metrics

@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use tokio::sync::broadcast;
 
 use crate::bitbucket::Budget;
-use crate::bitbucket::budget::{Health, Reported};
+use crate::bitbucket::budget::{Health, Purpose, Reported};
 use crate::identity::{BudgetKey, ConnectionId};
 
 /// What a connection's budget allows, for its status.
@@ -18,6 +18,8 @@ pub struct Allowance {
     /// How many connection objects use it.
     pub shared_by: usize,
     pub reported: Vec<Reported>,
+    /// Requests taken over the last hour, by purpose.
+    pub spent: Vec<(Purpose, u64)>,
 }
 
 pub struct Budgets {
@@ -128,6 +130,7 @@ impl Budgets {
             per_hour: budget.limit(),
             shared_by: inner.of.values().filter(|k| *k == key).count(),
             reported: budget.reported(),
+            spent: budget.spent_last_hour(),
         })
     }
 

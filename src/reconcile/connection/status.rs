@@ -7,9 +7,12 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 
 use super::budgets::Allowance;
 use super::prove::Proof;
-use crate::api::{BudgetStatus, ConnectionStatus, HookCounts, Reason, ReportedLimit};
+use crate::api::{
+    BudgetSpending, BudgetStatus, ConnectionStatus, HookCounts, Reason, ReportedLimit,
+};
 use crate::bitbucket;
 use crate::bitbucket::RemoteHook;
+use crate::bitbucket::budget::Purpose;
 use crate::reconcile::Error;
 use crate::reconcile::conditions::{self, Outcome, Status};
 use crate::reconcile::publish::Note;
@@ -211,7 +214,24 @@ pub fn counted(counts: HookCounts) -> Option<HookCounts> {
 }
 
 fn budget_status(allowance: Allowance) -> BudgetStatus {
+    let spent = |purpose: Purpose| {
+        allowance
+            .spent
+            .iter()
+            .filter(|(p, _)| *p == purpose)
+            .map(|(_, n)| i64::try_from(*n).unwrap_or(i64::MAX))
+            .sum::<i64>()
+    };
+    let spending = BudgetSpending {
+        total: Purpose::ALL.into_iter().map(spent).sum(),
+        writes: spent(Purpose::Writes),
+        listings: spent(Purpose::Listings),
+        health: spent(Purpose::Health),
+        verification: spent(Purpose::Verification),
+        discovery: spent(Purpose::Discovery),
+    };
     BudgetStatus {
+        spent_last_hour: Some(spending),
         requests_per_hour: i64::from(allowance.per_hour),
         shared_by: i64::try_from(allowance.shared_by).unwrap_or(i64::MAX),
         reported: allowance

@@ -172,10 +172,18 @@ fn a_pause_adds_rate_limited_keeps_ready_and_waits_until_it_ends() {
 
 #[test]
 fn the_budget_is_shown_as_allowed() {
+    use crate::bitbucket::budget::Purpose;
     let allowance = Allowance {
         per_hour: 300,
         shared_by: 2,
         reported: Vec::new(),
+        spent: vec![
+            (Purpose::Writes, 12),
+            (Purpose::Listings, 30),
+            (Purpose::Health, 0),
+            (Purpose::Verification, 1),
+            (Purpose::Discovery, 2),
+        ],
     };
     let step = step(
         None,
@@ -187,6 +195,18 @@ fn the_budget_is_shown_as_allowed() {
     );
     let budget = step.status.budget.expect("budget");
     assert_eq!((budget.requests_per_hour, budget.shared_by), (300, 2));
+    let spent = budget.spent_last_hour.expect("spent");
+    assert_eq!(
+        (
+            spent.total,
+            spent.writes,
+            spent.listings,
+            spent.health,
+            spent.verification,
+            spent.discovery
+        ),
+        (45, 12, 30, 0, 1, 2)
+    );
 }
 
 #[test]
