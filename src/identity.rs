@@ -147,22 +147,40 @@ impl HookAddress {
     }
 }
 
+/// A Bitbucket server: its API root (a connection's baseURL, Cloud's public API when
+/// none), without a trailing slash, in lower case.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ServerName(String);
+
+impl ServerName {
+    pub fn new(base_url: Option<&str>) -> ServerName {
+        ServerName(
+            base_url
+                .unwrap_or(crate::bitbucket::CLOUD_API)
+                .trim_end_matches('/')
+                .to_ascii_lowercase(),
+        )
+    }
+}
+
+impl fmt::Display for ServerName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
 /// One request budget: a server and whom Bitbucket counts there (a Basic user, a Bearer
 /// token), whatever connection objects use it.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct BudgetKey {
-    /// The API root, without a trailing slash, in lower case.
-    server: String,
+    server: ServerName,
     counted_as: String,
 }
 
 impl BudgetKey {
     pub fn new(base_url: Option<&str>, credentials: &Credentials) -> BudgetKey {
         BudgetKey {
-            server: base_url
-                .unwrap_or(crate::bitbucket::CLOUD_API)
-                .trim_end_matches('/')
-                .to_ascii_lowercase(),
+            server: ServerName::new(base_url),
             counted_as: credentials.counted_as(),
         }
     }
@@ -182,6 +200,22 @@ mod tests {
         let mut w = Webhook::new("ci", spec);
         w.metadata.namespace = Some(namespace.to_owned());
         w
+    }
+
+    #[test]
+    fn servers_compare_without_case_or_trailing_slash() {
+        assert_eq!(
+            ServerName::new(None),
+            ServerName::new(Some("https://API.bitbucket.org/2.0/"))
+        );
+        assert_eq!(
+            ServerName::new(Some("HTTPS://Bitbucket.Example.com/")).to_string(),
+            "https://bitbucket.example.com"
+        );
+        assert_ne!(
+            ServerName::new(Some("https://a.example.com/x")),
+            ServerName::new(Some("https://a.example.com/y"))
+        );
     }
 
     #[test]

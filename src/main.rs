@@ -419,14 +419,8 @@ fn source(
     Ok(source)
 }
 
-/// The flavor, credential and TLS options the flags name.
-struct Server {
-    flavor: bitbucket_webhook_operator::api::Flavor,
-    credentials: bitbucket_webhook_operator::bitbucket::Credentials,
-    tls: bitbucket_webhook_operator::bitbucket::TlsOptions,
-}
-
-fn server(args: &ServerArgs) -> Result<Server, String> {
+/// The server, credential, TLS options and pace the flags name.
+fn server(args: &ServerArgs) -> Result<bitbucket_webhook_operator::export::Server, String> {
     use bitbucket_webhook_operator::api::Flavor;
     let _ = rustls::crypto::ring::default_provider().install_default();
     let flavor = match args.flavor.as_str() {
@@ -444,10 +438,12 @@ fn server(args: &ServerArgs) -> Result<Server, String> {
         },
         insecure_skip_verify: false,
     };
-    Ok(Server {
+    Ok(bitbucket_webhook_operator::export::Server {
         flavor,
+        base_url: args.base_url.clone(),
         credentials: export_credentials(args.token_file.as_ref())?,
         tls,
+        requests_per_hour: args.requests_per_hour,
     })
 }
 
@@ -473,10 +469,7 @@ fn export(args: ExportArgs) -> Result<(), String> {
             namespace: args.namespace,
             secret_name: args.secret_name,
         },
-        base_url: args.server.base_url,
-        credentials: server.credentials,
-        tls: server.tls,
-        requests_per_hour: args.server.requests_per_hour,
+        server,
         source,
         migration,
     };
@@ -527,11 +520,7 @@ fn inventory(args: InventoryArgs) -> Result<(), String> {
             false => None,
         };
         let request = Request {
-            flavor: server.flavor,
-            base_url: args.server.base_url.clone(),
-            credentials: server.credentials,
-            tls: server.tls,
-            requests_per_hour: args.server.requests_per_hour,
+            server,
             scope,
             state: args.state.clone(),
             cluster,

@@ -794,23 +794,11 @@ async fn a_webhookset_of_500_repositories_uses_the_budget_at_its_limit() {
 /// A Data Center instance of `projects` projects with `per_project` repositories, one hook
 /// each, on a fresh simulator.
 async fn instance(projects: usize, per_project: usize) -> bitbucket_sim::Running {
-    use bitbucket_webhook_operator::bitbucket::{
-        Budget, ConnectionConfig, Credentials, HookSpec, Place, RepoRef, RetryPolicy, SecretChange,
-        TlsOptions, connect,
-    };
+    use bitbucket_webhook_operator::bitbucket::{HookSpec, Place, RepoRef, SecretChange};
     let sim = bitbucket_sim::start().await.expect("simulator");
     let ctl = sim.control();
     ctl.token(support::ADMIN, "alice").await.expect("token");
-    let client = connect(ConnectionConfig {
-        flavor: Flavor::DataCenter,
-        base_url: Some(sim.base_url()),
-        credentials: Credentials::Bearer(support::ADMIN.to_owned().into()),
-        tls: TlsOptions::default(),
-        budget: std::sync::Arc::new(Budget::per_hour(10_000_000)),
-        retry: RetryPolicy::default(),
-        observer: None,
-    })
-    .expect("client");
+    let client = support::admin_client(Flavor::DataCenter, &sim.base_url());
     for p in 0..projects {
         let repos: Vec<String> = (0..per_project)
             .map(|r| format!("P{p:02}/repo-{r:03}"))

@@ -13,23 +13,13 @@ use std::time::Duration;
 use bitbucket_sim::receiver::Receiver;
 use bitbucket_webhook_operator::api::Flavor;
 use bitbucket_webhook_operator::bitbucket::{
-    Budget, ConnectionConfig, Credentials, HookSpec, Place, RepoRef, RetryPolicy, SecretChange,
-    TlsOptions, WebhookBackend, connect,
+    HookSpec, Place, RepoRef, SecretChange, WebhookBackend,
 };
 use serde_json::Value;
-use support::{ADMIN, World, flavor_name, outcome};
+use support::{ADMIN, World, flavor_name, is_ready, outcome};
 
 fn client(w: &World) -> std::sync::Arc<dyn WebhookBackend> {
-    connect(ConnectionConfig {
-        flavor: w.flavor,
-        base_url: Some(w.base_url()),
-        credentials: Credentials::Bearer(ADMIN.to_owned().into()),
-        tls: TlsOptions::default(),
-        budget: std::sync::Arc::new(Budget::per_hour(100_000)),
-        retry: RetryPolicy::default(),
-        observer: None,
-    })
-    .expect("client")
+    support::admin_client(w.flavor, &w.base_url())
 }
 
 fn repo(name: &str) -> Place {
@@ -77,22 +67,32 @@ async fn inventory_as(w: &World, token: &str, args: &[&str]) -> (Result<String, 
     (result, stderr)
 }
 
-/// Each hook's flags by title, from the JSON output.
-fn flags_by_title(inventory: &Value) -> BTreeMap<String, Vec<String>> {
+/// `what` of each hook, by title, from the JSON output.
+fn by_title<T>(inventory: &Value, what: impl Fn(&Value) -> T) -> BTreeMap<String, T> {
     inventory["hooks"]
         .as_array()
         .expect("hooks")
         .iter()
-        .map(|h| {
-            let flags = h["flags"]
-                .as_array()
-                .expect("flags")
-                .iter()
-                .map(|f| f["flag"].as_str().unwrap_or_default().to_owned())
-                .collect();
-            (h["title"].as_str().unwrap_or_default().to_owned(), flags)
-        })
+        .map(|h| (h["title"].as_str().unwrap_or_default().to_owned(), what(h)))
         .collect()
+}
+
+/// Each hook's flags by title.
+fn flags_by_title(inventory: &Value) -> BTreeMap<String, Vec<String>> {
+    by_title(inventory, |h| {
+        h["flags"]
+            .as_array()
+            .expect("flags")
+            .iter()
+            .map(|f| f["flag"].as_str().unwrap_or_default().to_owned())
+            .collect()
+    })
+}
+
+/// A URL on a loopback port nothing listens on.
+fn closed_url() -> String {
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    format!("http://{}/hook", closed.local_addr().expect("addr"))
 }
 
 fn expect_flags(found: &BTreeMap<String, Vec<String>>, expected: &[(&str, &[&str])]) {
@@ -131,9 +131,7 @@ async fn data_center_hooks_are_found_flagged_and_reported_in_every_output() {
     let bad = Receiver::start(false).await.expect("receiver");
     bad.set_status(500);
     let expiring = Receiver::start_expiring(3).await.expect("receiver");
-    let closed = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    let down = format!("http://{}/hook", closed.local_addr().expect("addr"));
-    drop(closed);
+    let down = closed_url();
     managed(&w, &format!("{}/managed", ok.url())).await;
     let push: &[&str] = &["repo:refs_changed"];
     let merged: &[&str] = &["pr:merged"];
@@ -288,9 +286,7 @@ async fn cloud_workspace_and_post_webhooks_repository_hooks_are_flagged() {
         .expect("workspace admin");
     let ok = Receiver::start(false).await.expect("receiver");
     let at = |path: &str| format!("{}/{path}", ok.url());
-    let closed = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    let down = format!("http://{}/hook", closed.local_addr().expect("addr"));
-    drop(closed);
+    let down = closed_url();
     managed(&w, &at("managed")).await;
     let push: &[&str] = &["repo:push"];
     make(
@@ -340,17 +336,9 @@ async fn cloud_workspace_and_post_webhooks_repository_hooks_are_flagged() {
         ],
     );
     // Cloud reports no statistics: health is the probe's.
-    let health: BTreeMap<String, String> = found["hooks"]
-        .as_array()
-        .expect("hooks")
-        .iter()
-        .map(|h| {
-            (
-                h["title"].as_str().unwrap_or_default().to_owned(),
-                h["health"].as_str().unwrap_or_default().to_owned(),
-            )
-        })
-        .collect();
+    let health = by_title(&found, |h| {
+        h["health"].as_str().unwrap_or_default().to_owned()
+    });
     assert_eq!(health["down"], "Failing");
     assert_eq!(health["first"], "Healthy");
 
@@ -743,16 +731,7 @@ async fn a_data_center_project_moves_to_cloud() {
             .iter()
             .filter(|h| h.spec.connection_ref.name == "bitbucket-cloud")
             .collect();
-        let ready = cloud
-            .iter()
-            .filter(|h| {
-                h.status.as_ref().is_some_and(|s| {
-                    s.conditions
-                        .iter()
-                        .any(|c| c.type_ == "Ready" && c.status == "True")
-                })
-            })
-            .count();
+        let ready = cloud.iter().filter(|h| is_ready(h)).count();
         // Three Webhooks and the set's two (acme/api, acme/web).
         if cloud.len() == 5 && ready == 5 {
             break;

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use bitbucket_webhook_operator::api::{BitbucketConnection, Flavor};
 use kube::Api;
 use serde_json::json;
-use support::{ADMIN, World};
+use support::{ADMIN, World, is_ready};
 
 /// What an outage cost and how fast the Webhooks recovered.
 struct Outage {
@@ -97,17 +97,7 @@ async fn outage_at(test: &str, rate: f64, per_hour: Option<u32>, wait: Duration)
     let answering = Instant::now();
     let ready = loop {
         let list = w.webhooks().list(&Default::default()).await.expect("list");
-        let ready = list
-            .items
-            .iter()
-            .filter(|h| {
-                h.status.as_ref().is_some_and(|s| {
-                    s.conditions
-                        .iter()
-                        .any(|c| c.type_ == "Ready" && c.status == "True")
-                })
-            })
-            .count();
+        let ready = list.items.iter().filter(|h| is_ready(h)).count();
         if ready == 60 || answering.elapsed() > wait {
             break ready;
         }

@@ -13,7 +13,7 @@ use bitbucket_webhook_operator::api::{
 };
 use kube::api::ListParams;
 use kube::{Api, ResourceExt};
-use support::{ADMIN, World};
+use support::{ADMIN, World, is_ready};
 
 /// The bulk connection's own credential: Bitbucket counts requests per credential, and
 /// so do the budgets, so it must not share the world's ADMIN token (whose connection asks
@@ -528,10 +528,7 @@ async fn project_and_workspace_webhooks_per_backend_and_the_inherited_duplicate(
 
 #[tokio::test]
 async fn exported_hooks_are_adopted_with_their_ids_and_no_write() {
-    use bitbucket_webhook_operator::bitbucket::{
-        Budget, ConnectionConfig, Credentials, HookSpec, Place, RepoRef, RetryPolicy, SecretChange,
-        TlsOptions, connect,
-    };
+    use bitbucket_webhook_operator::bitbucket::{HookSpec, Place, RepoRef, SecretChange};
     let w = World::new("export", Flavor::DataCenter).await;
     w.ctl
         .owner_admins("DataCenter", &w.repository, &[ADMIN])
@@ -542,16 +539,7 @@ async fn exported_hooks_are_adopted_with_their_ids_and_no_write() {
         .repositories("DataCenter", &repos, None, &[ADMIN])
         .await
         .expect("repositories");
-    let client = connect(ConnectionConfig {
-        flavor: Flavor::DataCenter,
-        base_url: Some(w.base_url()),
-        credentials: Credentials::Bearer(ADMIN.to_owned().into()),
-        tls: TlsOptions::default(),
-        budget: std::sync::Arc::new(Budget::per_hour(100_000)),
-        retry: RetryPolicy::default(),
-        observer: None,
-    })
-    .expect("client");
+    let client = support::admin_client(Flavor::DataCenter, &w.base_url());
     // Thirty hooks made by hand (three per repository, one of them signed and one
     // inactive), and one on the project.
     let mut made = std::collections::BTreeMap::new();
@@ -639,17 +627,7 @@ async fn exported_hooks_are_adopted_with_their_ids_and_no_write() {
             .list(&ListParams::default())
             .await
             .expect("list");
-        let ready: Vec<Webhook> = all
-            .items
-            .into_iter()
-            .filter(|h| {
-                h.status.as_ref().is_some_and(|s| {
-                    s.conditions
-                        .iter()
-                        .any(|c| c.type_ == "Ready" && c.status == "True")
-                })
-            })
-            .collect();
+        let ready: Vec<Webhook> = all.items.into_iter().filter(is_ready).collect();
         if ready.len() == 31 {
             break ready;
         }

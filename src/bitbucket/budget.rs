@@ -32,6 +32,8 @@ pub struct Budget {
     /// Requests taken, per minute and purpose, over the last hour (at most 60 entries,
     /// whatever the budget).
     spent: Mutex<std::collections::VecDeque<(u64, [u64; Purpose::ALL.len()])>>,
+    /// Every request taken since the budget was made.
+    taken: std::sync::atomic::AtomicU64,
 }
 
 /// What a request was for, as the connection's status and metrics tell the budget's use.
@@ -179,11 +181,14 @@ impl Budget {
             outage: Mutex::default(),
             on_outage: Mutex::default(),
             spent: Mutex::default(),
+            taken: std::sync::atomic::AtomicU64::new(0),
         }
     }
 
     /// Counts one request taken from the budget for `purpose`.
     pub fn spend(&self, purpose: Purpose) {
+        self.taken
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let minute = minute_now();
         let mut spent = self.spent.lock().unwrap_or_else(|p| p.into_inner());
         while spent.front().is_some_and(|(m, _)| *m + 60 <= minute) {
@@ -195,6 +200,11 @@ impl Budget {
         if let Some((_, counts)) = spent.back_mut() {
             counts[purpose as usize] += 1;
         }
+    }
+
+    /// Requests taken since the budget was made.
+    pub fn taken(&self) -> u64 {
+        self.taken.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Requests taken over the last hour (by whole minutes), by purpose.
@@ -462,6 +472,7 @@ mod tests {
         }
         budget.spend(Purpose::Writes);
         let spent = budget.spent_last_hour();
+        assert_eq!(budget.taken(), 4);
         assert_eq!(spent.len(), Purpose::ALL.len());
         assert!(spent.contains(&(Purpose::Listings, 3)));
         assert!(spent.contains(&(Purpose::Writes, 1)));

@@ -118,10 +118,10 @@ impl Migration {
         let from = self.from.events();
         let mut events = Vec::new();
         let mut lost = Vec::new();
+        // Sorted and deduplicated where the manifest is written (two events may become one).
         for event in &hook.events {
             match translate(from, bitbucket_events::Backend::Cloud, event) {
-                Some(cloud) if !events.contains(&cloud.to_owned()) => events.push(cloud.to_owned()),
-                Some(_) => {}
+                Some(cloud) => events.push(cloud.to_owned()),
                 None => lost.push(event.as_str()),
             }
         }
@@ -137,7 +137,6 @@ impl Migration {
             ));
             return None;
         }
-        events.sort();
         // A new hook on Cloud: its secret comes from the Secret, never from the old hook.
         let secret = match hook.secret {
             SecretState::Unset => SecretState::Unset,

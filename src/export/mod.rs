@@ -11,9 +11,10 @@ use std::time::Duration;
 pub use manifest::{Export, Target};
 pub use migrate::Migration;
 
+use crate::api::Flavor;
 use crate::bitbucket::{
     self, Budget, ConnectionConfig, Credentials, Error, Place, RemoteHook, RepoRef, RetryPolicy,
-    TlsOptions,
+    TlsOptions, WebhookBackend,
 };
 
 /// Which hooks to read.
@@ -30,13 +31,39 @@ pub enum Source {
     },
 }
 
-/// Everything `export` needs.
-pub struct Request {
-    pub target: Target,
+/// Which Bitbucket the command-line tools (`export`, `inventory`) read, as whom, and how
+/// fast.
+pub struct Server {
+    pub flavor: Flavor,
+    /// None: Cloud's public API.
     pub base_url: Option<String>,
     pub credentials: Credentials,
     pub tls: TlsOptions,
     pub requests_per_hour: u32,
+}
+
+impl Server {
+    /// A client paced by `requests_per_hour`, and the budget it takes its requests from.
+    pub fn connect(&self) -> Result<(Arc<dyn WebhookBackend>, Arc<Budget>), String> {
+        let budget = Arc::new(Budget::per_hour(self.requests_per_hour));
+        let backend = bitbucket::connect(ConnectionConfig {
+            flavor: self.flavor,
+            base_url: self.base_url.clone(),
+            credentials: self.credentials.clone(),
+            tls: self.tls.clone(),
+            budget: budget.clone(),
+            retry: RetryPolicy::default(),
+            observer: None,
+        })
+        .map_err(|e| e.to_string())?;
+        Ok((backend, budget))
+    }
+}
+
+/// Everything `export` needs.
+pub struct Request {
+    pub target: Target,
+    pub server: Server,
     pub source: Source,
     /// Print Cloud manifests for these Data Center or Post Webhooks hooks.
     pub migration: Option<Migration>,
@@ -50,17 +77,8 @@ pub struct Outcome {
 
 /// Lists the hooks and builds the manifests; `progress` hears one line per step.
 pub async fn run(request: Request, progress: &mut dyn FnMut(String)) -> Result<Outcome, String> {
-    let flavor = request.target.flavor;
-    let backend = bitbucket::connect(ConnectionConfig {
-        flavor,
-        base_url: request.base_url.clone(),
-        credentials: request.credentials,
-        tls: request.tls,
-        budget: Arc::new(Budget::per_hour(request.requests_per_hour)),
-        retry: RetryPolicy::default(),
-        observer: None,
-    })
-    .map_err(|e| e.to_string())?;
+    let flavor = request.server.flavor;
+    let (backend, _) = request.server.connect()?;
     let mut notes = Vec::new();
     let places = match &request.source {
         Source::Repositories(repos) => repos.iter().cloned().map(Place::Repository).collect(),
@@ -74,8 +92,8 @@ pub async fn run(request: Request, progress: &mut dyn FnMut(String)) -> Result<O
             progress(format!("{} repositories", repos.len()));
             let mut places: Vec<Place> = repos.into_iter().map(Place::Repository).collect();
             match (flavor, project) {
-                (crate::api::Flavor::Cloud, None) => places.push(Place::Workspace(owner.clone())),
-                (crate::api::Flavor::Cloud, Some(_)) => {}
+                (Flavor::Cloud, None) => places.push(Place::Workspace(owner.clone())),
+                (Flavor::Cloud, Some(_)) => {}
                 (_, _) => places.push(Place::Project(owner.clone())),
             }
             places
@@ -108,7 +126,7 @@ pub async fn run(request: Request, progress: &mut dyn FnMut(String)) -> Result<O
     let mut export = match &request.migration {
         Some(migration) => {
             let cloud = Target {
-                flavor: crate::api::Flavor::Cloud,
+                flavor: Flavor::Cloud,
                 ..request.target.clone()
             };
             migration.export(&cloud, &listed)

@@ -11,45 +11,22 @@ use super::model::Manager;
 use crate::api::{
     BitbucketConnection, ClusterBitbucketConnection, ConnectionSpec, Flavor, Webhook,
 };
-use crate::bitbucket::CLOUD_API;
-use crate::identity::{ConnectionId, PlaceKey};
-
-/// An API root as compared: no trailing slash, scheme and host in lower case.
-pub fn server_of(flavor: Flavor, base_url: Option<&str>) -> String {
-    let url = match (flavor, base_url) {
-        (_, Some(url)) => url,
-        (Flavor::Cloud, None) => CLOUD_API,
-        (_, None) => "",
-    };
-    let url = url.trim().trim_end_matches('/');
-    match url.split_once("://") {
-        Some((scheme, rest)) => {
-            let (host, path) = rest.split_once('/').unwrap_or((rest, ""));
-            let path = if path.is_empty() {
-                String::new()
-            } else {
-                format!("/{path}")
-            };
-            format!(
-                "{}://{}{path}",
-                scheme.to_ascii_lowercase(),
-                host.to_ascii_lowercase()
-            )
-        }
-        None => url.to_owned(),
-    }
-}
+use crate::identity::{ConnectionId, PlaceKey, ServerName};
 
 fn listing(what: &str, e: kube::Error) -> String {
     format!("cannot list {what} in the cluster: {e}")
 }
 
 /// The managers of the hooks on `server`, keyed by place and hook id.
-pub async fn managers(client: &Client, flavor: Flavor, server: &str) -> Result<Managers, String> {
+pub async fn managers(
+    client: &Client,
+    flavor: Flavor,
+    server: &ServerName,
+) -> Result<Managers, String> {
     let all = ListParams::default();
-    let mut connections: HashMap<ConnectionId, String> = HashMap::new();
+    let mut connections: HashMap<ConnectionId, ServerName> = HashMap::new();
     let matching = |spec: &ConnectionSpec| {
-        (spec.flavor == flavor).then(|| server_of(spec.flavor, spec.base_url.as_deref()))
+        (spec.flavor == flavor).then(|| ServerName::new(spec.base_url.as_deref()))
     };
     let namespaced: Api<BitbucketConnection> = Api::all(client.clone());
     for c in namespaced
@@ -87,7 +64,7 @@ pub async fn managers(client: &Client, flavor: Flavor, server: &str) -> Result<M
         .await
         .map_err(|e| listing("Webhooks", e))?
     {
-        if connections.get(&ConnectionId::of(&w)).map(String::as_str) != Some(server) {
+        if connections.get(&ConnectionId::of(&w)) != Some(server) {
             continue;
         }
         let Some(id) = w.status.as_ref().and_then(|s| s.webhook_id.clone()) else {
@@ -119,26 +96,5 @@ fn manager_of(w: &Webhook) -> Manager {
         namespace,
         name: set.unwrap_or_else(|| w.name_any()),
         webhook: w.name_any(),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn servers_compare_without_case_or_trailing_slash() {
-        assert_eq!(
-            server_of(Flavor::Cloud, None),
-            server_of(Flavor::Cloud, Some("https://API.bitbucket.org/2.0/"))
-        );
-        assert_eq!(
-            server_of(Flavor::DataCenter, Some("HTTPS://Bitbucket.Example.com/")),
-            "https://bitbucket.example.com"
-        );
-        assert_ne!(
-            server_of(Flavor::DataCenter, Some("https://a.example.com/x")),
-            server_of(Flavor::DataCenter, Some("https://a.example.com/y"))
-        );
     }
 }

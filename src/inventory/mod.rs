@@ -12,7 +12,6 @@ pub mod table;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::Arc;
 
 use futures::StreamExt;
 
@@ -20,14 +19,11 @@ use self::assess::{Commands, Context, Read};
 use self::model::{Inventory, Listed, PlaceName};
 use self::resume::State;
 use crate::api::Flavor;
-use crate::bitbucket::{
-    self, Budget, ConnectionConfig, Credentials, Observer, Place, RetryPolicy, TlsOptions,
-    WebhookBackend,
-};
-use crate::export::{Source, patiently};
+use crate::bitbucket::{Place, WebhookBackend};
+use crate::export::{Server, Source, patiently};
 use crate::health::classify::ProbeOutcome;
 use crate::health::probe;
-use crate::metrics::Metrics;
+use crate::identity::ServerName;
 
 /// What to read.
 #[derive(Clone, Debug)]
@@ -41,11 +37,7 @@ pub enum Scope {
 
 /// Everything `inventory` needs.
 pub struct Request {
-    pub flavor: Flavor,
-    pub base_url: Option<String>,
-    pub credentials: Credentials,
-    pub tls: TlsOptions,
-    pub requests_per_hour: u32,
+    pub server: Server,
     pub scope: Scope,
     /// Keep what is listed here, and list only the rest when it already holds some.
     pub state: Option<PathBuf>,
@@ -57,28 +49,16 @@ pub struct Request {
 
 /// Reads, probes and assesses; `progress` hears one line per step.
 pub async fn run(request: Request, progress: &mut dyn FnMut(String)) -> Result<Inventory, String> {
-    let metrics = Arc::new(Metrics::new());
-    let backend = bitbucket::connect(ConnectionConfig {
-        flavor: request.flavor,
-        base_url: request.base_url.clone(),
-        credentials: request.credentials.clone(),
-        tls: request.tls.clone(),
-        budget: Arc::new(Budget::per_hour(request.requests_per_hour)),
-        retry: RetryPolicy::default(),
-        observer: Some(Observer {
-            connection: "inventory".to_owned(),
-            metrics: metrics.clone(),
-        }),
-    })
-    .map_err(|e| e.to_string())?;
-    let server = cluster::server_of(request.flavor, request.base_url.as_deref());
-    let scope = describe(&request.scope, request.flavor);
-    let run = format!("{:?} {server} {scope}", request.flavor);
+    let flavor = request.server.flavor;
+    let (backend, budget) = request.server.connect()?;
+    let server = ServerName::new(request.server.base_url.as_deref());
+    let scope = describe(&request.scope, flavor);
+    let run = format!("{flavor:?} {server} {scope}");
     // The cluster first: a kubeconfig that does not work fails before any request.
     let managers = match &request.cluster {
         Some(client) => {
             progress("reading the cluster's Webhooks".to_owned());
-            let found = cluster::managers(client, request.flavor, &server).await?;
+            let found = cluster::managers(client, flavor, &server).await?;
             progress(format!("{} hooks are managed by Webhooks", found.len()));
             Some(found)
         }
@@ -104,11 +84,10 @@ pub async fn run(request: Request, progress: &mut dyn FnMut(String)) -> Result<I
     };
     let commands = Links {
         backend: backend.as_ref(),
-        flavor: request.flavor,
-        base_url: request.base_url.clone(),
+        server: &request.server,
     };
     let ctx = Context {
-        flavor: request.flavor,
+        flavor,
         managers: managers.as_ref(),
         probes: &probes,
         now: jiff::Timestamp::now(),
@@ -118,14 +97,14 @@ pub async fn run(request: Request, progress: &mut dyn FnMut(String)) -> Result<I
     Ok(Inventory {
         schema: model::SCHEMA.to_owned(),
         generated_at: ctx.now.to_string(),
-        flavor: format!("{:?}", request.flavor),
-        server,
+        flavor: format!("{flavor:?}"),
+        server: server.to_string(),
         scope,
         complete: totals.unreadable_places == 0,
         cluster_read: managers.is_some(),
         probed: request.probe.is_some(),
-        requests: requests_made(&metrics),
-        requests_per_hour: request.requests_per_hour,
+        requests: budget.taken(),
+        requests_per_hour: request.server.requests_per_hour,
         totals,
         places,
         hooks,
@@ -270,21 +249,10 @@ async fn probe_all(
         .await
 }
 
-/// Requests this run sent, as counted by the client's own metrics.
-fn requests_made(metrics: &Metrics) -> u64 {
-    metrics
-        .encode()
-        .lines()
-        .filter(|l| l.starts_with("bbwo_bitbucket_requests_total{"))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum::<f64>() as u64
-}
-
 /// The fixes' commands for this server.
 struct Links<'a> {
     backend: &'a dyn WebhookBackend,
-    flavor: Flavor,
-    base_url: Option<String>,
+    server: &'a Server,
 }
 
 impl Commands for Links<'_> {
@@ -307,13 +275,13 @@ impl Commands for Links<'_> {
             Place::Project(k) => format!("--project {k}"),
             Place::Workspace(w) => format!("--workspace {w}"),
         };
-        let base = match &self.base_url {
+        let base = match &self.server.base_url {
             Some(url) => format!(" --base-url {url}"),
             None => String::new(),
         };
         format!(
             "bitbucket-webhook-operator export --flavor {:?}{base} {what}",
-            self.flavor
+            self.server.flavor
         )
     }
 }

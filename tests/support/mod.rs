@@ -81,6 +81,36 @@ pub fn outcome(out: &std::process::Output) -> Result<String, String> {
     }
 }
 
+/// A client of `flavor` at `base_url` with the admin token and a budget out of the way,
+/// for making hooks by hand.
+pub fn admin_client(
+    flavor: Flavor,
+    base_url: &str,
+) -> std::sync::Arc<dyn bitbucket_webhook_operator::bitbucket::WebhookBackend> {
+    use bitbucket_webhook_operator::bitbucket::{
+        Budget, ConnectionConfig, Credentials, RetryPolicy, TlsOptions, connect,
+    };
+    connect(ConnectionConfig {
+        flavor,
+        base_url: Some(base_url.to_owned()),
+        credentials: Credentials::Bearer(ADMIN.to_owned().into()),
+        tls: TlsOptions::default(),
+        budget: std::sync::Arc::new(Budget::per_hour(10_000_000)),
+        retry: RetryPolicy::default(),
+        observer: None,
+    })
+    .expect("client")
+}
+
+/// Whether the Webhook's Ready condition is True (whatever generation it describes).
+pub fn is_ready(h: &Webhook) -> bool {
+    h.status.as_ref().is_some_and(|s| {
+        s.conditions
+            .iter()
+            .any(|c| c.type_ == "Ready" && c.status == "True")
+    })
+}
+
 pub fn repo_path(rel: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join(rel)
 }
