@@ -441,9 +441,11 @@ async fn every_call(backend: &dyn WebhookBackend, flavor: Flavor) -> Vec<String>
 #[test]
 fn every_answer_decoder() {
     let server = server();
+    // Few generated answers decode as a listing with a hook: 150 inputs found 1 to 10 in
+    // ten runs here and none in one CI run (2026-12-03); 400 make none far less likely.
     check!()
         .with_type::<Answer>()
-        .with_iterations(150)
+        .with_iterations(400)
         .for_each(|answer| {
             let base = server.base.clone();
             *server.current.lock().unwrap_or_else(|p| p.into_inner()) =
