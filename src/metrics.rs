@@ -133,6 +133,7 @@ pub struct Metrics {
     requests: Family<RequestLabels, Counter>,
     requests_by_purpose: Family<PurposeLabels, Counter>,
     budget_remaining: Family<ConnectionLabels, Gauge>,
+    budget_queued: Family<ConnectionLabels, Gauge>,
     connection_hooks: Family<HookKindLabels, Gauge>,
     webhooks_by_health: Family<HealthLabels, Gauge>,
     webhooks_by_condition: Family<ConditionLabels, Gauge>,
@@ -220,6 +221,11 @@ impl Metrics {
             "bitbucket_budget_remaining",
             "Requests the connection may still send at once before its hourly budget makes it wait",
         );
+        let budget_queued = add(
+            r,
+            "bitbucket_budget_queued",
+            "Requests of the connection's credential waiting for their turn on its budget (changes before drift checks before health polls)",
+        );
         let connection_hooks = add(
             r,
             "connection_hooks",
@@ -260,6 +266,7 @@ impl Metrics {
             requests,
             requests_by_purpose,
             budget_remaining,
+            budget_queued,
             connection_hooks,
             webhooks_by_health,
             webhooks_by_condition,
@@ -329,6 +336,15 @@ impl Metrics {
                 connection: connection.to_owned(),
             })
             .set(i64::from(remaining));
+    }
+
+    /// Requests waiting on the connection's budget now.
+    pub fn queued(&self, connection: &str, waiting: usize) {
+        self.budget_queued
+            .get_or_create(&ConnectionLabels {
+                connection: connection.to_owned(),
+            })
+            .set(i64::try_from(waiting).unwrap_or(i64::MAX));
     }
 
     /// A connection's unmanaged and duplicate hooks.
@@ -425,6 +441,7 @@ mod tests {
         );
         m.request("ci/acme", "GET", Some(200));
         m.budget("ci/acme", 89);
+        m.queued("ci/acme", 4);
         m.connection_hooks("ci/acme", 3, 1);
         m.delivery_failures(2);
         m.webhook("uid-1", state("ci", "Failing", "False"));
@@ -435,6 +452,7 @@ mod tests {
             "bbwo_reconcile_duration_seconds_bucket",
             "bbwo_bitbucket_requests_total{connection=\"ci/acme\",method=\"GET\",status=\"200\"} 1",
             "bbwo_bitbucket_budget_remaining{connection=\"ci/acme\"} 89",
+            "bbwo_bitbucket_budget_queued{connection=\"ci/acme\"} 4",
             "bbwo_connection_hooks{connection=\"ci/acme\",kind=\"unmanaged\"} 3",
             "bbwo_connection_hooks{connection=\"ci/acme\",kind=\"duplicate\"} 1",
             "bbwo_webhooks{health=\"Failing\"} 1",

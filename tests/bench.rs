@@ -791,6 +791,132 @@ async fn a_webhookset_of_500_repositories_uses_the_budget_at_its_limit() {
     );
 }
 
+/// `make bench`, #23's case (c): 500 Cloud Webhooks on 50 repositories whose endpoint all
+/// change at once (a GitOps refactor) at Cloud's 1,000 webhook requests per hour. They are
+/// made first with the budget lifted; then the connection asks for 1,000/h (a new budget:
+/// its burst of 100 whole, the requests that made them not counted) and every URL
+/// changes. The least the change needs is an update per hook: the repositories' listings
+/// from the hour before are still trusted (`--resync-period=1h`). Requests sent over that
+/// least, and the time to all Ready over the budget's minimum time for it ((500 - 100) x
+/// 4 s), must stay at or under 1.1.
+#[tokio::test]
+#[ignore = "a benchmark: make bench"]
+async fn five_hundred_webhooks_changed_at_once_at_cloud_s_limit() {
+    const PER_HOUR: u64 = 1000;
+    let size = Size {
+        webhooks: 500,
+        per_repository: 10,
+        flavor: Flavor::Cloud,
+        resync: 3600,
+        health: 3600,
+    };
+    let w = World::standalone("refactor", size.flavor).await;
+    prepare(&w, &size, 1_000_000).await;
+    let metrics = format!("127.0.0.1:{}", free_port());
+    let _operator = hour_long_operator(&w, &metrics);
+    create(&w.webhooks(), webhooks(&w, &size)).await;
+    wait_all_ready(&w, &metrics, size.webhooks, Duration::from_secs(600)).await;
+    budget_connection(&w, PER_HOUR);
+    let connections: kube::Api<bitbucket_webhook_operator::api::BitbucketConnection> =
+        kube::Api::namespaced(w.client.clone(), &w.ns);
+    loop {
+        let connection = connections.get("bitbucket").await.expect("connection");
+        let allowed = connection
+            .status
+            .and_then(|s| s.budget)
+            .map(|b| b.requests_per_hour);
+        if allowed == Some(PER_HOUR as i64) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    w.ctl.reset_requests().await.expect("reset");
+    let started = Instant::now();
+    let api = w.webhooks();
+    futures::stream::iter(0..size.webhooks)
+        .for_each_concurrent(16, |i| {
+            let api = api.clone();
+            async move {
+                let patch =
+                    serde_json::json!({"spec": {"url": format!("https://ci.example.com/v2/{i}")}});
+                api.patch(
+                    &format!("hook-{i}"),
+                    &PatchParams::default(),
+                    &Patch::Merge(&patch),
+                )
+                .await
+                .expect("patch");
+            }
+        })
+        .await;
+    let mut last_report = Instant::now();
+    loop {
+        let n = count_ready(&w).await;
+        if n == size.webhooks {
+            break;
+        }
+        if last_report.elapsed() > Duration::from_secs(60) {
+            println!(
+                "bench: {:.0} s: {n} of {} changed and Ready",
+                started.elapsed().as_secs_f64(),
+                size.webhooks
+            );
+            last_report = Instant::now();
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(3000),
+            "{n} of {} changed and Ready",
+            size.webhooks
+        );
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+    let achieved = started.elapsed();
+    let sent = w.ctl.count_where(|_, _| true).await.expect("requests");
+    let updates = w
+        .ctl
+        .count_where(|m, r| m == "PUT" && r.contains("/hooks/"))
+        .await
+        .expect("requests");
+    let listings = w
+        .ctl
+        .count_where(|m, r| m == "GET" && r.ends_with("/hooks"))
+        .await
+        .expect("requests");
+    let least = size.webhooks as u64;
+    let least_time = budget_minimum(PER_HOUR, least);
+    let (requests_ratio, time_ratio) = (
+        sent as f64 / least as f64,
+        achieved.as_secs_f64() / least_time.as_secs_f64().max(1.0),
+    );
+    println!("| measure | value |");
+    println!("|---|---|");
+    println!(
+        "| {} Webhooks changed at once, budget {PER_HOUR}/h | {sent} Bitbucket requests ({updates} updates, {listings} listings) for a least of {least} ({requests_ratio:.3}x); all Ready {:.1} s after the change; the budget's minimum for the least {:.1} s ({time_ratio:.3}x) |",
+        size.webhooks,
+        achieved.as_secs_f64(),
+        least_time.as_secs_f64()
+    );
+    println!(
+        "summary-refactor: | {} Webhooks changed at once at {PER_HOUR}/h | {sent} (least {least}, {requests_ratio:.3}x) | {:.1} s | {:.1} s | {time_ratio:.3} |",
+        size.webhooks,
+        achieved.as_secs_f64(),
+        least_time.as_secs_f64()
+    );
+    let hooks = w.ctl.hooks().await.expect("hooks");
+    assert_eq!(hooks.len(), size.webhooks, "one hook each, none added");
+    assert!(
+        hooks
+            .iter()
+            .all(|h| h["url"].as_str().is_some_and(|u| u.contains("/v2/"))),
+        "every hook has its new URL"
+    );
+    assert!(
+        requests_ratio <= 1.1,
+        "{sent} requests for {least}: {requests_ratio:.3}x"
+    );
+    assert!(time_ratio <= 1.1, "{time_ratio:.3}x the budget's minimum");
+}
+
 /// A Data Center instance of `projects` projects with `per_project` repositories, one hook
 /// each, on a fresh simulator.
 async fn instance(projects: usize, per_project: usize) -> bitbucket_sim::Running {

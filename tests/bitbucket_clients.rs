@@ -63,6 +63,7 @@ fn fast_retries() -> RetryPolicy {
         min_delay: Duration::from_millis(10),
         max_delay: Duration::from_secs(2),
         rate_limit_pause: PAUSE,
+        queue_patience: Duration::from_secs(2),
     }
 }
 

@@ -369,6 +369,7 @@ fn client(flavor: Flavor, base: &str) -> Arc<dyn WebhookBackend> {
             min_delay: Duration::from_millis(1),
             max_delay: Duration::from_millis(1),
             rate_limit_pause: Duration::from_millis(1),
+            queue_patience: Duration::ZERO,
         },
         observer: None,
     })

@@ -27,6 +27,7 @@ use super::shared::conditions_schema;
     printcolumn = r#"{"name":"Verified By","type":"string","priority":1,"jsonPath":".status.verifiedBy"}"#,
     printcolumn = r#"{"name":"Budget/h","type":"integer","priority":1,"jsonPath":".status.budget.requestsPerHour"}"#,
     printcolumn = r#"{"name":"Spent 1h","type":"integer","priority":1,"jsonPath":".status.budget.spentLastHour.total"}"#,
+    printcolumn = r#"{"name":"Queued","type":"integer","priority":1,"jsonPath":".status.budget.queued"}"#,
     printcolumn = r#"{"name":"Unmanaged","type":"integer","priority":1,"jsonPath":".status.hooks.unmanaged"}"#
 )]
 #[x_kube(validation = Rule::new("self.flavor == 'Cloud' || has(self.baseURL)").message("baseURL is required for the DataCenter and PostWebhooks flavors (for example https://bitbucket.example.com)").reason(Reason::FieldValueRequired))]
@@ -55,6 +56,7 @@ pub struct BitbucketConnectionSpec {
     printcolumn = r#"{"name":"Verified By","type":"string","priority":1,"jsonPath":".status.verifiedBy"}"#,
     printcolumn = r#"{"name":"Budget/h","type":"integer","priority":1,"jsonPath":".status.budget.requestsPerHour"}"#,
     printcolumn = r#"{"name":"Spent 1h","type":"integer","priority":1,"jsonPath":".status.budget.spentLastHour.total"}"#,
+    printcolumn = r#"{"name":"Queued","type":"integer","priority":1,"jsonPath":".status.budget.queued"}"#,
     printcolumn = r#"{"name":"Unmanaged","type":"integer","priority":1,"jsonPath":".status.hooks.unmanaged"}"#
 )]
 #[x_kube(validation = Rule::new("self.flavor == 'Cloud' || has(self.baseURL)").message("baseURL is required for the DataCenter and PostWebhooks flavors (for example https://bitbucket.example.com)").reason(Reason::FieldValueRequired))]
@@ -260,6 +262,11 @@ pub struct BudgetStatus {
     /// connection sharing it), by what they were for.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub spent_last_hour: Option<BudgetSpending>,
+    /// Requests waiting for their turn when this status was written (changes go before
+    /// drift checks, drift checks before health polls; the metric
+    /// bbwo_bitbucket_budget_queued follows it live).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub queued: Option<i64>,
 }
 
 /// Where a budget's requests went.

@@ -34,7 +34,19 @@ pub struct Budget {
     spent: Mutex<std::collections::VecDeque<(u64, [u64; Purpose::ALL.len()])>>,
     /// Every request taken since the budget was made.
     taken: std::sync::atomic::AtomicU64,
+    /// The requests waiting for their turn.
+    queue: super::queue::Queue,
+    /// When Bitbucket last accepted a request (2xx): the credential works.
+    last_success: Mutex<Option<(Instant, jiff::Timestamp)>>,
+    /// Called when requests start to queue (the connection reconciler then shows it), at
+    /// most every `QUEUE_TOLD_EVERY`, and when it was last called.
+    on_queue: Mutex<(Option<Tell>, Option<Instant>)>,
 }
+
+type Tell = Arc<dyn Fn() + Send + Sync>;
+
+/// How often the start of a queue is told at most.
+const QUEUE_TOLD_EVERY: Duration = Duration::from_secs(30);
 
 /// What a request was for, as the connection's status and metrics tell the budget's use.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -182,6 +194,81 @@ impl Budget {
             on_outage: Mutex::default(),
             spent: Mutex::default(),
             taken: std::sync::atomic::AtomicU64::new(0),
+            queue: super::queue::Queue::default(),
+            last_success: Mutex::default(),
+            on_queue: Mutex::default(),
+        }
+    }
+
+    /// What to call when requests start to wait in the queue.
+    pub fn set_on_queue(&self, hook: Tell) {
+        self.on_queue.lock().unwrap_or_else(|p| p.into_inner()).0 = Some(hook);
+    }
+
+    /// A request found others waiting or the bucket empty: tell, unless told lately.
+    fn queue_started(&self) {
+        let hook = {
+            let mut on_queue = self.on_queue.lock().unwrap_or_else(|p| p.into_inner());
+            if on_queue.1.is_some_and(|at| at.elapsed() < QUEUE_TOLD_EVERY) {
+                return;
+            }
+            on_queue.1 = Some(Instant::now());
+            on_queue.0.clone()
+        };
+        if let Some(hook) = hook {
+            hook();
+        }
+    }
+
+    /// Requests waiting for their turn now.
+    pub fn queued(&self) -> usize {
+        self.queue.len()
+    }
+
+    /// Takes one request from the budget in the queue's order (the running work's
+    /// [`Ticket`](super::queue::Ticket)), waiting for its turn unless that would take
+    /// longer than `patience` (zero: go now or not at all): then says how long it would
+    /// (the caller comes back then, rather than holding a reconcile that long).
+    pub async fn acquire(&self, patience: Duration) -> Result<u32, Duration> {
+        let place = self.queue.join(super::queue::Ticket::current());
+        let mut told = false;
+        loop {
+            let moved = self.queue.moved();
+            tokio::pin!(moved);
+            moved.as_mut().enable();
+            match self.queue.ahead(&place) {
+                (0, _) => match self.try_acquire() {
+                    Ok(remaining) => {
+                        place.granted();
+                        return Ok(remaining);
+                    }
+                    Err(wait) if wait > patience => return Err(wait),
+                    Err(wait) => {
+                        if !std::mem::replace(&mut told, true) {
+                            self.queue_started();
+                        }
+                        self.queue.refills_at(Instant::now() + wait);
+                        tokio::select! {
+                            () = tokio::time::sleep(wait) => {}
+                            () = moved => {}
+                        }
+                    }
+                },
+                (ahead, refill) => {
+                    // Once the bucket is empty, each one ahead takes a refill. While
+                    // requests go without waiting nobody knows how many more may: only the
+                    // impatient give up then.
+                    let each = Duration::from_secs_f64(3600.0 / f64::from(self.limit()));
+                    let estimate = refill.map_or(Duration::ZERO, |r| {
+                        r.saturating_duration_since(Instant::now())
+                    }) + each
+                        .saturating_mul(u32::try_from(ahead).unwrap_or(u32::MAX));
+                    if (refill.is_some() || patience.is_zero()) && estimate > patience {
+                        return Err(estimate);
+                    }
+                    moved.await;
+                }
+            }
         }
     }
 
@@ -345,10 +432,17 @@ impl Budget {
 
     /// A request succeeded: the next 429 starts from the first pause again.
     pub fn succeeded(&self) {
+        *self.last_success.lock().unwrap_or_else(|p| p.into_inner()) =
+            Some((Instant::now(), jiff::Timestamp::now()));
         let mut pause = self.pause();
         if pause.strikes > 0 && pause.until.is_none_or(|(u, _)| u <= Instant::now()) {
             pause.strikes = 0;
         }
+    }
+
+    /// When Bitbucket last accepted a request of this credential.
+    pub fn last_success(&self) -> Option<(Instant, jiff::Timestamp)> {
+        *self.last_success.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// When requests resume, while a pause lasts.
@@ -577,6 +671,75 @@ mod tests {
             3000,
             "the report changed: the ask (5000) or less"
         );
+    }
+
+    #[tokio::test]
+    async fn waiting_requests_go_by_priority_and_place() {
+        use super::super::queue::{Priority, Ticket};
+        // A refill every 0.1 s once the burst is spent.
+        let budget = Arc::new(Budget::per_hour(36_000 + 3_600));
+        while budget.try_acquire().is_ok() {}
+        let order = Arc::new(Mutex::new(Vec::new()));
+        let asks = [
+            ("health of a", Ticket::new(Priority::Health, &"a")),
+            ("create in b", Ticket::new(Priority::Change, &"b")),
+            ("drift of c", Ticket::new(Priority::Drift, &"c")),
+            ("create in a", Ticket::new(Priority::Change, &"a")),
+            ("unmarked", Ticket::current()),
+        ];
+        let mut tasks = Vec::new();
+        for (name, ticket) in asks {
+            let (budget, order) = (budget.clone(), order.clone());
+            tasks.push(tokio::spawn(ticket.scope(async move {
+                budget
+                    .acquire(Duration::from_secs(60))
+                    .await
+                    .expect("granted");
+                order.lock().expect("lock").push(name);
+            })));
+            // Joined in this order, well within one refill.
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        assert_eq!(budget.queued(), 5);
+        for task in tasks {
+            task.await.expect("task");
+        }
+        assert_eq!(
+            *order.lock().expect("lock"),
+            // a's create keeps a's turn (its health poll came first); then first come.
+            [
+                "create in a",
+                "create in b",
+                "unmarked",
+                "drift of c",
+                "health of a"
+            ]
+        );
+        assert_eq!(budget.queued(), 0);
+    }
+
+    #[tokio::test]
+    async fn the_impatient_and_those_too_far_back_are_told_how_long() {
+        // One refill every 40 s.
+        let budget = Arc::new(Budget::per_hour(100));
+        while budget.try_acquire().is_ok() {}
+        let wait = budget.acquire(Duration::ZERO).await.expect_err("no wait");
+        assert!(wait > Duration::from_secs(30), "{wait:?}");
+        let first = tokio::spawn({
+            let budget = budget.clone();
+            async move { budget.acquire(Duration::from_secs(60)).await }
+        });
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert_eq!(budget.queued(), 1);
+        // Behind it: its refill and one more.
+        let wait = budget
+            .acquire(Duration::from_secs(60))
+            .await
+            .expect_err("too far back");
+        assert!(wait > Duration::from_secs(70), "{wait:?}");
+        first.abort();
+        let _ = first.await;
+        assert_eq!(budget.queued(), 0, "a dropped request leaves the queue");
     }
 
     #[test]

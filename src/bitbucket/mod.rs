@@ -7,6 +7,7 @@ pub mod credentials;
 mod datacenter;
 pub mod error;
 mod postwebhooks;
+pub mod queue;
 pub mod transport;
 
 use std::sync::Arc;

@@ -26,6 +26,11 @@ pub struct RetryPolicy {
     /// doubled per further 429, at most an hour. Quick retries cannot succeed: Cloud's
     /// limit is a rolling hour, and each refused request may count.
     pub rate_limit_pause: Duration,
+    /// How long a change waits for its turn in the budget's queue; one that would wait
+    /// longer says how long instead, and its reconcile comes back then (a reconcile slot
+    /// is not held longer: other connections' Webhooks need them too). Periodic work
+    /// never waits.
+    pub queue_patience: Duration,
 }
 
 impl Default for RetryPolicy {
@@ -35,6 +40,7 @@ impl Default for RetryPolicy {
             min_delay: Duration::from_millis(500),
             max_delay: Duration::from_secs(15),
             rate_limit_pause: Duration::from_secs(60),
+            queue_patience: Duration::from_secs(120),
         }
     }
 }
@@ -217,7 +223,12 @@ impl Transport {
         let attempt = || self.once(&call);
         attempt
             .retry(policy)
-            .when(|f: &Failure| f.error.retryable() && (idempotent || !f.maybe_processed))
+            // The budget's own refusal already waited as long as its queue allows.
+            .when(|f: &Failure| {
+                f.error.retryable()
+                    && (idempotent || !f.maybe_processed)
+                    && !matches!(f.error, Error::RateLimited { local: true, .. })
+            })
             .adjust(
                 move |f: &Failure, backoff| match (f.error.retry_after(), backoff) {
                     // The policy's retries are spent: a Retry-After does not add more (a 429
@@ -276,7 +287,17 @@ impl Transport {
     }
 
     async fn once(&self, call: &Call<'_>) -> std::result::Result<Answer, Failure> {
-        let remaining = self.budget.try_acquire().map_err(|wait| Failure {
+        // Periodic work does not wait: it would hold its reconcile, and a listing others
+        // wait for, behind the changes that go first. It comes back when its turn is due.
+        let patience = match super::queue::Ticket::current().priority {
+            super::queue::Priority::Change => self.retry.queue_patience,
+            super::queue::Priority::Drift | super::queue::Priority::Health => Duration::ZERO,
+        };
+        let acquired = self.budget.acquire(patience).await;
+        if let Some(o) = &self.observer {
+            o.metrics.queued(&o.connection, self.budget.queued());
+        }
+        let remaining = acquired.map_err(|wait| Failure {
             error: Error::RateLimited {
                 retry_after: Some(wait),
                 local: true,

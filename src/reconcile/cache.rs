@@ -34,6 +34,8 @@ pub struct RepoLists {
     slots: Mutex<HashMap<(Copy, ConnectionPlace), Slot>>,
     /// When an owner's hooks were refused to a connection, by its key.
     refused: Mutex<HashMap<ConnectionPlace, Instant>>,
+    /// The Webhooks (by uid) whose last create this process sent and lost the answer to.
+    lost_creates: Mutex<std::collections::HashSet<String>>,
 }
 
 impl RepoLists {
@@ -42,7 +44,37 @@ impl RepoLists {
             ttl,
             slots: Mutex::default(),
             refused: Mutex::default(),
+            lost_creates: Mutex::default(),
         }
+    }
+
+    /// A create of the Webhook `uid` in `key` failed in a way Bitbucket may have acted on:
+    /// the listing is dropped, so any listing of `key` cached from now on was taken after
+    /// it and can tell whether the hook was made.
+    pub async fn create_lost(&self, key: &ConnectionPlace, uid: &str) {
+        self.forget(key).await;
+        self.lost_creates
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(uid.to_owned());
+    }
+
+    /// Whether the Webhook's create that may have happened was sent by this process (and
+    /// so every cached listing of its place is younger), rather than by one that stopped
+    /// (a crash, a leader handover), whose create no cached listing here may show.
+    pub fn create_lost_here(&self, uid: &str) -> bool {
+        self.lost_creates
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(uid)
+    }
+
+    /// The Webhook's create is settled (made, or refused before Bitbucket acted).
+    pub fn create_settled(&self, uid: &str) {
+        self.lost_creates
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(uid);
     }
 
     fn slot(&self, copy: Copy, key: &ConnectionPlace) -> Slot {

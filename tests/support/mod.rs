@@ -153,6 +153,7 @@ pub fn operator() -> &'static ControlPlane {
                             min_delay: Duration::from_millis(50),
                             max_delay: Duration::from_secs(1),
                             rate_limit_pause: RATE_LIMIT_PAUSE,
+                            queue_patience: Duration::from_secs(120),
                         },
                         // The simulator and the receivers are on loopback.
                         namespaced_private_targets: true,

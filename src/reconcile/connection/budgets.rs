@@ -20,6 +20,8 @@ pub struct Allowance {
     pub reported: Vec<Reported>,
     /// Requests taken over the last hour, by purpose.
     pub spent: Vec<(Purpose, u64)>,
+    /// Requests waiting for their turn now.
+    pub queued: usize,
 }
 
 pub struct Budgets {
@@ -87,6 +89,10 @@ impl Budgets {
         budget.set_on_pause(Arc::new(move || {
             let _ = paused.send(k.clone());
         }));
+        let (paused, k) = (self.paused.clone(), key.clone());
+        budget.set_on_queue(Arc::new(move || {
+            let _ = paused.send(k.clone());
+        }));
         let (paused, answering, k) = (self.paused.clone(), self.answering.clone(), key.clone());
         budget.set_on_outage(Arc::new(move |health| {
             // The connection shows it either way; waiting Webhooks go on answers.
@@ -131,6 +137,7 @@ impl Budgets {
             shared_by: inner.of.values().filter(|k| *k == key).count(),
             reported: budget.reported(),
             spent: budget.spent_last_hour(),
+            queued: budget.queued(),
         })
     }
 

@@ -27,15 +27,25 @@ use super::conditions::{Outcome, Status};
 use super::{Context, Error, finalizer, publish};
 use crate::api::{BitbucketConnection, ClusterBitbucketConnection, ConnectionStatus, Reason};
 
+/// How often a connection's status is written while requests wait on its budget (the
+/// credential's own requests prove it meanwhile: no request of its own).
+const QUEUE_SHOWN_EVERY: Duration = Duration::from_secs(30);
+
 /// What proving the connection found now.
 async fn check(view: &View, ctx: &Context) -> Found {
     if let Some(until) = ctx.connections.paused_until(view) {
         return Found::Paused { until };
     }
     let result = match ctx.connections.backend(&ctx.secret_reader(), view).await {
-        Ok(backend) => prove::prove(view, &ctx.claims, backend.as_ref())
-            .await
-            .map_err(|e| prove::app_password_hint(view, e)),
+        Ok(backend) => match ctx
+            .connections
+            .proven_by_use(view, ctx.config.resync_period)
+        {
+            Some(proof) => Ok(proof),
+            None => prove::prove(view, &ctx.claims, backend.as_ref())
+                .await
+                .map_err(|e| prove::app_password_hint(view, e)),
+        },
         Err(e) => Err(e),
     };
     Found::Checked {
@@ -90,7 +100,18 @@ where
     );
     publish::status(&api, view.name(), &step.status).await?;
     publish::events(&ctx.recorder, obj, step.notes).await;
+    // While requests wait on the budget, the status follows the queue.
+    let queued = step
+        .status
+        .budget
+        .as_ref()
+        .and_then(|b| b.queued)
+        .is_some_and(|n| n > 0);
     match step.error {
+        None if queued => {
+            ctx.succeeded(&key);
+            Ok(Action::requeue(QUEUE_SHOWN_EVERY))
+        }
         None => {
             ctx.succeeded(&key);
             Ok(Action::requeue(ctx.config.resync_period))

@@ -16,6 +16,8 @@ pub struct Proof {
     pub repository: Option<String>,
     pub reason: Reason,
     pub message: String,
+    /// When it was proven, if not now (the credential's own requests proved it).
+    pub at: Option<jiff::Timestamp>,
 }
 
 /// At most this many repositories are tried to prove a credential whose identity call
@@ -36,6 +38,7 @@ pub async fn prove(
                 repository: None,
                 reason: Reason::Verified,
                 message: verified_message(&identity),
+                at: None,
             });
         }
         Err(e) if refusal(&e) && !backend.identity_is_conclusive() => e,
@@ -62,6 +65,7 @@ pub async fn prove(
                     message: format!(
                         "Bitbucket accepted the credential when listing the hooks of {repository}; it refused {call} ({refused}), which repository and project access tokens may not call"
                     ),
+                    at: None,
                 });
             }
             Err(bitbucket::Error::NotFound { .. }) => {}
@@ -93,6 +97,41 @@ pub async fn prove(
         message: format!(
             "Bitbucket refused {call} ({refused}), which repository and project access tokens may not call, and {why}: the credential is used as it is, and the first Webhook's requests prove it or say why not.{hint}"
         ),
+        at: None,
+    })
+}
+
+/// The credential proven by its own requests, with no call of its own: a verified
+/// connection (of this generation) whose credential Bitbucket accepted since its client
+/// was built and within `within`, and is not failing now. Re-verifying then would spend
+/// the budget to learn what the Webhooks' requests just showed (#23).
+pub fn by_use(
+    previous: Option<&crate::api::ConnectionStatus>,
+    generation: Option<i64>,
+    accepted: Option<(std::time::Instant, jiff::Timestamp)>,
+    built: Option<std::time::Instant>,
+    within: std::time::Duration,
+) -> Option<Proof> {
+    let previous = previous?;
+    let (instant, at) = accepted?;
+    let ready = crate::reconcile::conditions::find(
+        &previous.conditions,
+        crate::reconcile::conditions::READY,
+    )
+    .is_some_and(|c| c.status == "True" && c.observed_generation == generation);
+    let proven = matches!(
+        previous.verified_by,
+        Some(VerifiedBy::Identity | VerifiedBy::Repository)
+    );
+    let fresh = instant.elapsed() < within && built.is_none_or(|b| b < instant);
+    (ready && proven && previous.observed_generation == generation && fresh).then(|| Proof {
+        by: previous.verified_by.unwrap_or(VerifiedBy::Identity),
+        repository: previous.verified_repository.clone(),
+        reason: Reason::Verified,
+        message: format!(
+            "Bitbucket accepted this credential's requests, the last at {at}: no check of its own was needed"
+        ),
+        at: Some(at),
     })
 }
 
@@ -151,5 +190,81 @@ fn verified_message(identity: &bitbucket::Identity) -> String {
     match &identity.detail {
         Some(detail) => format!("{who}; {detail}"),
         None => who,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, Instant};
+
+    use super::*;
+    use crate::api::ConnectionStatus;
+    use crate::reconcile::conditions::{self, Outcome, Status};
+
+    fn verified(by: VerifiedBy, ready: Status, generation: i64) -> ConnectionStatus {
+        let now = k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(jiff::Timestamp::now());
+        ConnectionStatus {
+            observed_generation: Some(generation),
+            verified_by: Some(by),
+            conditions: vec![conditions::condition(
+                &[],
+                conditions::READY,
+                &Outcome::new(ready, Reason::Verified, "m"),
+                Some(generation),
+                &now,
+            )],
+            ..ConnectionStatus::default()
+        }
+    }
+
+    #[test]
+    fn only_recent_requests_of_the_current_credential_prove_a_verified_connection() {
+        let hour = Duration::from_secs(3600);
+        let now = Instant::now();
+        let accepted = Some((now, jiff::Timestamp::now()));
+        let ok = verified(VerifiedBy::Repository, Status::True, 2);
+        let proof = by_use(Some(&ok), Some(2), accepted, None, hour).expect("proven");
+        assert_eq!(
+            (proof.by, proof.at.is_some()),
+            (VerifiedBy::Repository, true)
+        );
+        let cases = [
+            ("never verified", None, accepted, None),
+            (
+                "unverified",
+                Some(verified(VerifiedBy::Unverified, Status::True, 2)),
+                accepted,
+                None,
+            ),
+            (
+                "not ready",
+                Some(verified(VerifiedBy::Identity, Status::False, 2)),
+                accepted,
+                None,
+            ),
+            (
+                "another generation",
+                Some(verified(VerifiedBy::Identity, Status::True, 1)),
+                accepted,
+                None,
+            ),
+            ("nothing accepted", Some(ok.clone()), None, None),
+            (
+                "accepted before the credential changed",
+                Some(ok.clone()),
+                accepted,
+                Some(now + Duration::from_millis(1)),
+            ),
+        ];
+        for (case, status, accepted, built) in cases {
+            assert!(
+                by_use(status.as_ref(), Some(2), accepted, built, hour).is_none(),
+                "{case}"
+            );
+        }
+        assert!(
+            by_use(Some(&ok), Some(2), accepted, None, Duration::ZERO).is_none(),
+            "too long ago"
+        );
     }
 }

@@ -224,6 +224,26 @@ impl Registry {
         self.budgets.allowance(&view.id)
     }
 
+    /// The connection's credential proven by the requests made with it since its client
+    /// was built (within `within`), if they prove it: see [`super::prove::by_use`].
+    pub fn proven_by_use(
+        &self,
+        view: &View,
+        within: std::time::Duration,
+    ) -> Option<super::prove::Proof> {
+        let budget = self.budgets.of(&view.id)?;
+        if budget.failing() {
+            return None;
+        }
+        super::prove::by_use(
+            view.status.as_ref(),
+            view.generation,
+            budget.last_success(),
+            self.rebuilt_at(&view.id),
+            within,
+        )
+    }
+
     /// When the connection's client was last rebuilt (a new credential or spec), if it was.
     pub fn rebuilt_at(&self, connection: &ConnectionId) -> Option<Instant> {
         self.rebuilt

@@ -143,7 +143,7 @@ fn ready(
     ConnectionStatus {
         observed_generation: generation,
         last_verified_time: match proof {
-            Some(_) => Some(now.clone()),
+            Some(p) => Some(p.at.map_or_else(|| now.clone(), Time)),
             None => previous.last_verified_time.clone(),
         },
         verified_by: proof.map(|p| p.by),
@@ -232,6 +232,7 @@ fn budget_status(allowance: Allowance) -> BudgetStatus {
     };
     BudgetStatus {
         spent_last_hour: Some(spending),
+        queued: Some(i64::try_from(allowance.queued).unwrap_or(i64::MAX)),
         requests_per_hour: i64::from(allowance.per_hour),
         shared_by: i64::try_from(allowance.shared_by).unwrap_or(i64::MAX),
         reported: allowance

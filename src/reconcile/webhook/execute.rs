@@ -95,16 +95,24 @@ async fn create(
         .as_ref()
         .map_or(SecretChange::Keep, |s| SecretChange::Set(s.value.clone()));
     let spec = hook_spec(desired, secret);
+    let uid = kube::ResourceExt::uid(target.w).unwrap_or_default();
     let hook = match target.backend.create_hook(target.place, &spec).await {
         Ok(hook) => hook,
         // Refused before Bitbucket acted (a spent budget, a 429): nothing was created, so
         // the mark goes; otherwise the next try would re-list first.
         Err(e @ bitbucket::Error::RateLimited { .. }) => {
+            ctx.lists.create_settled(&uid);
             finalizer::clear_mark(api, target.w).await?;
             return Err(e.into());
         }
-        Err(e) => return Err(Error::about_place(target.place, e)),
+        Err(e) => {
+            // Bitbucket may have made it and the answer was lost: the listing that decides
+            // the next try must be one taken after this (any in the cache from now on is).
+            ctx.lists.create_lost(key, &uid).await;
+            return Err(Error::about_place(target.place, e));
+        }
     };
+    ctx.lists.create_settled(&uid);
     ctx.lists.upsert(key, hook.clone()).await;
     Ok(hook.id)
 }

@@ -37,6 +37,7 @@ use crate::api::{
     DeliveryHealth, DeliveryStatus, Flavor, PENDING_CREATE_ANNOTATION, TEST_REQUESTED_ANNOTATION,
     Webhook, WebhookStatus,
 };
+use crate::bitbucket::queue::{Priority, Ticket};
 use crate::bitbucket::{DeliveryStats, Place, WebhookBackend};
 use crate::health::{Assessment, Inputs};
 use crate::identity::{ConnectionId, ConnectionPlace, PlaceKey};
@@ -222,18 +223,15 @@ async fn apply(w: &Webhook, api: &Api<Webhook>, ctx: &Context) -> Result<Action,
         None
     };
     let started = std::time::Instant::now();
-    let (result, mut notes) = match dereference::generated_secret(w, ctx).await {
-        Ok(generated) => (sync(w, api, ctx).await, Vec::from_iter(generated)),
-        Err(e) => (Err(e), Vec::new()),
-    };
-    // Not the status's to say: the caller reads the Webhook again.
-    let result = match result {
-        Err(e @ Error::Stale { .. }) => return Err(e),
-        other => other,
-    };
-    let health = match &result {
-        Ok(synced) => assess(w, synced, ctx).await,
-        Err(_) => None,
+    let Looked {
+        result,
+        mut notes,
+        health,
+    } = match look(w, api, ctx, current).await? {
+        Look::Done(looked) => *looked,
+        Look::Deferred(wait) => {
+            return Ok(Action::requeue(wait + priority::step_back(&object_key(w))));
+        }
     };
     let report = result.as_ref().map(|s| &s.report);
     let now = jiff::Timestamp::now();
@@ -258,6 +256,72 @@ async fn apply(w: &Webhook, api: &Api<Webhook>, ctx: &Context) -> Result<Action,
     publish::events(&ctx.recorder, w, notes).await;
     record(ctx, w, report, &status, started.elapsed());
     Ok(next(w, report, health.as_ref(), ctx, started))
+}
+
+/// What one look at Bitbucket came to.
+enum Look {
+    /// The sync's outcome, Events to add, and the delivery health when it synced.
+    Done(Box<Looked>),
+    /// Periodic work gave way to changes waiting on the credential's budget (or to
+    /// Bitbucket's 429 pause): nothing was looked at, so the status stands until then.
+    Deferred(Duration),
+}
+
+struct Looked {
+    result: Result<Synced, Error>,
+    notes: Vec<crate::reconcile::publish::Note>,
+    health: Option<Assessment>,
+}
+
+/// Sync and assess, with the Webhook's requests in their turn on the credential's
+/// budget: a changed Webhook's before periodic ones, and with the other requests of its
+/// repository.
+async fn look(
+    w: &Webhook,
+    api: &Api<Webhook>,
+    ctx: &Context,
+    current: bool,
+) -> Result<Look, Error> {
+    let (sync_priority, health_priority) = if current {
+        (Priority::Drift, Priority::Health)
+    } else {
+        (Priority::Change, Priority::Change)
+    };
+    let ticket = Ticket::new(sync_priority, &ConnectionPlace::of(w));
+    let (result, notes) = match dereference::generated_secret(w, ctx).await {
+        Ok(generated) => (
+            ticket.scope(sync(w, api, ctx)).await,
+            Vec::from_iter(generated),
+        ),
+        Err(e) => (Err(e), Vec::new()),
+    };
+    let result = match result {
+        // Not the status's to say: the caller reads the Webhook again.
+        Err(e @ Error::Stale { .. }) => return Err(e),
+        Err(Error::Bitbucket(crate::bitbucket::Error::RateLimited {
+            local: true,
+            retry_after,
+        })) if current => {
+            return Ok(Look::Deferred(
+                retry_after.unwrap_or(Duration::from_secs(1)),
+            ));
+        }
+        other => other,
+    };
+    let health = match &result {
+        Ok(synced) => {
+            ticket
+                .at(health_priority)
+                .scope(assess(w, synced, ctx))
+                .await
+        }
+        Err(_) => None,
+    };
+    Ok(Look::Done(Box::new(Looked {
+        result,
+        notes,
+        health,
+    })))
 }
 
 /// The steps up to Bitbucket and back.

@@ -90,10 +90,14 @@ pub async fn observe(
     };
     let (mut hooks, age) = list(target, &key, max_age, ctx).await?;
     let mut decision = decide(&hooks);
-    if decision == Plan::Create && (age > RECENT_LIST || pending) {
-        // Do not create from an old list, nor when a create of ours may have happened
-        // (pending mark): look once more right before. A list of the last seconds (which
-        // the operator's own creates keep current) is good enough otherwise, and not
+    // A create that may have happened (pending mark) needs a listing taken after it. When
+    // this process sent it, its failure dropped the cached listing (`execute`), so any
+    // cached one is younger and one listing serves every Webhook of the repository that
+    // waits; when another process did (a crash, a handover), no cached one can be trusted.
+    let lost_elsewhere = pending && !ctx.lists.create_lost_here(&w.uid().unwrap_or_default());
+    if decision == Plan::Create && (age > RECENT_LIST || lost_elsewhere) {
+        // Do not create from an old list: look once more right before. A list of the last
+        // seconds (which the operator's own creates keep current) is good enough, and not
         // re-listing then keeps a burst of creates from spending the budget on lists.
         hooks = list(target, &key, Duration::ZERO, ctx).await?.0;
         decision = decide(&hooks);

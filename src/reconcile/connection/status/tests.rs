@@ -14,6 +14,7 @@ fn proof() -> Result<Proof, Error> {
         repository: None,
         reason: Reason::Verified,
         message: "authenticated to Bitbucket as ci-bot".to_owned(),
+        at: None,
     })
 }
 
@@ -184,6 +185,7 @@ fn the_budget_is_shown_as_allowed() {
             (Purpose::Verification, 1),
             (Purpose::Discovery, 2),
         ],
+        queued: 7,
     };
     let step = step(
         None,
@@ -194,7 +196,10 @@ fn the_budget_is_shown_as_allowed() {
         at("2026-01-02T00:00:00Z"),
     );
     let budget = step.status.budget.expect("budget");
-    assert_eq!((budget.requests_per_hour, budget.shared_by), (300, 2));
+    assert_eq!(
+        (budget.requests_per_hour, budget.shared_by, budget.queued),
+        (300, 2, Some(7))
+    );
     let spent = budget.spent_last_hour.expect("spent");
     assert_eq!(
         (
