@@ -122,6 +122,11 @@ fn duration_histogram() -> Histogram {
     Histogram::new(exponential_buckets(0.005, 2.0, 14))
 }
 
+const REMAINING: &str =
+    "Requests the connection may still send at once before its hourly budget makes it wait";
+
+const QUEUED: &str = "Requests of the connection's credential waiting for their turn on its budget (changes before drift checks before health polls)";
+
 const BY_PURPOSE: &str = "Requests taken from a connection's budget by what they were for: writes (create, update, delete), listings (a place's hooks), health (Data Center statistics, test deliveries), verification (the credential check, event catalogues), discovery (repository and project listings)";
 
 /// Every metric the operator exposes on `/metrics`.
@@ -216,16 +221,8 @@ impl Metrics {
             "Requests sent to Bitbucket by connection, method and HTTP status (\"error\": no answer)",
         );
         let requests_by_purpose = add(r, "bitbucket_requests_by_purpose", BY_PURPOSE);
-        let budget_remaining = add(
-            r,
-            "bitbucket_budget_remaining",
-            "Requests the connection may still send at once before its hourly budget makes it wait",
-        );
-        let budget_queued = add(
-            r,
-            "bitbucket_budget_queued",
-            "Requests of the connection's credential waiting for their turn on its budget (changes before drift checks before health polls)",
-        );
+        let budget_remaining = add(r, "bitbucket_budget_remaining", REMAINING);
+        let budget_queued = add(r, "bitbucket_budget_queued", QUEUED);
         let connection_hooks = add(
             r,
             "connection_hooks",

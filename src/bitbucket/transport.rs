@@ -286,7 +286,9 @@ impl Transport {
         self.send(call).await?.json()
     }
 
-    async fn once(&self, call: &Call<'_>) -> std::result::Result<Answer, Failure> {
+    /// Takes the request's turn on the budget, counted by its purpose; the requests the
+    /// budget still allows at once.
+    async fn take(&self, call: &Call<'_>) -> std::result::Result<u32, Failure> {
         // Periodic work does not wait: it would hold its reconcile, and a listing others
         // wait for, behind the changes that go first. It comes back when its turn is due.
         let patience = match super::queue::Ticket::current().priority {
@@ -309,6 +311,11 @@ impl Transport {
         if let Some(o) = &self.observer {
             o.metrics.spent(&o.connection, purpose.name());
         }
+        Ok(remaining)
+    }
+
+    async fn once(&self, call: &Call<'_>) -> std::result::Result<Answer, Failure> {
+        let remaining = self.take(call).await?;
         let observe = |status: Option<u16>| {
             if let Some(o) = &self.observer {
                 o.metrics
