@@ -36,6 +36,8 @@ pub struct RepoLists {
     refused: Mutex<HashMap<ConnectionPlace, Instant>>,
     /// The Webhooks (by uid) whose last create this process sent and lost the answer to.
     lost_creates: Mutex<std::collections::HashSet<String>>,
+    /// When the operator's own last create or update on a place was answered.
+    written: Mutex<HashMap<ConnectionPlace, Instant>>,
 }
 
 impl RepoLists {
@@ -45,7 +47,17 @@ impl RepoLists {
             slots: Mutex::default(),
             refused: Mutex::default(),
             lost_creates: Mutex::default(),
+            written: Mutex::default(),
         }
+    }
+
+    /// How long ago the operator's own last create or update on `key` was answered.
+    pub fn since_own_write(&self, key: &ConnectionPlace) -> Option<Duration> {
+        self.written
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(key)
+            .map(Instant::elapsed)
     }
 
     /// A create of the Webhook `uid` in `key` failed in a way Bitbucket may have acted on:
@@ -178,6 +190,10 @@ impl RepoLists {
     /// the listing had: they describe deliveries, which an update does not change), in
     /// both listings of `key`.
     pub async fn upsert(&self, key: &ConnectionPlace, hook: RemoteHook) {
+        self.written
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(key.clone(), Instant::now());
         for copy in BOTH {
             let slot = self.slot(copy, key);
             let mut entry = slot.lock().await;

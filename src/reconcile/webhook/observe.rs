@@ -17,6 +17,11 @@ use crate::reconcile::{Context, Error};
 /// How old a cached list may be and still decide a create.
 const RECENT_LIST: Duration = Duration::from_secs(10);
 
+/// How old it may be while the operator's own writes to the place follow each other
+/// within [`RECENT_LIST`]: a repository's creates go back to back after its listing, at
+/// the budget's pace (#23), and listing again between them would only slow them down.
+const WRITING_LIST: Duration = Duration::from_secs(300);
+
 /// What Bitbucket holds for the repository, and what to do about it.
 pub struct Observation {
     pub hooks: Vec<RemoteHook>,
@@ -95,7 +100,13 @@ pub async fn observe(
     // cached one is younger and one listing serves every Webhook of the repository that
     // waits; when another process did (a crash, a handover), no cached one can be trusted.
     let lost_elsewhere = pending && !ctx.lists.create_lost_here(&w.uid().unwrap_or_default());
-    if decision == Plan::Create && (age > RECENT_LIST || lost_elsewhere) {
+    let writing = ctx
+        .lists
+        .since_own_write(&key)
+        .is_some_and(|since| since <= RECENT_LIST)
+        && age <= WRITING_LIST;
+    let recent = age <= RECENT_LIST || writing;
+    if decision == Plan::Create && (!recent || lost_elsewhere) {
         // Do not create from an old list: look once more right before. A list of the last
         // seconds (which the operator's own creates keep current) is good enough, and not
         // re-listing then keeps a burst of creates from spending the budget on lists.
