@@ -267,6 +267,11 @@ pub struct BudgetStatus {
     /// bbwo_bitbucket_budget_queued follows it live).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub queued: Option<i64>,
+    /// How often each repository's hooks are compared with Bitbucket ("10m", "4h"): the
+    /// operator's --resync-period, longer when one listing per repository that often
+    /// would take more than half of this budget (the rest stays free for changes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resync_every: Option<String>,
 }
 
 /// Where a budget's requests went.

@@ -20,6 +20,9 @@ pub struct Budget {
     /// What Bitbucket reported of its own limits, per resource group (Cloud's
     /// `X-RateLimit-*` headers on access-token requests).
     reported: Mutex<std::collections::BTreeMap<String, Reported>>,
+    /// Periodic work's own bucket at half the allowance: drift checks and health polls
+    /// never take more than half the budget, so the rest stays free for changes.
+    periodic: Mutex<Arc<Limiter>>,
     /// The requests per hour the connections ask for (the smallest of them).
     asked: std::sync::atomic::AtomicU32,
     pause: Mutex<Pause>,
@@ -181,11 +184,17 @@ fn limiter(per_hour: u32) -> Limiter {
     RateLimiter::direct(quota).with_middleware::<StateInformationMiddleware>()
 }
 
+/// The part of an allowance periodic work may take: half.
+pub fn periodic_share(per_hour: u32) -> u32 {
+    (per_hour / 2).max(1)
+}
+
 impl Budget {
     pub fn per_hour(per_hour: u32) -> Budget {
         let per_hour = per_hour.max(1);
         Budget {
             limiter: Mutex::new((per_hour, Arc::new(limiter(per_hour)))),
+            periodic: Mutex::new(Arc::new(limiter(periodic_share(per_hour)))),
             reported: Mutex::default(),
             asked: std::sync::atomic::AtomicU32::new(per_hour),
             pause: Mutex::default(),
@@ -228,15 +237,21 @@ impl Budget {
     /// Takes one request from the budget in the queue's order (the running work's
     /// [`Ticket`](super::queue::Ticket)), waiting for its turn unless that would take
     /// longer than `patience` (zero: go now or not at all): then says how long it would
-    /// (the caller comes back then, rather than holding a reconcile that long).
+    /// (the caller comes back then, rather than holding a reconcile that long). Periodic
+    /// work (a `Drift` or `Health` ticket) also takes from its share, half the budget, and
+    /// never waits for it.
     pub async fn acquire(&self, patience: Duration) -> Result<u32, Duration> {
-        let place = self.queue.join(super::queue::Ticket::current());
+        let ticket = super::queue::Ticket::current();
+        let periodic = ticket.priority != super::queue::Priority::Change;
+        let place = self.queue.join(ticket);
         let mut told = false;
         loop {
             let moved = self.queue.moved();
             tokio::pin!(moved);
             moved.as_mut().enable();
             match self.queue.ahead(&place) {
+                // Periodic work past its share never waits for more.
+                (0, _) if periodic && let Err(wait) = self.periodic_turn() => return Err(wait),
                 (0, _) => match self.try_acquire() {
                     Ok(remaining) => {
                         place.granted();
@@ -329,6 +344,19 @@ impl Budget {
             .map_err(|not_until| not_until.wait_time_from(DefaultClock::default().now()))
     }
 
+    /// Takes one request from periodic work's share, or says how long until one is left.
+    fn periodic_turn(&self) -> Result<(), Duration> {
+        let periodic = self
+            .periodic
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        periodic
+            .check()
+            .map(drop)
+            .map_err(|not_until| not_until.wait_time_from(DefaultClock::default().now()))
+    }
+
     /// The requests per hour this budget allows.
     pub fn limit(&self) -> u32 {
         self.limiter.lock().unwrap_or_else(|p| p.into_inner()).0
@@ -358,6 +386,8 @@ impl Budget {
         let mut current = self.limiter.lock().unwrap_or_else(|p| p.into_inner());
         if per_hour != current.0 {
             *current = (per_hour, Arc::new(limiter(per_hour)));
+            *self.periodic.lock().unwrap_or_else(|p| p.into_inner()) =
+                Arc::new(limiter(periodic_share(per_hour)));
         }
     }
 
@@ -740,6 +770,25 @@ mod tests {
         first.abort();
         let _ = first.await;
         assert_eq!(budget.queued(), 0, "a dropped request leaves the queue");
+    }
+
+    #[tokio::test]
+    async fn periodic_work_takes_half_the_budget_at_most() {
+        use super::super::queue::{Priority, Ticket};
+        let budget = Budget::per_hour(100);
+        let drift = || Ticket::new(Priority::Drift, &"a").scope(budget.acquire(Duration::ZERO));
+        // Half of the burst of 10.
+        for _ in 0..5 {
+            drift().await.expect("within the share");
+        }
+        drift().await.expect_err("past the share");
+        for _ in 0..5 {
+            budget
+                .acquire(Duration::ZERO)
+                .await
+                .expect("changes take the rest");
+        }
+        assert_eq!(budget.taken(), 0, "acquiring alone spends nothing counted");
     }
 
     #[test]

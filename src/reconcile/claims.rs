@@ -144,6 +144,18 @@ impl Claims {
         found
     }
 
+    /// How many repositories live repository-scope Webhooks on `connection` name (each
+    /// once, case-insensitively), without sorting them.
+    pub fn places(&self, connection: &ConnectionId) -> usize {
+        self.lock()
+            .repositories
+            .values()
+            .filter(|(c, _)| c == connection)
+            .map(|(_, r)| r.to_ascii_lowercase())
+            .collect::<std::collections::HashSet<_>>()
+            .len()
+    }
+
     fn remove_uid(&self, uid: &str) {
         let mut inner = self.lock();
         inner.repositories.remove(uid);

@@ -38,8 +38,9 @@ pub use webhookset::{
     SetContext, error_policy as webhookset_error_policy, reconcile as reconcile_webhookset,
 };
 
-use crate::api::Webhook;
+use crate::api::{Flavor, Webhook};
 use crate::bitbucket::RetryPolicy;
+use crate::identity::ConnectionId;
 
 /// Settings of a running operator.
 #[derive(Clone, Debug)]
@@ -245,6 +246,37 @@ impl Context {
         trusted.is_some()
     }
 
+    /// The resync period of the Webhooks of `connection`: the configured one, stretched
+    /// when one listing per repository per period would take more than periodic work's
+    /// share (half) of the credential's budget, counting the repositories of every
+    /// connection sharing it (#23: 2,000 repositories on Cloud's 1,000/h resync every 4
+    /// hours, not every 10 minutes).
+    pub fn resync_period(&self, connection: &ConnectionId) -> Duration {
+        self.config
+            .resync_period
+            .mul_f64(self.periodic_stretch(connection))
+    }
+
+    /// The health period, stretched alike where its polls are Bitbucket requests (Data
+    /// Center's statistics); elsewhere it probes the endpoint and costs the budget nothing.
+    pub fn health_period(&self, connection: &ConnectionId, flavor: Flavor) -> Duration {
+        match flavor {
+            Flavor::DataCenter => self
+                .config
+                .health_period
+                .mul_f64(self.periodic_stretch(connection)),
+            Flavor::Cloud | Flavor::PostWebhooks => self.config.health_period,
+        }
+    }
+
+    fn periodic_stretch(&self, connection: &ConnectionId) -> f64 {
+        let Some((per_hour, sharing)) = self.connections.sharing(connection) else {
+            return 1.0;
+        };
+        let places: usize = sharing.iter().map(|c| self.claims.places(c)).sum();
+        stretch(places, self.config.resync_period, per_hour)
+    }
+
     /// Drops what the process keeps about an object that is gone.
     pub fn forget(&self, key: &str, uid: &str) {
         self.succeeded(key);
@@ -279,4 +311,29 @@ pub fn requeue_after(ctx: &Context, key: &str, error: &Error) -> Duration {
     error
         .retry_after()
         .map_or(backoff, |wait| wait.max(Duration::from_secs(1)))
+}
+
+/// How much to stretch periodic work's periods so that `places` listed once per `resync`
+/// fit in periodic work's share of `per_hour` requests (at least 1: never shorter).
+pub fn stretch(places: usize, resync: Duration, per_hour: u32) -> f64 {
+    let share = f64::from(crate::bitbucket::budget::periodic_share(per_hour));
+    let per_hour_needed = places as f64 * 3600.0 / resync.as_secs_f64().max(1.0);
+    (per_hour_needed / share).max(1.0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn periodic_work_is_stretched_to_half_the_budget() {
+        let ten_minutes = Duration::from_secs(600);
+        // 50 repositories every 10 minutes: 300 listings an hour, within 500.
+        assert_eq!(stretch(50, ten_minutes, 1000), 1.0);
+        // 2,000 on Cloud's 1,000/h: 12,000 an hour, so every 4 hours (24 x 10 min).
+        assert_eq!(stretch(2000, ten_minutes, 1000), 24.0);
+        let every = ten_minutes.mul_f64(stretch(2000, ten_minutes, 1000));
+        assert_eq!(every, Duration::from_secs(4 * 3600));
+        assert_eq!(stretch(0, ten_minutes, 1), 1.0);
+    }
 }

@@ -22,6 +22,8 @@ pub struct Allowance {
     pub spent: Vec<(Purpose, u64)>,
     /// Requests waiting for their turn now.
     pub queued: usize,
+    /// How often each repository is listed by periodic work (set by the reconciler).
+    pub resync_every: Option<std::time::Duration>,
 }
 
 pub struct Budgets {
@@ -138,6 +140,7 @@ impl Budgets {
             reported: budget.reported(),
             spent: budget.spent_last_hour(),
             queued: budget.queued(),
+            resync_every: None,
         })
     }
 

@@ -89,7 +89,12 @@ where
         view.status.as_ref(),
         view.generation,
         found,
-        ctx.connections.allowance(&view),
+        ctx.connections
+            .allowance(&view)
+            .map(|a| budgets::Allowance {
+                resync_every: Some(ctx.resync_period(&view.id)),
+                ..a
+            }),
         hooks,
         jiff::Timestamp::now(),
     );

@@ -244,6 +244,14 @@ impl Registry {
         )
     }
 
+    /// The requests per hour of the connection's budget and the connections sharing it
+    /// (itself among them), once its client was built.
+    pub fn sharing(&self, connection: &ConnectionId) -> Option<(u32, Vec<ConnectionId>)> {
+        let budget = self.budgets.of(connection)?;
+        let key = self.budgets.key_of(connection)?;
+        Some((budget.limit(), self.budgets.connections_on(&key)))
+    }
+
     /// When the connection's client was last rebuilt (a new credential or spec), if it was.
     pub fn rebuilt_at(&self, connection: &ConnectionId) -> Option<Instant> {
         self.rebuilt

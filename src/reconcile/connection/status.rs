@@ -233,6 +233,13 @@ fn budget_status(allowance: Allowance) -> BudgetStatus {
     BudgetStatus {
         spent_last_hour: Some(spending),
         queued: Some(i64::try_from(allowance.queued).unwrap_or(i64::MAX)),
+        resync_every: allowance.resync_every.map(|d| {
+            // jiff's friendly format: "4h", "10m", "1h 30m".
+            format!(
+                "{:#}",
+                jiff::SignedDuration::from_secs(i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+            )
+        }),
         requests_per_hour: i64::from(allowance.per_hour),
         shared_by: i64::try_from(allowance.shared_by).unwrap_or(i64::MAX),
         reported: allowance

@@ -198,7 +198,7 @@ async fn apply(w: &Webhook, api: &Api<Webhook>, ctx: &Context) -> Result<Action,
     let current = priority::current(w);
     let fresh = priority::fresh(
         w,
-        ctx.config.status_refresh + ctx.config.resync_period,
+        ctx.config.status_refresh + ctx.resync_period(&ConnectionId::of(w)),
         jiff::Timestamp::now(),
     );
     let until_slot = until_slot(w, ctx);
@@ -424,7 +424,7 @@ fn next(
     let key = object_key(w);
     let slot = match report {
         Ok(_) => until_slot(w, ctx),
-        Err(_) => slots::until_slot(ctx.config.resync_period, &key),
+        Err(_) => slots::until_slot(ctx.resync_period(&ConnectionId::of(w)), &key),
     };
     match report {
         Ok(_) => {
@@ -455,7 +455,10 @@ fn next(
 /// Until the next resync slot of the Webhook's repository (project, workspace): the
 /// Webhooks of one place through one connection share resync and health slots.
 fn until_slot(w: &Webhook, ctx: &Context) -> Duration {
-    slots::until_slot(ctx.config.resync_period, &ConnectionPlace::of(w))
+    slots::until_slot(
+        ctx.resync_period(&ConnectionId::of(w)),
+        &ConnectionPlace::of(w),
+    )
 }
 
 /// The listing cache's key: one connection's view of one place.
@@ -535,7 +538,7 @@ async fn assess(w: &Webhook, synced: &Synced, ctx: &Context) -> Option<Assessmen
                 .get(TEST_REQUESTED_ANNOTATION)
                 .map(String::as_str),
             previous: previous.and_then(|s| s.delivery.as_ref()),
-            poll_every: ctx.config.health_period,
+            poll_every: ctx.health_period(&ConnectionId::of(w), synced.flavor),
         })
         .await,
     )

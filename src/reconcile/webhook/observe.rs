@@ -72,7 +72,7 @@ pub async fn observe(
         target.view.spec.flavor,
         &w.uid().unwrap_or_default(),
         &ConnectionPlace::of(w),
-        ctx.config.health_period,
+        ctx.health_period(&target.view.id, target.view.spec.flavor),
         spec_changed,
     );
     let polled = poll.is_some();

@@ -186,6 +186,7 @@ fn the_budget_is_shown_as_allowed() {
             (Purpose::Discovery, 2),
         ],
         queued: 7,
+        resync_every: Some(std::time::Duration::from_secs(4 * 3600)),
     };
     let step = step(
         None,
@@ -200,6 +201,7 @@ fn the_budget_is_shown_as_allowed() {
         (budget.requests_per_hour, budget.shared_by, budget.queued),
         (300, 2, Some(7))
     );
+    assert_eq!(budget.resync_every.as_deref(), Some("4h"));
     let spent = budget.spent_last_hour.expect("spent");
     assert_eq!(
         (
