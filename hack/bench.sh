@@ -5,8 +5,9 @@
 # Cases (flavor:webhooks:resync seconds), overridable: BBWO_BENCH_CASES="Cloud:1000:30 ...".
 # BBWO_BENCH_WEBHOOKS set instead runs that one case as sized by the BBWO_BENCH_* variables.
 # BBWO_BENCH_BUDGET=0 skips the budget cases (400 Webhooks; a WebhookSet of 500 repositories;
-# 500 Webhooks changed at once at 1,000/h, about 30 minutes, BBWO_BENCH_REFACTOR=0 skips it
-# alone; an inventory of a Data Center instance).
+# 500 Webhooks changed at once at 1,000/h, about 30 minutes, and 2,000 Webhooks' steady state
+# at 1,000/h, about 25 minutes: BBWO_BENCH_REFACTOR=0 skips these two; an inventory of a
+# Data Center instance).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -53,6 +54,7 @@ done
 budget=""
 set_budget=""
 refactor=""
+steady=""
 inventory=""
 if [[ "${BBWO_BENCH_BUDGET:-1}" != 0 ]]; then
     test_filter=(--exact a_budget_is_used_at_its_limit)
@@ -65,6 +67,9 @@ if [[ "${BBWO_BENCH_BUDGET:-1}" != 0 ]]; then
         test_filter=(--exact five_hundred_webhooks_changed_at_once_at_cloud_s_limit)
         run refactor
         refactor=$(grep '^summary-refactor: ' "$logs/refactor.log" | sed 's/^summary-refactor: //')
+        test_filter=(--exact a_steady_state_of_2000_webhooks_leaves_half_of_the_budget_free)
+        run steady
+        steady=$(grep '^summary-steady: ' "$logs/steady.log" | sed 's/^summary-steady: //')
     fi
     test_filter=(--exact an_inventory_uses_one_request_per_place_within_its_budget)
     run inventory
@@ -88,4 +93,10 @@ if [[ -n "$budget" ]]; then
     echo "$set_budget"
     [[ -z "$refactor" ]] || echo "$refactor"
     echo "$inventory"
+fi
+if [[ -n "$steady" ]]; then
+    echo
+    echo "| steady state | Bitbucket requests | periodic work | changes | budget free |"
+    echo "|---|---|---|---|---|"
+    echo "$steady"
 fi

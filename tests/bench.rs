@@ -917,6 +917,128 @@ async fn five_hundred_webhooks_changed_at_once_at_cloud_s_limit() {
     assert!(time_ratio <= 1.1, "{time_ratio:.3}x the budget's minimum");
 }
 
+/// `make bench`, #23's steady state: 2,000 Cloud Webhooks on 2,000 repositories at
+/// Cloud's 1,000 webhook requests per hour with the default resync period (10 minutes):
+/// one listing per repository that often would be 12,000 an hour. They are made with the
+/// budget lifted; then the connection asks for 1,000/h and the operator restarts (no
+/// listing cached, every status to be checked again at its slot). Over the next
+/// `BBWO_BENCH_STEADY_MINUTES` (20) periodic work must take at most half of the budget,
+/// and 20 Webhooks changed halfway are Ready within a minute.
+#[tokio::test]
+#[ignore = "a benchmark: make bench"]
+async fn a_steady_state_of_2000_webhooks_leaves_half_of_the_budget_free() {
+    const PER_HOUR: u64 = 1000;
+    let minutes: u64 = env_or("BBWO_BENCH_STEADY_MINUTES", 20);
+    let size = Size {
+        webhooks: 2000,
+        per_repository: 1,
+        flavor: Flavor::Cloud,
+        resync: 600,
+        health: 3600,
+    };
+    let w = World::standalone("steady", size.flavor).await;
+    prepare(&w, &size, 1_000_000).await;
+    let metrics = format!("127.0.0.1:{}", free_port());
+    let operator_at = |metrics: &str| {
+        w.operator_command()
+            .args([
+                format!("--metrics-bind-address={metrics}"),
+                "--resync-period=10m".to_owned(),
+                "--health-period=1h".to_owned(),
+                "--log-level=warn".to_owned(),
+            ])
+            .spawn()
+            .expect("operator")
+    };
+    let mut operator = operator_at(&metrics);
+    create(&w.webhooks(), webhooks(&w, &size)).await;
+    wait_all_ready(&w, &metrics, size.webhooks, Duration::from_secs(900)).await;
+    budget_connection(&w, PER_HOUR);
+    operator.kill().await.expect("kill");
+    let metrics = format!("127.0.0.1:{}", free_port());
+    let _operator = operator_at(&metrics);
+    w.ctl.reset_requests().await.expect("reset");
+    let started = Instant::now();
+    let window = Duration::from_secs(minutes * 60);
+    let api = w.webhooks();
+    let mut changed: Option<(Instant, Option<Duration>)> = None;
+    while started.elapsed() < window {
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        match changed {
+            None if started.elapsed() >= window / 2 => {
+                for i in 0..20 {
+                    let patch = serde_json::json!({"spec": {"url": format!("https://ci.example.com/changed/{i}")}});
+                    api.patch(
+                        &format!("hook-{}", i * 97),
+                        &PatchParams::default(),
+                        &Patch::Merge(&patch),
+                    )
+                    .await
+                    .expect("patch");
+                }
+                changed = Some((Instant::now(), None));
+            }
+            Some((at, None)) => {
+                let list = api.list(&Default::default()).await.expect("list");
+                let done = (0..20)
+                    .filter(|i| {
+                        list.items.iter().any(|h| {
+                            h.metadata.name.as_deref() == Some(&format!("hook-{}", i * 97))
+                                && ready(h)
+                        })
+                    })
+                    .count();
+                if done == 20 {
+                    changed = Some((at, Some(at.elapsed())));
+                }
+            }
+            _ => {}
+        }
+        if started.elapsed().as_secs() % 120 < 5 {
+            let sent = w.ctl.count_where(|_, _| true).await.expect("requests");
+            println!(
+                "bench: {:.0} s: {sent} requests",
+                started.elapsed().as_secs_f64()
+            );
+        }
+    }
+    let sent = w.ctl.count_where(|_, _| true).await.expect("requests");
+    let writes = w
+        .ctl
+        .count_where(|m, _| m != "GET")
+        .await
+        .expect("requests");
+    let listings = listings(&w).await;
+    let per_hour = sent as f64 * 3600.0 / window.as_secs_f64();
+    let periodic_per_hour = sent.saturating_sub(writes + 20) as f64 * 3600.0 / window.as_secs_f64();
+    let changed_in = changed.and_then(|(_, d)| d);
+    println!("| measure | value |");
+    println!("|---|---|");
+    println!(
+        "| {} Webhooks on {} repositories at {PER_HOUR}/h, resync 10 min, {minutes} min after a restart | {sent} Bitbucket requests ({listings} repository listings, {writes} writes): {per_hour:.0}/h in all, periodic work {periodic_per_hour:.0}/h ({:.0}% of the budget); 20 Webhooks changed halfway all Ready after {} |",
+        size.webhooks,
+        size.repositories(),
+        periodic_per_hour / PER_HOUR as f64 * 100.0,
+        changed_in.map_or("(not within the window)".to_owned(), |d| format!(
+            "{:.1} s",
+            d.as_secs_f64()
+        ))
+    );
+    println!(
+        "summary-steady: | 2,000 Webhooks steady at {PER_HOUR}/h | {sent} in {minutes} min | periodic {periodic_per_hour:.0}/h | 20 changes Ready in {} | {:.0}% free |",
+        changed_in.map_or("-".to_owned(), |d| format!("{:.1} s", d.as_secs_f64())),
+        100.0 - periodic_per_hour / PER_HOUR as f64 * 100.0
+    );
+    assert!(
+        periodic_per_hour <= PER_HOUR as f64 / 2.0 * 1.1,
+        "periodic work took {periodic_per_hour:.0} of {PER_HOUR} an hour"
+    );
+    assert!(
+        changed_in.is_some_and(|d| d <= Duration::from_secs(60)),
+        "the changes were Ready after {changed_in:?}"
+    );
+}
+
 /// A Data Center instance of `projects` projects with `per_project` repositories, one hook
 /// each, on a fresh simulator.
 async fn instance(projects: usize, per_project: usize) -> bitbucket_sim::Running {

@@ -32,6 +32,8 @@ use crate::reconcile::{Config, Context, Registry, Shared};
 struct FakeBitbucket {
     hooks: Mutex<Vec<RemoteHook>>,
     calls: Mutex<Vec<String>>,
+    /// The credential's budget lets nothing go (listings answer a local RateLimited).
+    spent: std::sync::atomic::AtomicBool,
 }
 
 impl FakeBitbucket {
@@ -88,6 +90,12 @@ impl WebhookBackend for FakeBitbucket {
     }
     async fn list_hooks(&self, place: &Place) -> bitbucket::Result<Vec<RemoteHook>> {
         self.called(format!("list {place}"));
+        if self.spent.load(std::sync::atomic::Ordering::Relaxed) {
+            return Err(bitbucket::Error::RateLimited {
+                retry_after: Some(Duration::from_secs(7)),
+                local: true,
+            });
+        }
         // The repository's hooks; the workspace above it has none.
         match place {
             Place::Repository(_) => Ok(self.lock_hooks().clone()),
@@ -440,6 +448,43 @@ async fn periodic_work_steps_back_when_every_permit_is_taken_and_a_change_does_n
     edited.metadata.generation = Some(2);
     reconcile(&edited, &ctx).await.expect("reconciled");
     assert_eq!(fake.calls(), ["list team/app", "list workspace team"]);
+}
+
+#[tokio::test]
+async fn periodic_work_the_budget_defers_keeps_its_status_and_comes_back_at_the_slot() {
+    let mut w = webhook(json!({}), &[]);
+    w.metadata.finalizers = Some(vec![FINALIZER.to_owned()]);
+    w.status = Some(current_status("100", Duration::from_secs(3 * 3600)));
+    let (client, api) = MockApi::start(&w, Box::new(|_| None));
+    let fake = Arc::new(FakeBitbucket::with_hook("100", URL));
+    fake.spent.store(true, std::sync::atomic::Ordering::Relaxed);
+    let ctx = Arc::new(context(client, fake.clone()));
+    let action = reconcile(&w, &ctx).await.expect("reconciled");
+    let wait = requeue(&action).expect("requeued");
+    let slot = crate::slots::until_slot(
+        Duration::from_secs(600),
+        &crate::identity::ConnectionPlace::of(&w),
+    );
+    assert!(
+        wait >= slot.as_secs_f64() && wait <= slot.as_secs_f64() + 2.5,
+        "at the repository's slot ({slot:?}), not in seconds: {wait}"
+    );
+    assert!(
+        api.writes().is_empty(),
+        "status stands: {:#?}",
+        api.writes()
+    );
+    // A change the budget cannot serve now says so.
+    let mut edited = w.clone();
+    edited.metadata.generation = Some(2);
+    reconcile(&edited, &ctx).await.expect("reconciled");
+    assert!(
+        api.writes()
+            .iter()
+            .any(|s| s.body.to_string().contains("RateLimited")),
+        "{:#?}",
+        api.writes()
+    );
 }
 
 #[tokio::test]

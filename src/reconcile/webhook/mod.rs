@@ -229,8 +229,13 @@ async fn apply(w: &Webhook, api: &Api<Webhook>, ctx: &Context) -> Result<Action,
         health,
     } = match look(w, api, ctx, current).await? {
         Look::Done(looked) => *looked,
+        // Not retried within seconds (thousands of deferred checks would spin): the next
+        // slot of its repository, which the stretched resync period spreads to fit
+        // periodic work's share of the budget.
         Look::Deferred(wait) => {
-            return Ok(Action::requeue(wait + priority::step_back(&object_key(w))));
+            return Ok(Action::requeue(
+                wait.max(until_slot) + priority::step_back(&object_key(w)),
+            ));
         }
     };
     let report = result.as_ref().map(|s| &s.report);
@@ -262,8 +267,9 @@ async fn apply(w: &Webhook, api: &Api<Webhook>, ctx: &Context) -> Result<Action,
 enum Look {
     /// The sync's outcome, Events to add, and the delivery health when it synced.
     Done(Box<Looked>),
-    /// Periodic work gave way to changes waiting on the credential's budget (or to
-    /// Bitbucket's 429 pause): nothing was looked at, so the status stands until then.
+    /// Periodic work gave way to changes waiting on the credential's budget, found its
+    /// share of the budget spent, or met Bitbucket's 429 pause: nothing was looked at, so
+    /// the status stands until it comes back (at the earliest after this long).
     Deferred(Duration),
 }
 
