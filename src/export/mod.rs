@@ -52,7 +52,11 @@ impl Server {
             credentials: self.credentials.clone(),
             tls: self.tls.clone(),
             budget: budget.clone(),
-            retry: RetryPolicy::default(),
+            // The commands wait out the budget themselves (`patiently`), saying so.
+            retry: RetryPolicy {
+                queue_patience: Duration::ZERO,
+                ..RetryPolicy::default()
+            },
             observer: None,
         })
         .map_err(|e| e.to_string())?;
