@@ -55,7 +55,9 @@ enum Command {
 
 #[derive(clap::Args)]
 struct RunArgs {
-    /// How often every hook is compared with Bitbucket ("10m", "90s"); spread per repository.
+    /// How often every hook is compared with Bitbucket ("10m", "90s"); spread per repository,
+    /// and longer where one listing per repository that often would take more than half of
+    /// a credential's request budget (its connection's status.budget.resyncEvery).
     #[arg(long, default_value = "10m", value_parser = parse_duration, env = "BBWO_RESYNC_PERIOD")]
     resync_period: std::time::Duration,
     /// How often Data Center delivery statistics are read ("5m"): one listing per
