@@ -12,7 +12,7 @@ use kube::runtime::reflector::{self, ObjectRef};
 use kube::runtime::{PredicateConfig, WatchStreamExt, watcher};
 use kube::{Api, Resource, ResourceExt};
 
-use super::watches::{NoWait, Scope, changed, watch_backoff};
+use super::watches::{AppliedWhenStored, NoWait, Scope, changed, watch_backoff};
 use crate::api::{BitbucketConnection, ClusterBitbucketConnection, ConnectionKind};
 use crate::reconcile::conditions;
 use crate::reconcile::{Registry, retries};
@@ -33,7 +33,7 @@ where
     let stream = watcher(api, scope.watch())
         .backoff(watch_backoff())
         .reflect(writer)
-        .applied_objects()
+        .applied_when_stored()
         .predicate_filter(changed, PredicateConfig::default());
     let by_secret = store.clone();
     let secrets = watcher(
