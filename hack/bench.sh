@@ -96,7 +96,7 @@ if [[ -n "$budget" ]]; then
 fi
 if [[ -n "$steady" ]]; then
     echo
-    echo "| steady state | Bitbucket requests | periodic work | changes | budget free |"
-    echo "|---|---|---|---|---|"
+    echo "| steady state | Bitbucket requests | periodic work | changes |"
+    echo "|---|---|---|---|"
     echo "$steady"
 fi
