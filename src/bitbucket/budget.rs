@@ -214,7 +214,7 @@ impl Budget {
         self.on_queue.lock().unwrap_or_else(|p| p.into_inner()).0 = Some(hook);
     }
 
-    /// A request found others waiting or the bucket empty: tell, unless told lately.
+    /// The first in line found the bucket empty: tell, unless told lately.
     fn queue_started(&self) {
         let hook = {
             let mut on_queue = self.on_queue.lock().unwrap_or_else(|p| p.into_inner());
@@ -244,14 +244,20 @@ impl Budget {
         let ticket = super::queue::Ticket::current();
         let periodic = ticket.priority != super::queue::Priority::Change;
         let place = self.queue.join(ticket);
+        // Periodic work takes from its share once, first in line, and never waits for it.
+        let mut share_due = periodic;
         let mut told = false;
         loop {
             let moved = self.queue.moved();
             tokio::pin!(moved);
             moved.as_mut().enable();
             match self.queue.ahead(&place) {
-                // Periodic work past its share never waits for more.
-                (0, _) if periodic && let Err(wait) = self.periodic_turn() => return Err(wait),
+                (0, _)
+                    if std::mem::take(&mut share_due)
+                        && let Err(wait) = self.periodic_turn() =>
+                {
+                    return Err(wait);
+                }
                 (0, _) => match self.try_acquire() {
                     Ok(remaining) => {
                         place.granted();
