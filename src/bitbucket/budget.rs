@@ -184,6 +184,14 @@ fn limiter(per_hour: u32) -> Limiter {
     RateLimiter::direct(quota).with_middleware::<StateInformationMiddleware>()
 }
 
+/// One request from `limiter`: how many more could go at once, or how long until one can.
+fn take(limiter: &Limiter) -> Result<u32, Duration> {
+    limiter
+        .check()
+        .map(|snapshot| snapshot.remaining_burst_capacity())
+        .map_err(|not_until| not_until.wait_time_from(DefaultClock::default().now()))
+}
+
 /// The part of an allowance periodic work may take: half.
 pub fn periodic_share(per_hour: u32) -> u32 {
     (per_hour / 2).max(1)
@@ -344,10 +352,7 @@ impl Budget {
             .unwrap_or_else(|p| p.into_inner())
             .1
             .clone();
-        limiter
-            .check()
-            .map(|snapshot| snapshot.remaining_burst_capacity())
-            .map_err(|not_until| not_until.wait_time_from(DefaultClock::default().now()))
+        take(&limiter)
     }
 
     /// Takes one request from periodic work's share, or says how long until one is left.
@@ -357,10 +362,7 @@ impl Budget {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .clone();
-        periodic
-            .check()
-            .map(drop)
-            .map_err(|not_until| not_until.wait_time_from(DefaultClock::default().now()))
+        take(&periodic).map(drop)
     }
 
     /// The requests per hour this budget allows.
